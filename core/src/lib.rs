@@ -1,0 +1,40 @@
+//! # infermesh-core
+//!
+//! The platform-agnostic core of InferMesh: identity, the message envelope
+//! and its validation, and the [`Mesh`] facade that drives a libp2p swarm
+//! (gossipsub, Kademlia, identify, ping, relay, request-response, …) on
+//! native targets and in the browser alike.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), infermesh_core::MeshError> {
+//! use futures::StreamExt;
+//! use infermesh_core::{Identity, Mesh, MeshConfig, MeshEvent};
+//!
+//! let (mesh, mut events, event_loop) = Mesh::new(MeshConfig::server(Identity::generate().unwrap()))?;
+//! # let spawn = |_f: infermesh_core::EventLoop| ();
+//! spawn(event_loop); // e.g. tokio::spawn(event_loop.run())
+//! mesh.listen_on("/ip4/0.0.0.0/tcp/4001".parse().unwrap()).await?;
+//! mesh.subscribe("swarm-alpha").await?;
+//! while let Some(event) = events.next().await {
+//!     if let MeshEvent::Message(m) = event {
+//!         println!("{} says {:?}", m.sender, m.envelope.content);
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+mod identity;
+mod mesh;
+pub mod messaging;
+mod metrics;
+mod net;
+pub mod platform;
+
+pub use identity::{Identity, IdentityError};
+pub use libp2p::{Multiaddr, PeerId};
+pub use mesh::{
+    Delivery, EventLoop, InboundMessage, Mesh, MeshConfig, MeshError, MeshEvent, MeshEvents,
+    MeshHandle, PeerInfo, Sent, Status, Timing, TransportConfig, Via,
+};
+pub use messaging::{Envelope, MsgType};
+pub use metrics::MetricsSnapshot;

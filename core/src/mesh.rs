@@ -1,0 +1,528 @@
+//! The public facade: [`Mesh::new`] builds a node and returns a cloneable
+//! [`MeshHandle`] (commands with replies), a [`MeshEvents`] stream and the
+//! [`EventLoop`] future that the caller spawns on its executor. The libp2p
+//! `Swarm` lives inside the event loop and is never exposed.
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures::{
+    SinkExt, Stream,
+    channel::{mpsc, oneshot},
+};
+use libp2p::{Multiaddr, PeerId};
+use serde::Serialize;
+
+pub use crate::net::EventLoop;
+use crate::{
+    Identity,
+    messaging::{Envelope, Limits, MsgType, Rejection},
+    metrics::{Metrics, MetricsSnapshot},
+    net::{self, Command},
+    platform::{self, TransportOptions},
+};
+
+/// Which transports the node uses.
+#[derive(Clone, Debug)]
+pub enum TransportConfig {
+    /// The platform's real transports (native: TCP, QUIC, WebSocket,
+    /// WebRTC-direct; browser: WebSocket, WebRTC-direct), plus relay circuits.
+    Platform(TransportOptions),
+    /// libp2p's in-process memory transport (`/memory/N` addresses), plus
+    /// relay circuits: for tests and simulations.
+    Memory,
+}
+
+/// Timers and intervals; the defaults suit real networks, tests shorten them.
+#[derive(Clone, Debug)]
+pub struct Timing {
+    /// Gossipsub heartbeat.
+    pub gossip_heartbeat: Duration,
+    /// How often each connection is pinged; a failed ping closes it.
+    pub ping_interval: Duration,
+    /// First reconnect delay after losing a peer.
+    pub reconnect_initial: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_max: Duration,
+    /// Reconnect attempts before giving up on a peer (bootstrap peers: never).
+    pub reconnect_attempts: u32,
+    /// How often to look for new peers with a random DHT walk.
+    pub discovery_interval: Duration,
+    /// How long a direct message may wait for its acknowledgement.
+    pub request_timeout: Duration,
+    /// How long an unused connection is kept open.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            gossip_heartbeat: Duration::from_millis(700),
+            ping_interval: Duration::from_secs(15),
+            reconnect_initial: Duration::from_millis(500),
+            reconnect_max: Duration::from_secs(60),
+            reconnect_attempts: 10,
+            discovery_interval: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Everything needed to start a node.
+#[derive(Clone, Debug)]
+pub struct MeshConfig {
+    /// The node's identity.
+    pub identity: Identity,
+    /// Transports.
+    pub transport: TransportConfig,
+    /// Peers to join through (`/…/p2p/<id>`); redialled forever with backoff.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Most distinct peers connected at once.
+    pub max_peers: usize,
+    /// Serve relay v2 circuits for others (native nodes).
+    pub relay_server: bool,
+    /// Answer DHT queries (native nodes); browsers are DHT clients.
+    pub kad_server: bool,
+    /// Run AutoNAT (reachability probing, client and server).
+    pub autonat: bool,
+    /// Run DCUtR (hole punching through relayed connections).
+    pub dcutr: bool,
+    /// Discover peers on the local network with mDNS (native only).
+    pub mdns: bool,
+    /// Limits on inbound envelopes.
+    pub limits: Limits,
+    /// Timers.
+    pub timing: Timing,
+    /// Most direct messages in flight to one peer; more wait in a priority
+    /// queue.
+    pub direct_window: usize,
+    /// Most direct messages waiting per peer.
+    pub direct_queue: usize,
+    /// Capacity of the event stream; when the consumer falls behind, new
+    /// messages are dropped and counted as `queue_full`.
+    pub event_buffer: usize,
+}
+
+impl MeshConfig {
+    /// A full node: DHT server, relay server, AutoNAT, DCUtR and mDNS, on
+    /// the platform transports.
+    pub fn server(identity: Identity) -> Self {
+        Self {
+            identity,
+            transport: TransportConfig::Platform(TransportOptions::default()),
+            bootstrap: Vec::new(),
+            max_peers: 50,
+            relay_server: true,
+            kad_server: true,
+            autonat: true,
+            dcutr: true,
+            mdns: true,
+            limits: Limits::default(),
+            timing: Timing::default(),
+            direct_window: 64,
+            direct_queue: 1024,
+            event_buffer: 1024,
+        }
+    }
+
+    /// A light node (a browser page): DHT client, relay client only.
+    pub fn client(identity: Identity) -> Self {
+        Self {
+            relay_server: false,
+            kad_server: false,
+            autonat: false,
+            dcutr: false,
+            mdns: false,
+            ..Self::server(identity)
+        }
+    }
+}
+
+/// Errors of mesh operations; the messages are meant for people.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    /// The event loop has stopped.
+    #[error("the mesh node has shut down")]
+    Closed,
+    /// Building the transports failed.
+    #[error("transport setup failed: {0}")]
+    Transport(String),
+    /// Building a protocol failed.
+    #[error("protocol setup failed: {0}")]
+    Setup(String),
+    /// A listen address could not be used.
+    #[error("could not listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+    /// A dial failed.
+    #[error("could not connect to {target}: {reason}")]
+    Dial {
+        /// The address or node ID dialled.
+        target: String,
+        /// Why.
+        reason: String,
+    },
+    /// A peer could not be found in the DHT or on the local network.
+    #[error("node {0} was not found (no address known via the DHT, mDNS or bootstrap peers)")]
+    PeerNotFound(PeerId),
+    /// The envelope failed the checks a receiver would apply.
+    #[error("invalid message: {0}")]
+    InvalidMessage(Rejection),
+    /// Nobody is subscribed to the topic yet.
+    #[error("no peers are subscribed to topic '{0}' yet")]
+    NoSubscribers(String),
+    /// Publishing failed for another reason.
+    #[error("publishing to '{topic}' failed: {reason}")]
+    Publish {
+        /// The topic.
+        topic: String,
+        /// Why.
+        reason: String,
+    },
+    /// Subscribing failed.
+    #[error("subscribing to '{topic}' failed: {reason}")]
+    Subscribe {
+        /// The topic.
+        topic: String,
+        /// Why.
+        reason: String,
+    },
+    /// Too many messages are waiting for this peer.
+    #[error("send queue to {0} is full")]
+    QueueFull(PeerId),
+    /// The direct message did not reach the peer.
+    #[error("direct message to {peer} failed: {reason}")]
+    Delivery {
+        /// The recipient.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+    /// The peer received the message and refused it.
+    #[error("{peer} rejected the message: {reason}")]
+    RejectedByPeer {
+        /// The recipient.
+        peer: PeerId,
+        /// The reason label it gave.
+        reason: String,
+    },
+}
+
+/// Where an inbound message came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// Broadcast on this topic.
+    Topic(String),
+    /// Sent directly to this node.
+    Direct,
+}
+
+/// A validated inbound message.
+#[derive(Clone, Debug)]
+pub struct InboundMessage {
+    /// The envelope.
+    pub envelope: Envelope,
+    /// The authenticated node that created it (gossip signer or direct sender).
+    pub sender: PeerId,
+    /// How it arrived.
+    pub via: Via,
+}
+
+/// Something that happened in the mesh.
+#[derive(Clone, Debug)]
+pub enum MeshEvent {
+    /// A message arrived and passed validation.
+    Message(InboundMessage),
+    /// First connection to a peer.
+    PeerConnected {
+        /// The peer.
+        peer: PeerId,
+        /// The address of that connection.
+        address: Multiaddr,
+    },
+    /// Last connection to a peer closed.
+    PeerDisconnected {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// Now listening on this address (ends in `/p2p/<own id>`).
+    NewListenAddr(Multiaddr),
+    /// No longer listening on this address.
+    ExpiredListenAddr(Multiaddr),
+}
+
+/// A connected peer.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerInfo {
+    /// Node ID.
+    pub peer_id: String,
+    /// Addresses of the open connections.
+    pub connections: Vec<String>,
+    /// Last ping round trip, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// The peer's software, from identify.
+    pub agent: Option<String>,
+}
+
+/// A node's status.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    /// Node ID.
+    pub peer_id: String,
+    /// Listen addresses, each ending in `/p2p/<id>`.
+    pub listen_addrs: Vec<String>,
+    /// Addresses others observed or confirmed for us.
+    pub external_addrs: Vec<String>,
+    /// Connected peers.
+    pub connected_peers: usize,
+    /// Most peers allowed.
+    pub max_peers: usize,
+    /// Subscribed topics.
+    pub topics: Vec<String>,
+    /// Whether this node answers DHT queries.
+    pub dht_server: bool,
+    /// Whether this node relays for others.
+    pub relay_server: bool,
+    /// Metrics summary.
+    pub metrics: MetricsSnapshot,
+}
+
+/// A delivered direct message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Delivery {
+    /// The envelope ID.
+    pub id: String,
+    /// Time from sending to the acknowledgement.
+    pub rtt: Duration,
+}
+
+/// What [`MeshHandle::send`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Sent {
+    /// Delivered to one node and acknowledged.
+    Direct(Delivery),
+    /// Published on a topic.
+    Broadcast {
+        /// The envelope ID.
+        id: String,
+        /// The topic.
+        topic: String,
+    },
+}
+
+/// The entry point.
+pub struct Mesh;
+
+impl Mesh {
+    /// Builds a node. Spawn the returned [`EventLoop::run`] future; it ends
+    /// when every handle is dropped or [`MeshHandle::shutdown`] is called.
+    /// Then call [`MeshHandle::listen_on`] and/or [`MeshHandle::dial`].
+    pub fn new(config: MeshConfig) -> Result<(MeshHandle, MeshEvents, EventLoop), MeshError> {
+        let peer_id = config.identity.peer_id();
+        let limits = config.limits.clone();
+        let (command_tx, command_rx) = mpsc::channel(64);
+        let (event_tx, event_rx) = mpsc::channel(config.event_buffer);
+        let (event_loop, metrics) = net::build(config, command_rx, event_tx)?;
+        let handle = MeshHandle {
+            commands: command_tx,
+            peer_id,
+            metrics,
+            limits,
+        };
+        Ok((handle, MeshEvents { inner: event_rx }, event_loop))
+    }
+}
+
+/// The stream of [`MeshEvent`]s. Keep polling it: when it is full, new
+/// messages are dropped.
+pub struct MeshEvents {
+    inner: mpsc::Receiver<MeshEvent>,
+}
+
+impl Stream for MeshEvents {
+    type Item = MeshEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<MeshEvent>> {
+        Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
+
+/// A cloneable handle to a running node.
+#[derive(Clone)]
+pub struct MeshHandle {
+    commands: mpsc::Sender<Command>,
+    peer_id: PeerId,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+}
+
+impl MeshHandle {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, MeshError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .clone()
+            .send(make(tx))
+            .await
+            .map_err(|_| MeshError::Closed)?;
+        rx.await.map_err(|_| MeshError::Closed)
+    }
+
+    /// This node's ID.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Starts listening; resolves with the first concrete address (with
+    /// `/p2p/<id>`), e.g. the picked port for `/tcp/0`.
+    pub async fn listen_on(&self, addr: Multiaddr) -> Result<Multiaddr, MeshError> {
+        self.call(|reply| Command::Listen { addr, reply }).await?
+    }
+
+    /// Connects to an address (with or without `/p2p/<id>`); resolves with
+    /// the peer's ID once connected.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, MeshError> {
+        self.call(|reply| Command::Dial { addr, reply }).await?
+    }
+
+    /// Finds a node by ID (already connected, DHT, mDNS) and connects to it.
+    pub async fn connect_peer(&self, peer: PeerId) -> Result<(), MeshError> {
+        self.call(|reply| Command::FindPeer { peer, reply }).await?
+    }
+
+    /// Connected peers.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, MeshError> {
+        self.call(|reply| Command::Peers { reply }).await
+    }
+
+    /// The node's status.
+    pub async fn status(&self) -> Result<Status, MeshError> {
+        self.call(|reply| Command::Status { reply }).await
+    }
+
+    /// Subscribes to a topic; `false` if already subscribed.
+    pub async fn subscribe(&self, topic: &str) -> Result<bool, MeshError> {
+        let topic = topic.to_owned();
+        self.call(|reply| Command::Subscribe { topic, reply })
+            .await?
+    }
+
+    /// Unsubscribes; `false` if not subscribed.
+    pub async fn unsubscribe(&self, topic: &str) -> Result<bool, MeshError> {
+        let topic = topic.to_owned();
+        self.call(|reply| Command::Unsubscribe { topic, reply })
+            .await
+    }
+
+    /// Peers known to be subscribed to a topic.
+    pub async fn topic_peers(&self, topic: &str) -> Result<Vec<PeerId>, MeshError> {
+        let topic = topic.to_owned();
+        self.call(|reply| Command::TopicPeers { topic, reply })
+            .await
+    }
+
+    /// Sends an envelope where its `to` says: a node ID is a direct message
+    /// (acknowledged), anything else is a topic to publish on. An empty
+    /// `from` becomes this node's ID; a zero `timestamp` becomes now.
+    pub async fn send(&self, mut envelope: Envelope) -> Result<Sent, MeshError> {
+        let bytes = self.prepare(&mut envelope)?;
+        let outbound = net::Outbound {
+            id: envelope.id,
+            priority: envelope.priority,
+            expires_at_ms: envelope
+                .timestamp
+                .saturating_add(u64::from(envelope.ttl) * 1000),
+            bytes,
+        };
+        match envelope.to.parse::<PeerId>() {
+            Ok(peer) => self
+                .call(|reply| Command::SendDirect {
+                    peer,
+                    outbound,
+                    reply,
+                })
+                .await?
+                .map(Sent::Direct),
+            Err(_) => {
+                let (id, topic) = (outbound.id.clone(), envelope.to);
+                let publish_topic = topic.clone();
+                self.call(|reply| Command::Publish {
+                    topic: publish_topic,
+                    outbound,
+                    reply,
+                })
+                .await??;
+                Ok(Sent::Broadcast { id, topic })
+            }
+        }
+    }
+
+    /// Publishes a `Thought` with this text (and no payload) on a topic.
+    pub async fn publish_text(&self, topic: &str, text: &str) -> Result<Sent, MeshError> {
+        self.send(Envelope::new(MsgType::Thought, topic, 5, 300).with_content(text))
+            .await
+    }
+
+    /// Sends a `Thought` with this text directly to a node.
+    pub async fn send_text(&self, peer: PeerId, text: &str) -> Result<Sent, MeshError> {
+        self.send(Envelope::new(MsgType::Thought, peer.to_base58(), 5, 300).with_content(text))
+            .await
+    }
+
+    /// Fills in `from` and `timestamp`, checks the envelope the way a
+    /// receiver will, and encodes it (once).
+    fn prepare(&self, envelope: &mut Envelope) -> Result<Vec<u8>, MeshError> {
+        if envelope.from.is_empty() {
+            envelope.from = self.peer_id.to_base58();
+        }
+        if envelope.timestamp == 0 {
+            envelope.timestamp = platform::now_ms();
+        }
+        // Apply the receiver's rules before sending, so the caller gets the
+        // error instead of a silent drop on the far side.
+        self.limits
+            .check_schema(envelope)
+            .map_err(MeshError::InvalidMessage)?;
+        self.limits
+            .check_time(envelope, platform::now_ms())
+            .map_err(MeshError::InvalidMessage)?;
+        let bytes = envelope.encode();
+        if bytes.len() > self.limits.max_envelope_bytes {
+            return Err(MeshError::InvalidMessage(Rejection {
+                reason: crate::messaging::RejectReason::Oversize,
+                detail: format!(
+                    "message is {} bytes encoded, limit {}",
+                    bytes.len(),
+                    self.limits.max_envelope_bytes
+                ),
+            }));
+        }
+        Ok(bytes)
+    }
+
+    /// A summary of the metrics (no round trip to the event loop).
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+
+    /// All metrics in the Prometheus text format.
+    pub fn prometheus_metrics(&self) -> String {
+        self.metrics.encode()
+    }
+
+    /// Stops the node: connections close and the event loop ends.
+    pub async fn shutdown(&self) -> Result<(), MeshError> {
+        self.call(|reply| Command::Shutdown { reply }).await
+    }
+}

@@ -1,0 +1,256 @@
+//! Metrics of a mesh node, kept in a Prometheus registry (served natively at
+//! `/metrics`) and summarised as a [`MetricsSnapshot`] for the CLI and the
+//! browser.
+
+use std::collections::BTreeMap;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+use serde::Serialize;
+
+use crate::messaging::RejectReason;
+
+/// How a message travelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// Gossipsub broadcast on a topic.
+    Gossip,
+    /// Request-response to one peer.
+    Direct,
+}
+
+impl Route {
+    fn as_str(self) -> &'static str {
+        match self {
+            Route::Gossip => "gossip",
+            Route::Direct => "direct",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// The counters, shared by the event loop (which writes) and handles
+/// (which read).
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    messages_in: Family<RouteLabel, Counter>,
+    messages_out: Family<RouteLabel, Counter>,
+    dropped: Family<ReasonLabel, Counter>,
+    peers: Gauge,
+    latency: Histogram,
+}
+
+impl Metrics {
+    /// Creates the metrics; `register_more` adds other collectors (libp2p's)
+    /// to the same registry before it is frozen.
+    pub(crate) fn new(register_more: impl FnOnce(&mut Registry)) -> Self {
+        let mut registry = Registry::default();
+        let messages_in = Family::<RouteLabel, Counter>::default();
+        let messages_out = Family::<RouteLabel, Counter>::default();
+        let dropped = Family::<ReasonLabel, Counter>::default();
+        let peers = Gauge::default();
+        let latency = Histogram::new([
+            0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ]);
+        let sub = registry.sub_registry_with_prefix("infermesh");
+        sub.register(
+            "messages_in",
+            "Envelopes accepted from the network",
+            messages_in.clone(),
+        );
+        sub.register("messages_out", "Envelopes sent", messages_out.clone());
+        sub.register(
+            "messages_dropped",
+            "Inbound envelopes rejected, by reason",
+            dropped.clone(),
+        );
+        sub.register(
+            "connected_peers",
+            "Peers with at least one connection",
+            peers.clone(),
+        );
+        sub.register(
+            "direct_delivery_seconds",
+            "Direct message send-to-acknowledgement time",
+            latency.clone(),
+        );
+        // Every reason appears in the exposition from the start, at zero.
+        for reason in RejectReason::ALL {
+            let _ = dropped.get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            });
+        }
+        register_more(&mut registry);
+        Self {
+            registry,
+            messages_in,
+            messages_out,
+            dropped,
+            peers,
+            latency,
+        }
+    }
+
+    pub(crate) fn message_in(&self, route: Route) {
+        self.messages_in
+            .get_or_create(&RouteLabel {
+                route: route.as_str(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn message_out(&self, route: Route) {
+        self.messages_out
+            .get_or_create(&RouteLabel {
+                route: route.as_str(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn dropped(&self, reason: RejectReason) {
+        self.dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn set_peers(&self, n: usize) {
+        self.peers.set(n as i64);
+    }
+
+    pub(crate) fn delivered(&self, seconds: f64) {
+        self.latency.observe(seconds);
+    }
+
+    /// The whole registry in the Prometheus text format.
+    pub(crate) fn encode(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    pub(crate) fn snapshot(&self) -> MetricsSnapshot {
+        let sum = |family: &Family<RouteLabel, Counter>| {
+            ["gossip", "direct"]
+                .iter()
+                .map(|route| family.get_or_create(&RouteLabel { route }).get())
+                .sum()
+        };
+        let dropped_by_reason: BTreeMap<String, u64> = RejectReason::ALL
+            .iter()
+            .map(|r| {
+                (
+                    r.as_str().to_owned(),
+                    self.dropped
+                        .get_or_create(&ReasonLabel { reason: r.as_str() })
+                        .get(),
+                )
+            })
+            .collect();
+        let (bytes_in, bytes_out) = bandwidth_totals(&self.encode());
+        MetricsSnapshot {
+            connected_peers: self.peers.get().max(0) as u64,
+            bytes_in,
+            bytes_out,
+            messages_in: sum(&self.messages_in),
+            messages_out: sum(&self.messages_out),
+            messages_dropped: dropped_by_reason.values().sum(),
+            dropped_by_reason,
+        }
+    }
+}
+
+/// Sums libp2p's bandwidth counters (`libp2p_bandwidth_bytes_total`) by
+/// direction from the text exposition; the counters themselves are private
+/// to `libp2p-metrics`.
+fn bandwidth_totals(exposition: &str) -> (u64, u64) {
+    let (mut inbound, mut outbound) = (0u64, 0u64);
+    for line in exposition
+        .lines()
+        .filter(|l| l.starts_with("libp2p_bandwidth_bytes_total{"))
+    {
+        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        if line.contains("direction=\"Inbound\"") {
+            inbound += value as u64;
+        } else if line.contains("direction=\"Outbound\"") {
+            outbound += value as u64;
+        }
+    }
+    (inbound, outbound)
+}
+
+/// A point-in-time summary of a node's metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MetricsSnapshot {
+    /// Peers with at least one connection.
+    pub connected_peers: u64,
+    /// Bytes received over all connections.
+    pub bytes_in: u64,
+    /// Bytes sent over all connections.
+    pub bytes_out: u64,
+    /// Envelopes accepted from the network.
+    pub messages_in: u64,
+    /// Envelopes sent.
+    pub messages_out: u64,
+    /// Inbound envelopes rejected.
+    pub messages_dropped: u64,
+    /// Rejections by reason label (see [`RejectReason::as_str`]).
+    pub dropped_by_reason: BTreeMap<String, u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_counts_and_exposition() {
+        let m = Metrics::new(|_| {});
+        m.message_in(Route::Gossip);
+        m.message_in(Route::Direct);
+        m.message_out(Route::Direct);
+        m.dropped(RejectReason::Expired);
+        m.dropped(RejectReason::Expired);
+        m.set_peers(3);
+        let s = m.snapshot();
+        assert_eq!(
+            (
+                s.messages_in,
+                s.messages_out,
+                s.messages_dropped,
+                s.connected_peers
+            ),
+            (2, 1, 2, 3)
+        );
+        assert_eq!(s.dropped_by_reason["expired"], 2);
+        assert_eq!(s.dropped_by_reason["oversize"], 0);
+        let text = m.encode();
+        assert!(
+            text.contains("infermesh_messages_dropped_total{reason=\"expired\"} 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bandwidth_lines_are_summed_by_direction() {
+        let text = "libp2p_bandwidth_bytes_total{protocols=\"/ip4/tcp\",direction=\"Inbound\"} 10\n\
+                    libp2p_bandwidth_bytes_total{protocols=\"/ip4/udp/quic-v1\",direction=\"Inbound\"} 5\n\
+                    libp2p_bandwidth_bytes_total{protocols=\"/ip4/tcp\",direction=\"Outbound\"} 7\n";
+        assert_eq!(bandwidth_totals(text), (15, 7));
+    }
+}

@@ -1,0 +1,200 @@
+//! The one libp2p `NetworkBehaviour` of every InferMesh node. Optional
+//! protocols are `Toggle`d by configuration, never forked per kind of node.
+
+use std::{num::NonZeroUsize, time::Duration};
+
+use libp2p::{
+    PeerId, StreamProtocol, autonat, connection_limits, dcutr, gossipsub, identify,
+    identity::Keypair,
+    kad, ping, relay, request_response,
+    swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
+};
+use sha2::{Digest, Sha256};
+
+use super::{
+    codec::{self, DirectCodec},
+    peer_limit::PeerLimit,
+};
+use crate::{MeshConfig, MeshError, platform};
+
+/// Identify's protocol version string for InferMesh nodes.
+pub(crate) const PROTOCOL_VERSION: &str = "/infermesh/1.0.0";
+/// Our DHT's protocol, kept apart from the public IPFS DHT.
+pub(crate) const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/infermesh/kad/1.0.0");
+
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) peer_limit: PeerLimit,
+    pub(crate) relay_client: relay::client::Behaviour,
+    pub(crate) relay_server: Toggle<relay::Behaviour>,
+    pub(crate) identify: identify::Behaviour,
+    pub(crate) ping: ping::Behaviour,
+    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(crate) gossipsub: gossipsub::Behaviour,
+    pub(crate) direct: request_response::Behaviour<DirectCodec>,
+    pub(crate) autonat: Toggle<autonat::Behaviour>,
+    pub(crate) dcutr: Toggle<dcutr::Behaviour>,
+    pub(crate) mdns: Toggle<platform::Mdns>,
+}
+
+/// Message IDs are content hashes over topic and data, so the same bytes
+/// published twice are one message, and the same envelope on two topics
+/// is two.
+fn message_id(message: &gossipsub::Message) -> gossipsub::MessageId {
+    let mut hash = Sha256::new();
+    hash.update(message.topic.as_str().as_bytes());
+    hash.update([0]);
+    hash.update(&message.data);
+    gossipsub::MessageId::from(&hash.finalize()[..20])
+}
+
+/// Scoring for one topic: reward time in mesh and first deliveries,
+/// punish invalid messages hard. Mesh delivery deficits (P3) are not
+/// scored: InferMesh topics are often quiet, and P3 would punish honest
+/// peers for silence.
+pub(crate) fn topic_score_params() -> gossipsub::TopicScoreParams {
+    gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.01,
+        time_in_mesh_quantum: Duration::from_secs(1),
+        time_in_mesh_cap: 3600.0,
+        first_message_deliveries_weight: 1.0,
+        first_message_deliveries_decay: 0.9,
+        first_message_deliveries_cap: 100.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: -100.0,
+        invalid_message_deliveries_decay: 0.5,
+        ..Default::default()
+    }
+}
+
+fn gossipsub(keypair: &Keypair, config: &MeshConfig) -> Result<gossipsub::Behaviour, MeshError> {
+    let setup = |e: &dyn std::fmt::Display| MeshError::Setup(format!("gossipsub: {e}"));
+    let gossip_config = gossipsub::ConfigBuilder::default()
+        .heartbeat_interval(config.timing.gossip_heartbeat)
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .message_id_fn(message_id)
+        // Room for our envelope limit plus protobuf framing; anything bigger
+        // is dropped by gossipsub's codec before decoding, anything between
+        // reaches our validator and is counted as oversize.
+        .max_transmit_size(config.limits.max_envelope_bytes * 2 + 64 * 1024)
+        // Small meshes are normal for us: keep every subscribed peer meshed.
+        .mesh_n_low(1)
+        .mesh_n(6)
+        .mesh_n_high(12)
+        .mesh_outbound_min(0)
+        .flood_publish(true)
+        .build()
+        .map_err(|e| setup(&e))?;
+    let params = gossipsub::PeerScoreParams::default();
+    let thresholds = gossipsub::PeerScoreThresholds::default();
+    let mut behaviour = gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Signed(keypair.clone()),
+        gossip_config,
+    )
+    .map_err(|e| setup(&e))?;
+    behaviour
+        .with_peer_score(params, thresholds)
+        .map_err(|e| setup(&e))?;
+    Ok(behaviour)
+}
+
+pub(crate) fn build(
+    config: &MeshConfig,
+    relay_client: relay::client::Behaviour,
+) -> Result<Behaviour, MeshError> {
+    let keypair = config.identity.keypair();
+    let peer_id: PeerId = keypair.public().to_peer_id();
+    let timing = &config.timing;
+
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_pending_incoming(Some(64))
+        .with_max_pending_outgoing(Some(64))
+        .with_max_established_per_peer(Some(4))
+        .with_max_established(Some(
+            (config.max_peers as u32)
+                .saturating_mul(2)
+                .saturating_add(8),
+        ));
+
+    let relay_server = config.relay_server.then(|| {
+        relay::Behaviour::new(
+            peer_id,
+            relay::Config {
+                max_circuits: 64,
+                max_circuits_per_peer: 8,
+                max_circuit_duration: Duration::from_secs(3600),
+                max_circuit_bytes: 64 * 1024 * 1024,
+                ..Default::default()
+            },
+        )
+    });
+
+    let identify = identify::Behaviour::new(
+        identify::Config::new(PROTOCOL_VERSION.to_owned(), keypair.public())
+            .with_agent_version(format!("infermesh/{}", env!("CARGO_PKG_VERSION")))
+            .with_push_listen_addr_updates(true),
+    );
+
+    let ping = ping::Behaviour::new(
+        ping::Config::new()
+            .with_interval(timing.ping_interval)
+            .with_timeout(Duration::from_secs(10)),
+    );
+
+    let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+    kad_config
+        .set_query_timeout(Duration::from_secs(30))
+        .set_periodic_bootstrap_interval(Some(
+            timing.discovery_interval.max(Duration::from_secs(1)),
+        ))
+        .set_replication_factor(NonZeroUsize::new(20).expect("non-zero"));
+    let mut kad =
+        kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+    kad.set_mode(Some(if config.kad_server {
+        kad::Mode::Server
+    } else {
+        kad::Mode::Client
+    }));
+
+    let direct = request_response::Behaviour::with_codec(
+        DirectCodec::new(config.limits.max_envelope_bytes),
+        [(codec::PROTOCOL, request_response::ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(timing.request_timeout)
+            .with_max_concurrent_streams(config.direct_window.max(1) * 4),
+    );
+
+    let mdns = if config.mdns {
+        match platform::mdns(peer_id) {
+            Ok(mdns) => Some(mdns),
+            Err(e) => {
+                tracing::warn!("mDNS unavailable: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    Ok(Behaviour {
+        limits: connection_limits::Behaviour::new(limits),
+        peer_limit: PeerLimit::new(config.max_peers),
+        relay_client,
+        relay_server: relay_server.into(),
+        identify,
+        ping,
+        kad,
+        gossipsub: gossipsub(keypair, config)?,
+        direct,
+        autonat: config
+            .autonat
+            .then(|| autonat::Behaviour::new(peer_id, autonat::Config::default()))
+            .into(),
+        dcutr: config.dcutr.then(|| dcutr::Behaviour::new(peer_id)).into(),
+        mdns: mdns.into(),
+    })
+}

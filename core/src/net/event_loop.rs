@@ -1,0 +1,1090 @@
+//! The event loop: the only owner of the `Swarm`. It serves commands from
+//! handles, turns swarm events into [`MeshEvent`]s, validates everything
+//! that arrives, and keeps the node connected (bootstrap, discovery,
+//! reconnection with backoff).
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use futures::{
+    FutureExt, StreamExt,
+    channel::{mpsc, oneshot},
+};
+use libp2p::{
+    Multiaddr, PeerId, Swarm,
+    core::transport::ListenerId,
+    gossipsub, identify,
+    kad::{self, QueryResult},
+    metrics::Recorder,
+    multiaddr::Protocol,
+    ping, relay, request_response,
+    swarm::{
+        ConnectionId, SwarmEvent,
+        dial_opts::{DialOpts, PeerCondition},
+    },
+};
+
+use super::{
+    Command, Outbound, TICK,
+    behaviour::{self, Behaviour, BehaviourEvent, KAD_PROTOCOL},
+    codec::{Ack, DirectRequest},
+    reconnect::{Backoff, Reconnector},
+};
+use crate::{
+    MeshConfig, MeshError,
+    mesh::{Delivery, InboundMessage, MeshEvent, PeerInfo, Status, Via},
+    messaging::{PriorityQueue, RejectReason, Rejection, Validator},
+    metrics::{Metrics, Route},
+    platform::{self, Instant},
+};
+
+/// Most listen addresses remembered per peer for redialling.
+const MAX_ADDRS_PER_PEER: usize = 16;
+/// Most peers whose addresses are remembered.
+const MAX_KNOWN_PEERS: usize = 4096;
+/// Longest topic name.
+const MAX_TOPIC_LEN: usize = 256;
+
+#[derive(Default)]
+struct PeerState {
+    connections: HashMap<ConnectionId, Multiaddr>,
+    rtt: Option<Duration>,
+    agent: Option<String>,
+}
+
+/// Why a dial was started, so its outcome reaches the right place.
+enum DialPurpose {
+    User {
+        target: String,
+        reply: oneshot::Sender<Result<PeerId, MeshError>>,
+    },
+    Bootstrap(Multiaddr),
+    Reconnect(PeerId),
+    Discovery,
+    Find(PeerId),
+}
+
+struct PendingSend {
+    peer: PeerId,
+    id: String,
+    started: Instant,
+    reply: oneshot::Sender<Result<Delivery, MeshError>>,
+}
+
+struct QueuedSend {
+    outbound: Outbound,
+    reply: oneshot::Sender<Result<Delivery, MeshError>>,
+}
+
+enum Step {
+    Swarm(SwarmEvent<BehaviourEvent>),
+    Command(Option<Command>),
+    Tick,
+}
+
+/// Drives one node. Obtain it from [`crate::Mesh::new`] and spawn
+/// [`EventLoop::run`].
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    config: MeshConfig,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<MeshEvent>,
+    metrics: Arc<Metrics>,
+    libp2p_metrics: libp2p::metrics::Metrics,
+    validator: Validator,
+    local_id: String,
+
+    peers: HashMap<PeerId, PeerState>,
+    known_addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    reconnect: Reconnector<PeerId>,
+    bootstrap: Reconnector<Multiaddr>,
+    bootstrap_peers: HashMap<PeerId, Multiaddr>,
+    dials: HashMap<ConnectionId, DialPurpose>,
+    listens: HashMap<ListenerId, (Multiaddr, oneshot::Sender<Result<Multiaddr, MeshError>>)>,
+    listen_addrs: Vec<Multiaddr>,
+    listeners: Vec<ListenerId>,
+
+    sends: HashMap<request_response::OutboundRequestId, PendingSend>,
+    in_flight: HashMap<PeerId, usize>,
+    queues: HashMap<PeerId, PriorityQueue<QueuedSend>>,
+
+    find_queries: HashMap<kad::QueryId, PeerId>,
+    find_waiters: HashMap<PeerId, Vec<oneshot::Sender<Result<(), MeshError>>>>,
+
+    next_discovery: Instant,
+    logged_reasons: HashSet<RejectReason>,
+}
+
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // Jitter only: a failing random source degrades to no jitter.
+    let _ = getrandom::fill(&mut bytes);
+    u64::from_le_bytes(bytes)
+}
+
+fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    match addr.iter().last() {
+        Some(Protocol::P2p(peer)) => Some(peer),
+        _ => None,
+    }
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        swarm: Swarm<Behaviour>,
+        config: MeshConfig,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<MeshEvent>,
+        metrics: Arc<Metrics>,
+        libp2p_metrics: libp2p::metrics::Metrics,
+    ) -> Self {
+        let policy = Backoff {
+            initial: config.timing.reconnect_initial,
+            max: config.timing.reconnect_max,
+            max_attempts: config.timing.reconnect_attempts,
+        };
+        let now = Instant::now();
+        let mut bootstrap = Reconnector::new(policy.clone());
+        let mut bootstrap_peers = HashMap::new();
+        for addr in &config.bootstrap {
+            bootstrap.track_now(addr.clone(), true, now);
+            if let Some(peer) = peer_of(addr) {
+                bootstrap_peers.insert(peer, addr.clone());
+            }
+        }
+        let local_id = swarm.local_peer_id().to_base58();
+        Self {
+            validator: Validator::new(config.limits.clone()),
+            next_discovery: now + config.timing.discovery_interval,
+            swarm,
+            commands,
+            events,
+            metrics,
+            libp2p_metrics,
+            local_id,
+            peers: HashMap::new(),
+            known_addrs: HashMap::new(),
+            reconnect: Reconnector::new(policy),
+            bootstrap,
+            bootstrap_peers,
+            dials: HashMap::new(),
+            listens: HashMap::new(),
+            listen_addrs: Vec::new(),
+            listeners: Vec::new(),
+            sends: HashMap::new(),
+            in_flight: HashMap::new(),
+            queues: HashMap::new(),
+            find_queries: HashMap::new(),
+            find_waiters: HashMap::new(),
+            logged_reasons: HashSet::new(),
+            config,
+        }
+    }
+
+    /// Runs the node until [`crate::MeshHandle::shutdown`] is called or every
+    /// handle is dropped.
+    pub async fn run(mut self) {
+        self.on_tick();
+        let mut tick = platform::sleep(TICK).fuse();
+        let mut shutdown_reply = None;
+        loop {
+            let step = futures::select! {
+                event = self.swarm.select_next_some() => Step::Swarm(event),
+                command = self.commands.next() => Step::Command(command),
+                _ = tick => Step::Tick,
+            };
+            match step {
+                Step::Swarm(event) => self.on_swarm_event(event),
+                Step::Command(Some(Command::Shutdown { reply })) => {
+                    tracing::info!("shutting down");
+                    shutdown_reply = Some(reply);
+                    break;
+                }
+                Step::Command(Some(command)) => self.on_command(command),
+                Step::Command(None) => break,
+                Step::Tick => {
+                    tick = platform::sleep(TICK).fuse();
+                    self.on_tick();
+                }
+            }
+        }
+        // Close every listener and connection before saying we are done, so
+        // the caller may reuse the addresses at once.
+        for id in std::mem::take(&mut self.listeners) {
+            self.swarm.remove_listener(id);
+        }
+        drop(self);
+        if let Some(reply) = shutdown_reply {
+            let _ = reply.send(());
+        }
+    }
+
+    fn emit(&mut self, event: MeshEvent) {
+        if let Err(e) = self.events.try_send(event) {
+            if e.is_full() {
+                tracing::debug!("event stream full; event dropped");
+            }
+        }
+    }
+
+    fn deliver(&mut self, message: InboundMessage) {
+        let route = if message.via == Via::Direct {
+            Route::Direct
+        } else {
+            Route::Gossip
+        };
+        self.metrics.message_in(route);
+        if let Err(e) = self.events.try_send(MeshEvent::Message(message)) {
+            if e.is_full() {
+                self.count_rejection(
+                    None,
+                    &Rejection {
+                        reason: RejectReason::QueueFull,
+                        detail: "event stream full".into(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Counts a rejection and logs it: the first of each reason at `warn`,
+    /// the rest at `debug`, so a hostile peer cannot flood the log.
+    fn count_rejection(&mut self, peer: Option<&PeerId>, rejection: &Rejection) {
+        self.metrics.dropped(rejection.reason);
+        let from = peer
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "local".into());
+        if self.logged_reasons.insert(rejection.reason) {
+            tracing::warn!(%from, "dropped message: {rejection} (further drops for this reason are logged at debug)");
+        } else {
+            tracing::debug!(%from, "dropped message: {rejection}");
+        }
+    }
+
+    // ---- timers -------------------------------------------------------
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let full = self.peers.len() >= self.config.max_peers;
+        for addr in self.bootstrap.due(now) {
+            if full {
+                self.bootstrap.dial_failed(&addr, now, random_u64());
+                continue;
+            }
+            let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
+            if let Err(e) = self.dial(opts, DialPurpose::Bootstrap(addr.clone())) {
+                tracing::debug!(%addr, "bootstrap dial not started: {e}");
+                self.bootstrap.dial_failed(&addr, now, random_u64());
+            }
+        }
+        for peer in self.reconnect.due(now) {
+            if self.peers.contains_key(&peer) {
+                self.reconnect.connected(&peer);
+                continue;
+            }
+            let addrs = self.known_addrs.get(&peer).cloned().unwrap_or_default();
+            if addrs.is_empty() || full {
+                self.reconnect.dial_failed(&peer, now, random_u64());
+                continue;
+            }
+            tracing::debug!(%peer, "reconnecting");
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if self.dial(opts, DialPurpose::Reconnect(peer)).is_err() {
+                self.reconnect.dial_failed(&peer, now, random_u64());
+            }
+        }
+        if now >= self.next_discovery {
+            self.next_discovery = now + self.config.timing.discovery_interval;
+            if !self.peers.is_empty() {
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_closest_peers(PeerId::random());
+            }
+        }
+    }
+
+    fn dial(
+        &mut self,
+        opts: DialOpts,
+        purpose: DialPurpose,
+    ) -> Result<(), libp2p::swarm::DialError> {
+        let id = opts.connection_id();
+        self.swarm.dial(opts)?;
+        self.dials.insert(id, purpose);
+        Ok(())
+    }
+
+    /// Dials a peer found by discovery, if there is room for it.
+    fn dial_discovered(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        if peer == *self.swarm.local_peer_id()
+            || self.peers.contains_key(&peer)
+            || self.peers.len() >= self.config.max_peers
+        {
+            return;
+        }
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        let _ = self.dial(opts, DialPurpose::Discovery);
+    }
+
+    fn remember_addrs(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        if addrs.is_empty() {
+            return;
+        }
+        if self.known_addrs.len() >= MAX_KNOWN_PEERS && !self.known_addrs.contains_key(&peer) {
+            let (peers, reconnect) = (&self.peers, &self.reconnect);
+            self.known_addrs
+                .retain(|p, _| peers.contains_key(p) || reconnect.contains(p));
+        }
+        self.known_addrs.insert(peer, addrs);
+    }
+
+    // ---- swarm events -------------------------------------------------
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.libp2p_metrics.record(&event);
+        let local = *self.swarm.local_peer_id();
+        match event {
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                let full = address.clone().with_p2p(local).unwrap_or(address.clone());
+                tracing::info!("listening on {full}");
+                if self.config.relay_server {
+                    // A server node's listen addresses are where others reach
+                    // it; relay reservations and the DHT need them.
+                    self.swarm.add_external_address(address);
+                }
+                self.listen_addrs.push(full.clone());
+                if let Some((_, reply)) = self.listens.remove(&listener_id) {
+                    let _ = reply.send(Ok(full.clone()));
+                }
+                self.emit(MeshEvent::NewListenAddr(full));
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                let full = address.clone().with_p2p(local).unwrap_or(address.clone());
+                self.listen_addrs.retain(|a| *a != full);
+                self.swarm.remove_external_address(&address);
+                self.emit(MeshEvent::ExpiredListenAddr(full));
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                self.listeners.retain(|id| *id != listener_id);
+                if let Some((addr, reply)) = self.listens.remove(&listener_id) {
+                    let reason = match reason {
+                        Ok(()) => "listener closed".to_owned(),
+                        Err(e) => e.to_string(),
+                    };
+                    let _ = reply.send(Err(MeshError::Listen { addr, reason }));
+                }
+            }
+            SwarmEvent::ListenerError { listener_id, error } => {
+                tracing::warn!("listener error: {error}");
+                if let Some((addr, reply)) = self.listens.remove(&listener_id) {
+                    let _ = reply.send(Err(MeshError::Listen {
+                        addr,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                let address = endpoint.get_remote_address().clone();
+                self.peers
+                    .entry(peer_id)
+                    .or_default()
+                    .connections
+                    .insert(connection_id, address.clone());
+                match self.dials.remove(&connection_id) {
+                    Some(DialPurpose::User { reply, .. }) => {
+                        let _ = reply.send(Ok(peer_id));
+                    }
+                    Some(DialPurpose::Bootstrap(addr)) => {
+                        self.bootstrap_peers.insert(peer_id, addr);
+                    }
+                    _ => {}
+                }
+                if let Some(addr) = self.bootstrap_peers.get(&peer_id) {
+                    self.bootstrap.connected(addr);
+                }
+                if num_established.get() == 1 {
+                    tracing::info!(peer = %peer_id, %address, "peer connected");
+                    self.metrics.set_peers(self.peers.len());
+                    self.reconnect.connected(&peer_id);
+                    for waiter in self.find_waiters.remove(&peer_id).unwrap_or_default() {
+                        let _ = waiter.send(Ok(()));
+                    }
+                    if self.peers.len() == 1 {
+                        // First contact with the mesh: look ourselves up to
+                        // learn the peers around us.
+                        let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                    }
+                    self.emit(MeshEvent::PeerConnected {
+                        peer: peer_id,
+                        address,
+                    });
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                if let Some(state) = self.peers.get_mut(&peer_id) {
+                    state.connections.remove(&connection_id);
+                }
+                if num_established == 0 {
+                    self.peers.remove(&peer_id);
+                    self.metrics.set_peers(self.peers.len());
+                    tracing::info!(peer = %peer_id, cause = ?cause.map(|c| c.to_string()), "peer disconnected");
+                    let now = Instant::now();
+                    if let Some(addr) = self.bootstrap_peers.get(&peer_id) {
+                        self.bootstrap.disconnected(addr.clone(), now, random_u64());
+                    } else if self.known_addrs.contains_key(&peer_id) {
+                        self.reconnect.disconnected(peer_id, now, random_u64());
+                    }
+                    self.emit(MeshEvent::PeerDisconnected { peer: peer_id });
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
+                let now = Instant::now();
+                match self.dials.remove(&connection_id) {
+                    Some(DialPurpose::User { target, reply }) => {
+                        let _ = reply.send(Err(MeshError::Dial {
+                            target,
+                            reason: error.to_string(),
+                        }));
+                    }
+                    Some(DialPurpose::Bootstrap(addr)) => {
+                        tracing::debug!(%addr, "bootstrap dial failed: {error}");
+                        self.bootstrap.dial_failed(&addr, now, random_u64());
+                    }
+                    Some(DialPurpose::Reconnect(peer)) => {
+                        tracing::debug!(%peer, "reconnect failed: {error}");
+                        self.reconnect.dial_failed(&peer, now, random_u64());
+                    }
+                    Some(DialPurpose::Find(peer)) => {
+                        for waiter in self.find_waiters.remove(&peer).unwrap_or_default() {
+                            let _ = waiter.send(Err(MeshError::Dial {
+                                target: peer.to_string(),
+                                reason: error.to_string(),
+                            }));
+                        }
+                    }
+                    Some(DialPurpose::Discovery) | None => {
+                        tracing::debug!(peer = ?peer_id, "dial failed: {error}");
+                    }
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                tracing::debug!(%send_back_addr, "incoming connection failed: {error}");
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::info!("external address confirmed: {address}");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Gossipsub(event) => {
+                self.libp2p_metrics.record(&event);
+                self.on_gossipsub(event);
+            }
+            BehaviourEvent::Direct(event) => self.on_direct(event),
+            BehaviourEvent::Identify(event) => {
+                self.libp2p_metrics.record(&event);
+                self.on_identify(event);
+            }
+            BehaviourEvent::Kad(event) => {
+                self.libp2p_metrics.record(&event);
+                self.on_kad(event);
+            }
+            BehaviourEvent::Ping(event) => {
+                self.libp2p_metrics.record(&event);
+                self.on_ping(event);
+            }
+            BehaviourEvent::Mdns(event) => {
+                for (peer, addr) in platform::mdns_discovered(event) {
+                    tracing::debug!(%peer, %addr, "found on the local network");
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
+                    self.dial_discovered(peer, vec![addr]);
+                }
+            }
+            BehaviourEvent::RelayClient(event) => match event {
+                relay::client::Event::ReservationReqAccepted {
+                    relay_peer_id,
+                    renewal,
+                    ..
+                } => {
+                    if !renewal {
+                        tracing::info!(relay = %relay_peer_id, "relay reservation accepted");
+                    }
+                }
+                other => tracing::debug!("relay client: {other:?}"),
+            },
+            BehaviourEvent::RelayServer(event) => {
+                self.libp2p_metrics.record(&event);
+                tracing::debug!("relay: {event:?}");
+            }
+            BehaviourEvent::Autonat(event) => {
+                if let libp2p::autonat::Event::StatusChanged { new, .. } = event {
+                    tracing::info!("reachability: {new:?}");
+                }
+            }
+            BehaviourEvent::Dcutr(event) => {
+                self.libp2p_metrics.record(&event);
+                tracing::debug!("dcutr: {event:?}");
+            }
+            BehaviourEvent::Limits(never) | BehaviourEvent::PeerLimit(never) => match never {},
+        }
+    }
+
+    fn on_gossipsub(&mut self, event: gossipsub::Event) {
+        if let gossipsub::Event::Message {
+            propagation_source,
+            message_id,
+            message,
+        } = event
+        {
+            let topic = message.topic.as_str().to_owned();
+            let now = platform::now_ms();
+            let result = match &message.source {
+                Some(source) => self.validator.accept(&message.data, source, &topic, now),
+                None => Err(Rejection {
+                    reason: RejectReason::Schema,
+                    detail: "unsigned gossip message".into(),
+                }),
+            };
+            let acceptance = match result {
+                Ok(envelope) => {
+                    let sender = message.source.expect("validated messages are signed");
+                    self.deliver(InboundMessage {
+                        envelope,
+                        sender,
+                        via: Via::Topic(topic),
+                    });
+                    gossipsub::MessageAcceptance::Accept
+                }
+                Err(rejection) => {
+                    self.count_rejection(message.source.as_ref(), &rejection);
+                    if rejection.reason.is_peer_fault() {
+                        gossipsub::MessageAcceptance::Reject
+                    } else {
+                        gossipsub::MessageAcceptance::Ignore
+                    }
+                }
+            };
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(&message_id, &propagation_source, acceptance);
+        }
+    }
+
+    fn on_direct(&mut self, event: request_response::Event<DirectRequest, Ack>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let outcome = match request {
+                        DirectRequest::Oversize(len) => Err(Rejection {
+                            reason: RejectReason::Oversize,
+                            detail: format!(
+                                "{len} bytes announced, limit {}",
+                                self.validator.limits().max_envelope_bytes
+                            ),
+                        }),
+                        DirectRequest::Frame(bytes) => {
+                            self.validator
+                                .accept(&bytes, &peer, &self.local_id, platform::now_ms())
+                        }
+                    };
+                    let ack = match outcome {
+                        Ok(envelope) => {
+                            let id = envelope.id.clone();
+                            self.deliver(InboundMessage {
+                                envelope,
+                                sender: peer,
+                                via: Via::Direct,
+                            });
+                            Ack { id, rejected: None }
+                        }
+                        Err(rejection) => {
+                            self.count_rejection(Some(&peer), &rejection);
+                            Ack {
+                                id: String::new(),
+                                rejected: Some(rejection.reason.as_str().to_owned()),
+                            }
+                        }
+                    };
+                    // The peer may have gone; nothing to do then.
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .direct
+                        .send_response(channel, ack);
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(pending) = self.sends.remove(&request_id) {
+                        let rtt = pending.started.elapsed();
+                        let result = match response.rejected {
+                            None => {
+                                self.metrics.delivered(rtt.as_secs_f64());
+                                Ok(Delivery {
+                                    id: pending.id,
+                                    rtt,
+                                })
+                            }
+                            Some(reason) => Err(MeshError::RejectedByPeer {
+                                peer: pending.peer,
+                                reason: reason.chars().take(64).collect(),
+                            }),
+                        };
+                        let _ = pending.reply.send(result);
+                        self.send_finished(pending.peer);
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(pending) = self.sends.remove(&request_id) {
+                    let reason = match &error {
+                        request_response::OutboundFailure::DialFailure => {
+                            "not connected and could not be reached".to_owned()
+                        }
+                        request_response::OutboundFailure::Timeout => {
+                            "no acknowledgement in time".to_owned()
+                        }
+                        request_response::OutboundFailure::ConnectionClosed => {
+                            "connection closed before the acknowledgement".to_owned()
+                        }
+                        request_response::OutboundFailure::UnsupportedProtocols => {
+                            "peer does not speak the InferMesh direct protocol".to_owned()
+                        }
+                        other => other.to_string(),
+                    };
+                    let _ = pending.reply.send(Err(MeshError::Delivery {
+                        peer: pending.peer,
+                        reason,
+                    }));
+                    self.send_finished(pending.peer);
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "inbound direct message failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_identify(&mut self, event: identify::Event) {
+        if let identify::Event::Received { peer_id, info, .. } = event {
+            if let Some(state) = self.peers.get_mut(&peer_id) {
+                state.agent = Some(info.agent_version.clone());
+            }
+            let dialable: Vec<Multiaddr> = info
+                .listen_addrs
+                .into_iter()
+                .filter(|a| !is_relayed(a))
+                .take(MAX_ADDRS_PER_PEER)
+                .collect();
+            if info.protocols.contains(&KAD_PROTOCOL) {
+                for addr in &dialable {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer_id, addr.clone());
+                }
+            }
+            self.remember_addrs(peer_id, dialable);
+        }
+    }
+
+    fn on_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::RoutingUpdated {
+                peer,
+                addresses,
+                is_new_peer,
+                ..
+            } => {
+                if is_new_peer {
+                    self.dial_discovered(peer, addresses.into_vec());
+                }
+            }
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result: QueryResult::GetClosestPeers(result),
+                step,
+                ..
+            } => {
+                let Some(target) = self.find_queries.get(&id).copied() else {
+                    return;
+                };
+                let found = match result {
+                    Ok(ok) => ok.peers,
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                };
+                let addrs: Vec<Multiaddr> = found
+                    .into_iter()
+                    .filter(|p| p.peer_id == target)
+                    .flat_map(|p| p.addrs)
+                    .collect();
+                if !addrs.is_empty() && !self.peers.contains_key(&target) {
+                    self.find_queries.remove(&id);
+                    let opts = DialOpts::peer_id(target).addresses(addrs).build();
+                    if let Err(e) = self.dial(opts, DialPurpose::Find(target)) {
+                        for waiter in self.find_waiters.remove(&target).unwrap_or_default() {
+                            let _ = waiter.send(Err(MeshError::Dial {
+                                target: target.to_string(),
+                                reason: e.to_string(),
+                            }));
+                        }
+                    }
+                } else if step.last {
+                    self.find_queries.remove(&id);
+                    if !self.peers.contains_key(&target) {
+                        for waiter in self.find_waiters.remove(&target).unwrap_or_default() {
+                            let _ = waiter.send(Err(MeshError::PeerNotFound(target)));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_ping(&mut self, event: ping::Event) {
+        match event.result {
+            Ok(rtt) => {
+                if let Some(state) = self.peers.get_mut(&event.peer) {
+                    state.rtt = Some(rtt);
+                }
+            }
+            Err(e) => {
+                // A connection that stops answering pings is dead (a closed
+                // browser tab on WebRTC-direct never says goodbye): close it
+                // so the peer is dropped promptly.
+                tracing::debug!(peer = %event.peer, "ping failed ({e}); closing connection");
+                self.swarm.close_connection(event.connection);
+            }
+        }
+    }
+
+    // ---- commands -----------------------------------------------------
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Listen { addr, reply } => match self.swarm.listen_on(addr.clone()) {
+                Ok(id) => {
+                    self.listeners.push(id);
+                    self.listens.insert(id, (addr, reply));
+                }
+                Err(e) => {
+                    let reason = match e.to_string() {
+                        text if text.is_empty() => format!("{e:?}"),
+                        text => text,
+                    };
+                    let _ = reply.send(Err(MeshError::Listen { addr, reason }));
+                }
+            },
+            Command::Dial { addr, reply } => self.dial_user(addr, reply),
+            Command::FindPeer { peer, reply } => self.find_peer(peer, reply),
+            Command::Peers { reply } => {
+                let _ = reply.send(self.peer_infos());
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            Command::Subscribe { topic, reply } => {
+                let _ = reply.send(self.subscribe(topic));
+            }
+            Command::Unsubscribe { topic, reply } => {
+                let topic = gossipsub::IdentTopic::new(topic);
+                let _ = reply.send(self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic));
+            }
+            Command::TopicPeers { topic, reply } => {
+                let hash = gossipsub::IdentTopic::new(topic).hash();
+                let peers = self
+                    .swarm
+                    .behaviour()
+                    .gossipsub
+                    .all_peers()
+                    .filter(|(_, topics)| topics.contains(&&hash))
+                    .map(|(peer, _)| *peer)
+                    .collect();
+                let _ = reply.send(peers);
+            }
+            Command::Publish {
+                topic,
+                outbound,
+                reply,
+            } => {
+                let _ = reply.send(self.publish(topic, outbound));
+            }
+            Command::SendDirect {
+                peer,
+                outbound,
+                reply,
+            } => self.send_direct(peer, outbound, reply),
+            Command::Shutdown { reply } => {
+                // Handled in `run`.
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn dial_user(&mut self, addr: Multiaddr, reply: oneshot::Sender<Result<PeerId, MeshError>>) {
+        let target = addr.to_string();
+        let opts = match peer_of(&addr) {
+            Some(peer) if self.peers.contains_key(&peer) => {
+                let _ = reply.send(Ok(peer));
+                return;
+            }
+            Some(peer) => DialOpts::peer_id(peer)
+                .addresses(vec![addr])
+                .condition(PeerCondition::Always)
+                .build(),
+            None => DialOpts::unknown_peer_id().address(addr).build(),
+        };
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.dials.insert(id, DialPurpose::User { target, reply });
+            }
+            Err(e) => {
+                let _ = reply.send(Err(MeshError::Dial {
+                    target,
+                    reason: e.to_string(),
+                }));
+            }
+        }
+    }
+
+    fn find_peer(&mut self, peer: PeerId, reply: oneshot::Sender<Result<(), MeshError>>) {
+        if peer == *self.swarm.local_peer_id() {
+            let _ = reply.send(Err(MeshError::Dial {
+                target: peer.to_string(),
+                reason: "that is this node".into(),
+            }));
+            return;
+        }
+        if self.peers.contains_key(&peer) {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        self.find_waiters.entry(peer).or_default().push(reply);
+        let query = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+        self.find_queries.insert(query, peer);
+    }
+
+    fn subscribe(&mut self, topic: String) -> Result<bool, MeshError> {
+        if topic.is_empty() || topic.len() > MAX_TOPIC_LEN {
+            return Err(MeshError::Subscribe {
+                topic,
+                reason: format!("topic names are 1-{MAX_TOPIC_LEN} bytes"),
+            });
+        }
+        let ident = gossipsub::IdentTopic::new(topic.clone());
+        let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
+        let fresh = gossipsub
+            .subscribe(&ident)
+            .map_err(|e| MeshError::Subscribe {
+                topic,
+                reason: e.to_string(),
+            })?;
+        if fresh {
+            if let Err(e) = gossipsub.set_topic_params(ident, behaviour::topic_score_params()) {
+                tracing::warn!("topic scoring not set: {e}");
+            }
+        }
+        Ok(fresh)
+    }
+
+    fn publish(&mut self, topic: String, outbound: Outbound) -> Result<(), MeshError> {
+        let ident = gossipsub::IdentTopic::new(topic.clone());
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(ident, outbound.bytes)
+        {
+            Ok(_) => {
+                self.metrics.message_out(Route::Gossip);
+                Ok(())
+            }
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
+                Err(MeshError::NoSubscribers(topic))
+            }
+            Err(gossipsub::PublishError::Duplicate) => Err(MeshError::Publish {
+                topic,
+                reason: format!("message {} was already published", outbound.id),
+            }),
+            Err(e) => Err(MeshError::Publish {
+                topic,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    fn send_direct(
+        &mut self,
+        peer: PeerId,
+        outbound: Outbound,
+        reply: oneshot::Sender<Result<Delivery, MeshError>>,
+    ) {
+        if peer == *self.swarm.local_peer_id() {
+            let _ = reply.send(Err(MeshError::Delivery {
+                peer,
+                reason: "that is this node".into(),
+            }));
+            return;
+        }
+        if self.in_flight.get(&peer).copied().unwrap_or(0) < self.config.direct_window {
+            self.start_send(peer, outbound, reply);
+            return;
+        }
+        let capacity = self.config.direct_queue;
+        let queue = self
+            .queues
+            .entry(peer)
+            .or_insert_with(|| PriorityQueue::new(capacity));
+        if let Err(full) = queue.push(outbound.priority, QueuedSend { outbound, reply }) {
+            let _ = full.0.reply.send(Err(MeshError::QueueFull(peer)));
+        }
+    }
+
+    fn start_send(
+        &mut self,
+        peer: PeerId,
+        outbound: Outbound,
+        reply: oneshot::Sender<Result<Delivery, MeshError>>,
+    ) {
+        let request_id = self
+            .swarm
+            .behaviour_mut()
+            .direct
+            .send_request(&peer, DirectRequest::Frame(outbound.bytes));
+        *self.in_flight.entry(peer).or_default() += 1;
+        self.metrics.message_out(Route::Direct);
+        self.sends.insert(
+            request_id,
+            PendingSend {
+                peer,
+                id: outbound.id,
+                started: Instant::now(),
+                reply,
+            },
+        );
+    }
+
+    /// A send to `peer` completed: let the next queued one (highest
+    /// priority first) take its slot.
+    fn send_finished(&mut self, peer: PeerId) {
+        if let Some(n) = self.in_flight.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.in_flight.remove(&peer);
+            }
+        }
+        let now = platform::now_ms();
+        while self.in_flight.get(&peer).copied().unwrap_or(0) < self.config.direct_window {
+            let Some(queue) = self.queues.get_mut(&peer) else {
+                return;
+            };
+            let Some(next) = queue.pop() else {
+                self.queues.remove(&peer);
+                return;
+            };
+            if next.outbound.expires_at_ms <= now {
+                let _ = next.reply.send(Err(MeshError::InvalidMessage(Rejection {
+                    reason: RejectReason::Expired,
+                    detail: "expired while waiting in the send queue".into(),
+                })));
+                continue;
+            }
+            self.start_send(peer, next.outbound, next.reply);
+        }
+    }
+
+    fn peer_infos(&self) -> Vec<PeerInfo> {
+        let mut infos: Vec<PeerInfo> = self
+            .peers
+            .iter()
+            .map(|(peer, state)| PeerInfo {
+                peer_id: peer.to_base58(),
+                connections: state.connections.values().map(|a| a.to_string()).collect(),
+                rtt_ms: state.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                agent: state.agent.clone(),
+            })
+            .collect();
+        infos.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        infos
+    }
+
+    fn status(&self) -> Status {
+        let behaviour = self.swarm.behaviour();
+        Status {
+            peer_id: self.local_id.clone(),
+            listen_addrs: self.listen_addrs.iter().map(|a| a.to_string()).collect(),
+            external_addrs: self
+                .swarm
+                .external_addresses()
+                .map(|a| a.to_string())
+                .collect(),
+            connected_peers: self.peers.len(),
+            max_peers: self.config.max_peers,
+            topics: behaviour
+                .gossipsub
+                .topics()
+                .map(|t| t.to_string())
+                .collect(),
+            dht_server: self.config.kad_server,
+            relay_server: self.config.relay_server,
+            metrics: self.metrics.snapshot(),
+        }
+    }
+}

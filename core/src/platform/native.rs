@@ -1,0 +1,90 @@
+//! Native platform: tokio executor, TCP + WebSocket (with DNS), QUIC v1 and
+//! WebRTC-direct transports, and mDNS.
+
+use libp2p::{
+    Multiaddr, PeerId, Transport as _,
+    core::{muxing::StreamMuxerBox, transport::Boxed, upgrade},
+    dns,
+    identity::Keypair,
+    mdns, noise, quic, tcp, websocket, yamux,
+};
+
+use crate::MeshError;
+
+/// Options for the platform transports.
+#[derive(Clone, Debug, Default)]
+pub struct TransportOptions {
+    /// The WebRTC certificate in PEM (certificate and private key). Keep it
+    /// to keep the `/certhash` part of the WebRTC-direct address stable;
+    /// `None` makes a fresh one.
+    pub webrtc_certificate_pem: Option<String>,
+}
+
+/// Makes a new WebRTC certificate, returned as PEM to be stored.
+pub fn generate_webrtc_certificate() -> Result<String, MeshError> {
+    let cert = libp2p_webrtc::tokio::Certificate::generate(&mut rand::rng())
+        .map_err(|e| MeshError::Transport(format!("WebRTC certificate: {e}")))?;
+    Ok(cert.serialize_pem())
+}
+
+pub(crate) fn swarm_config() -> libp2p::swarm::Config {
+    libp2p::swarm::Config::with_tokio_executor()
+}
+
+pub(crate) fn transport(
+    keypair: &Keypair,
+    options: &TransportOptions,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, MeshError> {
+    let tcp_and_ws = || {
+        let tcp_config = tcp::Config::default().nodelay(true);
+        websocket::Config::new(tcp::tokio::Transport::new(tcp_config.clone()))
+            .or_transport(tcp::tokio::Transport::new(tcp_config))
+    };
+    let streams = match dns::tokio::Transport::system(tcp_and_ws()) {
+        Ok(with_dns) => with_dns.boxed(),
+        Err(e) => {
+            tracing::warn!("no system DNS configuration ({e}); /dns addresses cannot be dialled");
+            tcp_and_ws().boxed()
+        }
+    };
+    let streams = streams
+        .upgrade(upgrade::Version::V1Lazy)
+        .authenticate(noise::Config::new(keypair).map_err(|e| MeshError::Transport(e.to_string()))?)
+        .multiplex(yamux::Config::default())
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+
+    let quic = quic::tokio::Transport::new(quic::Config::new(keypair))
+        .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)));
+
+    let certificate = match &options.webrtc_certificate_pem {
+        Some(pem) => libp2p_webrtc::tokio::Certificate::from_pem(pem).map_err(|e| {
+            MeshError::Transport(format!("stored WebRTC certificate is unusable: {e}"))
+        })?,
+        None => libp2p_webrtc::tokio::Certificate::generate(&mut rand::rng())
+            .map_err(|e| MeshError::Transport(format!("WebRTC certificate: {e}")))?,
+    };
+    let webrtc = libp2p_webrtc::tokio::Transport::new(keypair.clone(), certificate)
+        .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)));
+
+    Ok(streams
+        .or_transport(quic)
+        .map(|either, _| either.into_inner())
+        .or_transport(webrtc)
+        .map(|either, _| either.into_inner())
+        .boxed())
+}
+
+/// mDNS discovery of peers on the local network.
+pub(crate) type Mdns = mdns::tokio::Behaviour;
+
+pub(crate) fn mdns(peer: PeerId) -> std::io::Result<Mdns> {
+    mdns::tokio::Behaviour::new(mdns::Config::default(), peer)
+}
+
+/// The peers an mDNS event announces.
+pub(crate) fn mdns_discovered(event: mdns::Event) -> Vec<(PeerId, Multiaddr)> {
+    match event {
+        mdns::Event::Discovered(found) => found,
+        mdns::Event::Expired(_) => Vec::new(),
+    }
+}

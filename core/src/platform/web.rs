@@ -1,0 +1,49 @@
+//! Browser platform: the wasm-bindgen executor, and WebSocket and
+//! WebRTC-direct transports from `web-sys`. No mDNS in a browser.
+
+use libp2p::{
+    Multiaddr, PeerId, Transport as _,
+    core::{muxing::StreamMuxerBox, transport::Boxed, upgrade},
+    identity::Keypair,
+    noise,
+    swarm::dummy,
+    webrtc_websys, websocket_websys, yamux,
+};
+
+use crate::MeshError;
+
+/// Options for the platform transports (none are needed in a browser).
+#[derive(Clone, Debug, Default)]
+pub struct TransportOptions {}
+
+pub(crate) fn swarm_config() -> libp2p::swarm::Config {
+    libp2p::swarm::Config::with_wasm_executor()
+}
+
+pub(crate) fn transport(
+    keypair: &Keypair,
+    _options: &TransportOptions,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, MeshError> {
+    let ws = websocket_websys::Transport::default()
+        .upgrade(upgrade::Version::V1Lazy)
+        .authenticate(noise::Config::new(keypair).map_err(|e| MeshError::Transport(e.to_string()))?)
+        .multiplex(yamux::Config::default())
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+    let webrtc = webrtc_websys::Transport::new(webrtc_websys::Config::new(keypair))
+        .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)));
+    Ok(ws
+        .or_transport(webrtc)
+        .map(|either, _| either.into_inner())
+        .boxed())
+}
+
+/// There is no mDNS in a browser: a behaviour that does nothing.
+pub(crate) type Mdns = dummy::Behaviour;
+
+pub(crate) fn mdns(_peer: PeerId) -> std::io::Result<Mdns> {
+    Ok(dummy::Behaviour)
+}
+
+pub(crate) fn mdns_discovered(event: std::convert::Infallible) -> Vec<(PeerId, Multiaddr)> {
+    match event {}
+}

@@ -1,0 +1,242 @@
+//! Several nodes in one process over the memory transport: discovery from
+//! one bootstrap address, broadcast, direct messages with acknowledgements,
+//! healing after a restart, and `max_peers`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use infermesh_core::{Envelope, Identity, MeshError, MsgType, PeerId, Sent, Via};
+use libp2p::multiaddr::Protocol;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_find_each_other_from_one_bootstrap_address() {
+    let nodes = mesh_of(5).await;
+    wait_full_mesh(&nodes, DEADLINE).await;
+    // Node 4 only ever knew node 0's address, yet it talks to node 1 directly.
+    assert!(nodes[4].connected_to(&nodes[1].peer_id()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_reaches_every_node() {
+    let nodes = mesh_of(5).await;
+    wait_full_mesh(&nodes, DEADLINE).await;
+    for node in &nodes {
+        assert!(node.mesh.subscribe("swarm-alpha").await.unwrap());
+    }
+    wait_until(DEADLINE, "node 2 sees 4 subscribers", || async {
+        nodes[2]
+            .mesh
+            .topic_peers("swarm-alpha")
+            .await
+            .unwrap()
+            .len()
+            == 4
+    })
+    .await;
+
+    let env = Envelope::new(MsgType::ConsensusProposal, "swarm-alpha", 7, 60)
+        .with_payload(vec![1, 2, 3])
+        .with_content("proposal 1");
+    let sent = nodes[2].mesh.send(env.clone()).await.unwrap();
+    assert_eq!(
+        sent,
+        Sent::Broadcast {
+            id: env.id.clone(),
+            topic: "swarm-alpha".into()
+        }
+    );
+
+    let sender = nodes[2].peer_id();
+    for (i, node) in nodes.iter().enumerate().filter(|(i, _)| *i != 2) {
+        wait_until(
+            DEADLINE,
+            &format!("node {i} receives the broadcast"),
+            || async { node.received(|m| m.envelope.id == env.id) == 1 },
+        )
+        .await;
+        let inbox = node.inbox.lock().unwrap();
+        let m = inbox.iter().find(|m| m.envelope.id == env.id).unwrap();
+        assert_eq!(m.sender, sender);
+        assert_eq!(m.via, Via::Topic("swarm-alpha".into()));
+        assert_eq!(m.envelope.msg_type, MsgType::ConsensusProposal);
+        assert_eq!(m.envelope.payload, vec![1, 2, 3]);
+        assert_eq!(m.envelope.from, sender.to_base58());
+    }
+    assert_eq!(
+        nodes[2].received(|_| true),
+        0,
+        "a publisher does not receive its own message"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_messages_round_trip_with_acknowledgements() {
+    let nodes = mesh_of(5).await;
+    wait_full_mesh(&nodes, DEADLINE).await;
+    let (a, b) = (&nodes[1], &nodes[4]);
+
+    let Sent::Direct(delivery) = a.mesh.send_text(b.peer_id(), "ping from a").await.unwrap() else {
+        panic!("a node ID means a direct message")
+    };
+    assert!(delivery.rtt > Duration::ZERO);
+    let got = b
+        .inbox
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|m| m.envelope.id == delivery.id)
+        .cloned();
+    let got = got.expect("acknowledged means delivered to the receiver's event stream");
+    assert_eq!(got.via, Via::Direct);
+    assert_eq!(got.sender, a.peer_id());
+    assert_eq!(got.envelope.content.as_deref(), Some("ping from a"));
+
+    // And back, with the seed's addressing: `to` is the node ID.
+    let reply = Envelope::new(MsgType::Response, a.peer_id().to_base58(), 9, 30)
+        .with_payload(b"pong".to_vec());
+    assert!(matches!(
+        b.mesh.send(reply.clone()).await.unwrap(),
+        Sent::Direct(_)
+    ));
+    assert_eq!(
+        a.received(|m| m.envelope.id == reply.id && m.sender == b.peer_id()),
+        1
+    );
+
+    // Many at once: more than the in-flight window, all acknowledged.
+    let to = b.peer_id();
+    let sends = (0..200).map(|i| {
+        let mesh = a.mesh.clone();
+        async move { mesh.send_text(to, &format!("burst {i}")).await }
+    });
+    let results = futures::future::join_all(sends).await;
+    assert!(
+        results.iter().all(|r| r.is_ok()),
+        "{:?}",
+        results.iter().find(|r| r.is_err())
+    );
+    assert_eq!(
+        b.received(|m| m
+            .envelope
+            .content
+            .as_deref()
+            .is_some_and(|c| c.starts_with("burst "))),
+        200
+    );
+
+    // A node nobody knows cannot be reached, and the error says so.
+    let stranger = Identity::generate().unwrap().peer_id();
+    let err = a.mesh.send_text(stranger, "hello?").await.unwrap_err();
+    assert!(matches!(err, MeshError::Delivery { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_is_healed_back_into_the_mesh() {
+    let mut nodes = mesh_of(5).await;
+    wait_full_mesh(&nodes, DEADLINE).await;
+
+    let gone = nodes.remove(3);
+    let (identity, addr, id) = (gone.identity.clone(), gone.addr.clone(), gone.peer_id());
+    gone.mesh.shutdown().await.unwrap();
+    drop(gone);
+    wait_until(DEADLINE, "the others notice node 3 left", || async {
+        for node in &nodes {
+            if node.connected_to(&id).await {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+
+    // Same key, same address, and no bootstrap list: it is the others who
+    // find their way back to it.
+    let listen = addr
+        .iter()
+        .filter(|p| !matches!(p, Protocol::P2p(_)))
+        .collect();
+    let back = TestNode::start(memory_config(identity, vec![]), listen).await;
+    assert_eq!(back.peer_id(), id);
+    nodes.push(back);
+    wait_full_mesh(&nodes, DEADLINE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_peers_is_enforced() {
+    let boot = TestNode::start(
+        memory_config(Identity::generate().unwrap(), vec![]),
+        "/memory/0".parse().unwrap(),
+    )
+    .await;
+    let limited = TestNode::start(
+        infermesh_core::MeshConfig {
+            max_peers: 2,
+            ..memory_config(Identity::generate().unwrap(), vec![boot.addr.clone()])
+        },
+        "/memory/0".parse().unwrap(),
+    )
+    .await;
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        let config = memory_config(Identity::generate().unwrap(), vec![boot.addr.clone()]);
+        others.push(TestNode::start(config, "/memory/0".parse().unwrap()).await);
+    }
+    // Everyone learns of everyone, and the limited node fills its two slots.
+    wait_until(DEADLINE, "the limited node has two peers", || async {
+        limited.peer_count().await == 2
+    })
+    .await;
+    wait_until(
+        DEADLINE,
+        "the others form a mesh with the bootstrap node",
+        || async {
+            for node in &others {
+                let peers: Vec<PeerId> = node
+                    .mesh
+                    .peers()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .filter_map(|p| p.peer_id.parse().ok())
+                    .filter(|p| *p != limited.peer_id())
+                    .collect();
+                if peers.len() != 3 {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    // Every node agrees on who holds the two slots.
+    let limited_id = limited.peer_id();
+    wait_until(
+        DEADLINE,
+        "views of the limited node's connections agree",
+        || async {
+            let holders: Vec<String> = limited
+                .mesh
+                .peers()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|p| p.peer_id)
+                .collect();
+            let mut claimed = 0;
+            for node in std::iter::once(&boot).chain(&others) {
+                let connected = node.connected_to(&limited_id).await;
+                if connected != holders.contains(&node.peer_id().to_base58()) {
+                    return false;
+                }
+                claimed += usize::from(connected);
+            }
+            claimed == 2
+        },
+    )
+    .await;
+    assert_eq!(limited.peer_count().await, 2, "never more than max_peers");
+}
