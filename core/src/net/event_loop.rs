@@ -804,6 +804,9 @@ impl EventLoop {
                     state.rtt = Some(rtt);
                 }
             }
+            Err(ping::Failure::Unsupported) => {
+                tracing::debug!(peer = %event.peer, "peer does not support ping");
+            }
             Err(e) => {
                 // A connection that stops answering pings is dead (a closed
                 // browser tab on WebRTC-direct never says goodbye): close it

@@ -1,0 +1,489 @@
+//! Bad input from a peer we did not write: a bare libp2p swarm sends
+//! malformed, oversize, expired, duplicate, spoofed and misaddressed
+//! envelopes over gossip and direct messages, and raw garbage on every
+//! protocol the node speaks. Each rejection must be counted by reason,
+//! nothing bad may be delivered, and the node must keep working.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt, channel::oneshot};
+use infermesh_core::{Envelope, Identity, MsgType, PeerId, Sent, messaging::RejectReason};
+use libp2p::{
+    Multiaddr, StreamProtocol, SwarmBuilder, Transport,
+    core::{transport::MemoryTransport, upgrade},
+    gossipsub, noise, request_response,
+    swarm::{NetworkBehaviour, SwarmEvent},
+    yamux,
+};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+const DIRECT: StreamProtocol = StreamProtocol::new("/infermesh/direct/1.0.0");
+
+/// Writes request bytes exactly as given (the test frames them itself, so it
+/// can lie about lengths) and reads the whole response.
+#[derive(Clone, Default)]
+struct RawCodec;
+
+impl request_response::Codec for RawCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Vec<u8>>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        let mut buf = Vec::new();
+        io.take(4096).read_to_end(&mut buf).await?;
+        Ok(buf)
+    }
+
+    async fn read_response<T>(&mut self, p: &StreamProtocol, io: &mut T) -> std::io::Result<Vec<u8>>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        self.read_request(p, io).await
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&req).await?;
+        io.close().await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        p: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        self.write_request(p, io, res).await
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Raw {
+    gossipsub: gossipsub::Behaviour,
+    direct: request_response::Behaviour<RawCodec>,
+    stream: libp2p_stream::Behaviour,
+}
+
+enum RawCommand {
+    Dial(Multiaddr),
+    Subscribe(String),
+    Publish(String, Vec<u8>, oneshot::Sender<Result<(), String>>),
+    Direct(PeerId, Vec<u8>, oneshot::Sender<Result<Vec<u8>, String>>),
+    SubscribedPeers(String, oneshot::Sender<usize>),
+}
+
+/// The foreign peer, running in its own task.
+struct RawPeer {
+    id: PeerId,
+    commands: futures::channel::mpsc::Sender<RawCommand>,
+    control: libp2p_stream::Control,
+}
+
+impl RawPeer {
+    fn start() -> RawPeer {
+        let identity = Identity::generate().unwrap();
+        let id = identity.peer_id();
+        let mut swarm = SwarmBuilder::with_existing_identity(identity.keypair().clone())
+            .with_tokio()
+            .with_other_transport(|kp| {
+                Ok(MemoryTransport::default()
+                    .upgrade(upgrade::Version::V1)
+                    .authenticate(noise::Config::new(kp)?)
+                    .multiplex(yamux::Config::default()))
+            })
+            .unwrap()
+            .with_behaviour(|kp| Raw {
+                gossipsub: gossipsub::Behaviour::new(
+                    gossipsub::MessageAuthenticity::Signed(kp.clone()),
+                    gossipsub::ConfigBuilder::default()
+                        .max_transmit_size(4 * 1024 * 1024)
+                        .heartbeat_interval(Duration::from_millis(100))
+                        .build()
+                        .unwrap(),
+                )
+                .unwrap(),
+                direct: request_response::Behaviour::new(
+                    [(DIRECT, request_response::ProtocolSupport::Outbound)],
+                    request_response::Config::default(),
+                ),
+                stream: libp2p_stream::Behaviour::new(),
+            })
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build();
+        let control = swarm.behaviour().stream.new_control();
+        let (commands, mut rx) = futures::channel::mpsc::channel::<RawCommand>(16);
+        tokio::spawn(async move {
+            let mut pending = std::collections::HashMap::new();
+            loop {
+                tokio::select! {
+                    command = rx.next() => match command {
+                        None => break,
+                        Some(RawCommand::Dial(addr)) => swarm.dial(addr).unwrap(),
+                        Some(RawCommand::Subscribe(topic)) => {
+                            swarm.behaviour_mut().gossipsub.subscribe(&gossipsub::IdentTopic::new(topic)).unwrap();
+                        }
+                        Some(RawCommand::Publish(topic, data, reply)) => {
+                            let result = swarm.behaviour_mut().gossipsub.publish(gossipsub::IdentTopic::new(topic), data);
+                            let _ = reply.send(result.map(|_| ()).map_err(|e| e.to_string()));
+                        }
+                        Some(RawCommand::Direct(peer, bytes, reply)) => {
+                            let id = swarm.behaviour_mut().direct.send_request(&peer, bytes);
+                            pending.insert(id, reply);
+                        }
+                        Some(RawCommand::SubscribedPeers(topic, reply)) => {
+                            let hash = gossipsub::IdentTopic::new(topic).hash();
+                            let n = swarm.behaviour().gossipsub.all_peers().filter(|(_, t)| t.contains(&&hash)).count();
+                            let _ = reply.send(n);
+                        }
+                    },
+                    event = swarm.select_next_some() => match event {
+                        SwarmEvent::Behaviour(RawEvent::Direct(request_response::Event::Message {
+                            message: request_response::Message::Response { request_id, response }, ..
+                        })) => {
+                            if let Some(reply) = pending.remove(&request_id) {
+                                let _ = reply.send(Ok(response));
+                            }
+                        }
+                        SwarmEvent::Behaviour(RawEvent::Direct(request_response::Event::OutboundFailure {
+                            request_id, error, ..
+                        })) => {
+                            if let Some(reply) = pending.remove(&request_id) {
+                                let _ = reply.send(Err(error.to_string()));
+                            }
+                        }
+                        _ => {}
+                    },
+                }
+            }
+        });
+        RawPeer {
+            id,
+            commands,
+            control,
+        }
+    }
+
+    async fn send(&self, command: RawCommand) {
+        use futures::SinkExt;
+        self.commands.clone().send(command).await.unwrap();
+    }
+
+    /// Sends raw bytes on the direct protocol; returns the rejection label
+    /// from the acknowledgement (`None` = accepted).
+    async fn direct(&self, to: PeerId, framed: Vec<u8>) -> Option<String> {
+        let (tx, rx) = oneshot::channel();
+        self.send(RawCommand::Direct(to, framed, tx)).await;
+        let ack = rx
+            .await
+            .unwrap()
+            .expect("the node answers even bad requests");
+        #[derive(serde::Deserialize)]
+        struct Ack {
+            rejected: Option<String>,
+        }
+        let mut len_and_body = &ack[..];
+        let (_, body) = unsigned_varint::decode::u64(len_and_body).unwrap();
+        len_and_body = body;
+        ciborium::from_reader::<Ack, _>(len_and_body)
+            .unwrap()
+            .rejected
+    }
+
+    async fn publish(&self, topic: &str, data: Vec<u8>) {
+        let (tx, rx) = oneshot::channel();
+        self.send(RawCommand::Publish(topic.into(), data, tx)).await;
+        rx.await.unwrap().expect("published");
+    }
+}
+
+fn framed(body: &[u8]) -> Vec<u8> {
+    let mut buf = unsigned_varint::encode::u64_buffer();
+    let mut out = unsigned_varint::encode::u64(body.len() as u64, &mut buf).to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+fn envelope(from: &PeerId, to: &str) -> Envelope {
+    let mut env = Envelope::new(MsgType::Thought, to, 5, 60).with_content("hi");
+    env.from = from.to_base58();
+    env.timestamp = infermesh_core::platform::now_ms();
+    env
+}
+
+fn dropped(node: &TestNode, reason: RejectReason) -> u64 {
+    node.mesh.metrics().dropped_by_reason[reason.as_str()]
+}
+
+async fn node_and_raw_peer() -> (TestNode, RawPeer) {
+    let node = TestNode::start(
+        memory_config(Identity::generate().unwrap(), vec![]),
+        "/memory/0".parse().unwrap(),
+    )
+    .await;
+    let raw = RawPeer::start();
+    raw.send(RawCommand::Dial(node.addr.clone())).await;
+    wait_until(DEADLINE, "raw peer connects", || async {
+        node.connected_to(&raw.id).await
+    })
+    .await;
+    (node, raw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_direct_messages_are_rejected_with_their_reason() {
+    let (node, raw) = node_and_raw_peer().await;
+    let to = node.peer_id().to_base58();
+
+    let good = envelope(&raw.id, &to);
+    assert_eq!(
+        raw.direct(node.peer_id(), framed(&good.encode())).await,
+        None
+    );
+    assert_eq!(
+        raw.direct(node.peer_id(), framed(&good.encode()))
+            .await
+            .as_deref(),
+        Some("duplicate")
+    );
+
+    assert_eq!(
+        raw.direct(node.peer_id(), framed(b"\xa3not cbor at all"))
+            .await
+            .as_deref(),
+        Some("malformed")
+    );
+
+    let mut expired = envelope(&raw.id, &to);
+    expired.timestamp -= 120_000;
+    assert_eq!(
+        raw.direct(node.peer_id(), framed(&expired.encode()))
+            .await
+            .as_deref(),
+        Some("expired")
+    );
+
+    let mut future = envelope(&raw.id, &to);
+    future.timestamp += 3_600_000;
+    assert_eq!(
+        raw.direct(node.peer_id(), framed(&future.encode()))
+            .await
+            .as_deref(),
+        Some("future_timestamp")
+    );
+
+    let mut loud = envelope(&raw.id, &to);
+    loud.priority = 42;
+    assert_eq!(
+        raw.direct(node.peer_id(), framed(&loud.encode()))
+            .await
+            .as_deref(),
+        Some("schema")
+    );
+
+    let someone_else = Identity::generate().unwrap().peer_id();
+    let spoofed = envelope(&someone_else, &to);
+    assert_eq!(
+        raw.direct(node.peer_id(), framed(&spoofed.encode()))
+            .await
+            .as_deref(),
+        Some("sender_mismatch")
+    );
+
+    let elsewhere = envelope(&raw.id, &someone_else.to_base58());
+    assert_eq!(
+        raw.direct(node.peer_id(), framed(&elsewhere.encode()))
+            .await
+            .as_deref(),
+        Some("misaddressed")
+    );
+
+    // A header announcing 64 MiB: refused from the header, the body is never read.
+    let mut buf = unsigned_varint::encode::u64_buffer();
+    let header = unsigned_varint::encode::u64(64 << 20, &mut buf).to_vec();
+    assert_eq!(
+        raw.direct(node.peer_id(), header).await.as_deref(),
+        Some("oversize")
+    );
+
+    for reason in [
+        RejectReason::Duplicate,
+        RejectReason::Malformed,
+        RejectReason::Expired,
+        RejectReason::FutureTimestamp,
+        RejectReason::Schema,
+        RejectReason::SenderMismatch,
+        RejectReason::Misaddressed,
+        RejectReason::Oversize,
+    ] {
+        assert_eq!(dropped(&node, reason), 1, "{reason} counted once");
+    }
+    assert_eq!(node.mesh.metrics().messages_dropped, 8);
+    // Only the good one was delivered.
+    assert_eq!(node.received(|_| true), 1);
+    assert_eq!(node.received(|m| m.envelope.id == good.id), 1);
+}
+
+/// A fresh foreign peer, connected to `node` and subscribed to `topic`.
+async fn gossiping_raw_peer(node: &TestNode, topic: &str) -> RawPeer {
+    let raw = RawPeer::start();
+    raw.send(RawCommand::Dial(node.addr.clone())).await;
+    raw.send(RawCommand::Subscribe(topic.into())).await;
+    wait_until(
+        DEADLINE,
+        "raw peer sees the node's subscription",
+        || async {
+            let (tx, rx) = oneshot::channel();
+            raw.send(RawCommand::SubscribedPeers(topic.into(), tx))
+                .await;
+            rx.await.unwrap() == 1
+        },
+    )
+    .await;
+    raw
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_gossip_is_rejected_with_its_reason_and_not_delivered() {
+    let node = TestNode::start(
+        memory_config(Identity::generate().unwrap(), vec![]),
+        "/memory/0".parse().unwrap(),
+    )
+    .await;
+    node.mesh.subscribe("bad-input").await.unwrap();
+
+    // One fresh peer per bad message: a peer whose message is rejected is
+    // penalised by gossipsub scoring and its next messages are ignored
+    // before they reach validation.
+    type Make = fn(&PeerId, &PeerId) -> Vec<u8>;
+    let cases: [(RejectReason, Make); 5] = [
+        (RejectReason::Malformed, |_, _| {
+            b"garbage, not an envelope".to_vec()
+        }),
+        (RejectReason::Oversize, |raw, _| {
+            let mut env = envelope(raw, "bad-input");
+            env.payload = vec![7; 1_500_000];
+            env.encode()
+        }),
+        (RejectReason::Expired, |raw, _| {
+            let mut env = envelope(raw, "bad-input");
+            env.timestamp -= 120_000;
+            env.encode()
+        }),
+        (RejectReason::SenderMismatch, |_, node| {
+            envelope(node, "bad-input").encode()
+        }),
+        (RejectReason::Misaddressed, |raw, _| {
+            envelope(raw, "another-topic").encode()
+        }),
+    ];
+    for (reason, make) in cases {
+        let raw = gossiping_raw_peer(&node, "bad-input").await;
+        raw.publish("bad-input", make(&raw.id, &node.peer_id()))
+            .await;
+        wait_until(DEADLINE, &format!("{reason} counted"), || async {
+            dropped(&node, reason) == 1
+        })
+        .await;
+    }
+    assert_eq!(node.received(|_| true), 0, "nothing bad was delivered");
+
+    let raw = gossiping_raw_peer(&node, "bad-input").await;
+    let good = envelope(&raw.id, "bad-input");
+    raw.publish("bad-input", good.encode()).await;
+    wait_until(DEADLINE, "the good message arrives", || async {
+        node.received(|_| true) == 1
+    })
+    .await;
+    assert_eq!(
+        node.received(|m| m.envelope.id == good.id && m.sender == raw.id),
+        1
+    );
+    assert_eq!(node.mesh.metrics().messages_dropped, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_every_protocol_does_not_take_the_node_down() {
+    let (node, raw) = node_and_raw_peer().await;
+    let witness = TestNode::start(
+        memory_config(Identity::generate().unwrap(), vec![node.addr.clone()]),
+        "/memory/0".parse().unwrap(),
+    )
+    .await;
+    wait_until(DEADLINE, "witness connects", || async {
+        node.connected_to(&witness.peer_id()).await
+    })
+    .await;
+
+    let mut garbage = vec![0u8; 64 * 1024];
+    getrandom::fill(&mut garbage).unwrap();
+    let protocols = [
+        "/infermesh/direct/1.0.0",
+        "/meshsub/1.2.0",
+        "/meshsub/1.1.0",
+        "/infermesh/kad/1.0.0",
+        "/ipfs/id/1.0.0",
+        "/ipfs/id/push/1.0.0",
+        "/ipfs/ping/1.0.0",
+        "/libp2p/circuit/relay/0.2.0/hop",
+        "/libp2p/autonat/1.0.0",
+        "/libp2p/dcutr",
+    ];
+    let mut control = raw.control.clone();
+    let mut opened = 0;
+    for round in 0..3 {
+        for protocol in protocols {
+            // The connection may have been closed by the node after a
+            // protocol violation; the stream control redials.
+            let Ok(mut stream) = control
+                .open_stream(node.peer_id(), StreamProtocol::new(protocol))
+                .await
+            else {
+                continue;
+            };
+            opened += 1;
+            let slice = &garbage[round * 1000..];
+            let _ = stream.write_all(slice).await;
+            let _ = stream.close().await;
+        }
+    }
+    assert!(
+        opened >= protocols.len(),
+        "most protocols accepted a stream ({opened} opened)"
+    );
+
+    // Still alive, for the attacker and for everyone else.
+    let status = node.mesh.status().await.unwrap();
+    assert!(status.connected_peers >= 1);
+    let Sent::Direct(_) = witness
+        .mesh
+        .send_text(node.peer_id(), "still there?")
+        .await
+        .unwrap()
+    else {
+        panic!("direct")
+    };
+    let good = envelope(&raw.id, &node.peer_id().to_base58());
+    assert_eq!(
+        raw.direct(node.peer_id(), framed(&good.encode())).await,
+        None
+    );
+    assert_eq!(node.received(|_| true), 2);
+}
