@@ -10,7 +10,7 @@
 //! use futures::StreamExt;
 //! use infermesh_core::{Identity, Mesh, MeshConfig, MeshEvent};
 //!
-//! let (mesh, mut events, event_loop) = Mesh::new(MeshConfig::server(Identity::generate().unwrap()))?;
+//! let (mesh, mut events, event_loop) = Mesh::build(MeshConfig::server(Identity::generate().unwrap()))?;
 //! # let spawn = |_f: infermesh_core::EventLoop| ();
 //! spawn(event_loop); // e.g. tokio::spawn(event_loop.run())
 //! mesh.listen_on("/ip4/0.0.0.0/tcp/4001".parse().unwrap()).await?;

@@ -1,4 +1,4 @@
-//! The public facade: [`Mesh::new`] builds a node and returns a cloneable
+//! The public facade: [`Mesh::build`] builds a node and returns a cloneable
 //! [`MeshHandle`] (commands with replies), a [`MeshEvents`] stream and the
 //! [`EventLoop`] future that the caller spawns on its executor. The libp2p
 //! `Swarm` lives inside the event loop and is never exposed.
@@ -326,7 +326,7 @@ impl Mesh {
     /// Builds a node. Spawn the returned [`EventLoop::run`] future; it ends
     /// when every handle is dropped or [`MeshHandle::shutdown`] is called.
     /// Then call [`MeshHandle::listen_on`] and/or [`MeshHandle::dial`].
-    pub fn new(config: MeshConfig) -> Result<(MeshHandle, MeshEvents, EventLoop), MeshError> {
+    pub fn build(config: MeshConfig) -> Result<(MeshHandle, MeshEvents, EventLoop), MeshError> {
         let peer_id = config.identity.peer_id();
         let limits = config.limits.clone();
         let (command_tx, command_rx) = mpsc::channel(64);

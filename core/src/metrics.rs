@@ -87,7 +87,15 @@ impl Metrics {
             "Direct message send-to-acknowledgement time",
             latency.clone(),
         );
-        // Every reason appears in the exposition from the start, at zero.
+        // Every label appears in the exposition from the start, at zero.
+        for route in [Route::Gossip, Route::Direct] {
+            let _ = messages_in.get_or_create(&RouteLabel {
+                route: route.as_str(),
+            });
+            let _ = messages_out.get_or_create(&RouteLabel {
+                route: route.as_str(),
+            });
+        }
         for reason in RejectReason::ALL {
             let _ = dropped.get_or_create(&ReasonLabel {
                 reason: reason.as_str(),

@@ -79,13 +79,16 @@ struct QueuedSend {
     reply: oneshot::Sender<Result<Delivery, MeshError>>,
 }
 
+// A transient value that lives for one loop iteration: its size is no
+// concern, and boxing would allocate once per swarm event.
+#[allow(clippy::large_enum_variant)]
 enum Step {
     Swarm(SwarmEvent<BehaviourEvent>),
     Command(Option<Command>),
     Tick,
 }
 
-/// Drives one node. Obtain it from [`crate::Mesh::new`] and spawn
+/// Drives one node. Obtain it from [`crate::Mesh::build`] and spawn
 /// [`EventLoop::run`].
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -227,10 +230,10 @@ impl EventLoop {
     }
 
     fn emit(&mut self, event: MeshEvent) {
-        if let Err(e) = self.events.try_send(event) {
-            if e.is_full() {
-                tracing::debug!("event stream full; event dropped");
-            }
+        if let Err(e) = self.events.try_send(event)
+            && e.is_full()
+        {
+            tracing::debug!("event stream full; event dropped");
         }
     }
 
@@ -241,16 +244,16 @@ impl EventLoop {
             Route::Gossip
         };
         self.metrics.message_in(route);
-        if let Err(e) = self.events.try_send(MeshEvent::Message(message)) {
-            if e.is_full() {
-                self.count_rejection(
-                    None,
-                    &Rejection {
-                        reason: RejectReason::QueueFull,
-                        detail: "event stream full".into(),
-                    },
-                );
-            }
+        if let Err(e) = self.events.try_send(MeshEvent::Message(message))
+            && e.is_full()
+        {
+            self.count_rejection(
+                None,
+                &Rejection {
+                    reason: RejectReason::QueueFull,
+                    detail: "event stream full".into(),
+                },
+            );
         }
     }
 
@@ -748,12 +751,10 @@ impl EventLoop {
             kad::Event::RoutingUpdated {
                 peer,
                 addresses,
-                is_new_peer,
+                is_new_peer: true,
                 ..
             } => {
-                if is_new_peer {
-                    self.dial_discovered(peer, addresses.into_vec());
-                }
+                self.dial_discovered(peer, addresses.into_vec());
             }
             kad::Event::OutboundQueryProgressed {
                 id,
@@ -939,10 +940,9 @@ impl EventLoop {
                 topic,
                 reason: e.to_string(),
             })?;
-        if fresh {
-            if let Err(e) = gossipsub.set_topic_params(ident, behaviour::topic_score_params()) {
-                tracing::warn!("topic scoring not set: {e}");
-            }
+        if fresh && let Err(e) = gossipsub.set_topic_params(ident, behaviour::topic_score_params())
+        {
+            tracing::warn!("topic scoring not set: {e}");
         }
         Ok(fresh)
     }
@@ -1059,7 +1059,16 @@ impl EventLoop {
             .iter()
             .map(|(peer, state)| PeerInfo {
                 peer_id: peer.to_base58(),
-                connections: state.connections.values().map(|a| a.to_string()).collect(),
+                connections: state
+                    .connections
+                    .values()
+                    .map(|a| {
+                        a.iter()
+                            .filter(|p| !matches!(p, Protocol::P2p(_)))
+                            .collect::<Multiaddr>()
+                            .to_string()
+                    })
+                    .collect(),
                 rtt_ms: state.rtt.map(|d| d.as_secs_f64() * 1000.0),
                 agent: state.agent.clone(),
             })

@@ -51,7 +51,7 @@ impl TestNode {
     /// Starts a node on `listen` (e.g. `/memory/0`).
     pub async fn start(config: MeshConfig, listen: Multiaddr) -> TestNode {
         let identity = config.identity.clone();
-        let (mesh, mut events, event_loop) = Mesh::new(config).expect("mesh builds");
+        let (mesh, mut events, event_loop) = Mesh::build(config).expect("mesh builds");
         tokio::spawn(event_loop.run());
         let inbox = Arc::new(Mutex::new(Vec::new()));
         let sink = inbox.clone();

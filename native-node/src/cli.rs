@@ -1,0 +1,115 @@
+//! Command-line arguments.
+
+use std::{net::IpAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use infermesh_core::Multiaddr;
+
+/// InferMesh: a peer-to-peer mesh node (bootstrap, relay, replica) with an
+/// interactive prompt.
+#[derive(Debug, Parser)]
+#[command(name = "infermesh", version, about, long_about = None)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create this node's identity (the private key is printed once), then run
+    /// the node with the `infermesh>` prompt.
+    Init {
+        /// Use this private key (64 hex characters) instead of a new one.
+        #[arg(long, env = "INFERMESH_PRIVATE_KEY", hide_env_values = true)]
+        private_key: Option<String>,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Run a headless node: bootstrap, relay and replica for others.
+    Node {
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Start a node that joins the mesh through a peer, with the prompt.
+    Connect {
+        /// A multiaddr (`/ip4/…/tcp/…/p2p/<id>`) or a bare node ID, found
+        /// through mDNS or the DHT of the `--bootstrap` peers.
+        target: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+}
+
+/// Options shared by every way of running a node.
+#[derive(Debug, Args, Clone)]
+pub struct NodeArgs {
+    /// Where the identity, certificate and addresses are kept
+    /// [default: ~/.infermesh, or ~/.infermesh/connect for `connect`].
+    #[arg(long, env = "INFERMESH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// IP address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub listen_ip: IpAddr,
+    /// TCP port (0 picks a free one) [default: 4001, or 0 for `connect`].
+    #[arg(long)]
+    pub tcp_port: Option<u16>,
+    /// QUIC-v1 (UDP) port [default: 4001, or 0 for `connect`].
+    #[arg(long)]
+    pub quic_port: Option<u16>,
+    /// WebSocket port [default: 4002, or 0 for `connect`].
+    #[arg(long)]
+    pub ws_port: Option<u16>,
+    /// WebRTC-direct (UDP) port [default: 4003, or 0 for `connect`].
+    #[arg(long)]
+    pub webrtc_port: Option<u16>,
+    /// Peer to join through; repeat for several.
+    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
+    pub bootstrap: Vec<Multiaddr>,
+    /// Port of the loopback HTTP API (status, peers, addresses, /metrics)
+    /// [default: 5001, or 0 for `connect`].
+    #[arg(long)]
+    pub api_port: Option<u16>,
+    /// Do not start the HTTP API.
+    #[arg(long)]
+    pub no_api: bool,
+    /// Most peers connected at once.
+    #[arg(long, default_value_t = 50)]
+    pub max_peers: usize,
+    /// Do not discover peers on the local network with mDNS.
+    #[arg(long)]
+    pub no_mdns: bool,
+}
+
+/// Ports after defaults are applied.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    /// TCP.
+    pub tcp: u16,
+    /// QUIC.
+    pub quic: u16,
+    /// WebSocket.
+    pub ws: u16,
+    /// WebRTC-direct.
+    pub webrtc: u16,
+    /// HTTP API (`None` = off).
+    pub api: Option<u16>,
+}
+
+impl NodeArgs {
+    /// The ports, with the fixed defaults of a main node, or all-random ones
+    /// for a second node started by `connect` on the same machine.
+    pub fn ports(&self, fixed_defaults: bool) -> Ports {
+        let pick = |given: Option<u16>, default: u16| {
+            given.unwrap_or(if fixed_defaults { default } else { 0 })
+        };
+        Ports {
+            tcp: pick(self.tcp_port, 4001),
+            quic: pick(self.quic_port, 4001),
+            ws: pick(self.ws_port, 4002),
+            webrtc: pick(self.webrtc_port, 4003),
+            api: (!self.no_api).then(|| pick(self.api_port, 5001)),
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The local HTTP API, bound to loopback only: addresses for browsers to
+//! bootstrap from, status, peers, and Prometheus metrics.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use anyhow::{Context, Result};
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use infermesh_core::{MeshError, MeshHandle, PeerInfo, Status};
+use serde::Serialize;
+
+type ApiResult<T> = Result<Json<T>, (StatusCode, String)>;
+
+fn unavailable(e: MeshError) -> (StatusCode, String) {
+    (StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+}
+
+#[derive(Serialize)]
+struct Addrs {
+    peer_id: String,
+    addrs: Vec<String>,
+}
+
+async fn addrs(State(mesh): State<MeshHandle>) -> ApiResult<Addrs> {
+    let status = mesh.status().await.map_err(unavailable)?;
+    Ok(Json(Addrs {
+        peer_id: status.peer_id,
+        addrs: status.listen_addrs,
+    }))
+}
+
+async fn status(State(mesh): State<MeshHandle>) -> ApiResult<Status> {
+    mesh.status().await.map(Json).map_err(unavailable)
+}
+
+async fn peers(State(mesh): State<MeshHandle>) -> ApiResult<Vec<PeerInfo>> {
+    mesh.peers().await.map(Json).map_err(unavailable)
+}
+
+async fn metrics(State(mesh): State<MeshHandle>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        mesh.prometheus_metrics(),
+    )
+}
+
+/// Starts the API on `127.0.0.1:port` (0 picks a port); returns the bound
+/// address.
+pub async fn serve(mesh: MeshHandle, port: u16) -> Result<SocketAddr> {
+    let app = Router::new()
+        .route("/api/addrs", get(addrs))
+        .route("/api/status", get(status))
+        .route("/api/peers", get(peers))
+        .route("/metrics", get(metrics))
+        .with_state(mesh);
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+        .await
+        .with_context(|| format!("cannot start the HTTP API on 127.0.0.1:{port}"))?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("HTTP API stopped: {e}");
+        }
+    });
+    Ok(addr)
+}

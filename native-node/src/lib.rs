@@ -1,0 +1,15 @@
+//! # infermesh-node
+//!
+//! The native InferMesh node behind the `infermesh` binary: a bootstrap,
+//! relay and replica node with an interactive prompt and a loopback HTTP
+//! API. The mesh itself lives in `infermesh-core`; this crate is the shell
+//! around it (data directory, listeners, CLI, HTTP).
+
+pub mod cli;
+mod datadir;
+mod http;
+mod node;
+mod output;
+pub mod repl;
+
+pub use node::run;
