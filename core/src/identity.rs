@@ -36,8 +36,8 @@ impl Identity {
     /// Builds the identity for a 32-byte Ed25519 seed.
     pub fn from_seed(seed: [u8; 32]) -> Self {
         let mut copy = seed;
-        let keypair = Keypair::ed25519_from_bytes(&mut copy)
-            .expect("any 32 bytes are a valid Ed25519 secret seed");
+        let keypair =
+            Keypair::ed25519_from_bytes(&mut copy).expect("any 32 bytes are a valid Ed25519 secret seed");
         Self { seed, keypair }
     }
 
@@ -72,9 +72,7 @@ impl Identity {
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the seed.
-        f.debug_struct("Identity")
-            .field("peer_id", &self.peer_id())
-            .finish_non_exhaustive()
+        f.debug_struct("Identity").field("peer_id", &self.peer_id()).finish_non_exhaustive()
     }
 }
 
@@ -102,14 +100,8 @@ mod tests {
 
     #[test]
     fn bad_keys_are_rejected_with_reasons() {
-        assert_eq!(
-            Identity::from_hex("abcd").unwrap_err(),
-            IdentityError::BadLength(4)
-        );
-        assert!(matches!(
-            Identity::from_hex(&"zz".repeat(32)),
-            Err(IdentityError::BadHex(_))
-        ));
+        assert_eq!(Identity::from_hex("abcd").unwrap_err(), IdentityError::BadLength(4));
+        assert!(matches!(Identity::from_hex(&"zz".repeat(32)), Err(IdentityError::BadHex(_))));
         assert!(Identity::from_hex(&format!("  {}\n", "0a".repeat(32))).is_ok());
     }
 

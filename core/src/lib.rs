@@ -33,8 +33,8 @@ pub mod platform;
 pub use identity::{Identity, IdentityError};
 pub use libp2p::{Multiaddr, PeerId};
 pub use mesh::{
-    Delivery, EventLoop, InboundMessage, Mesh, MeshConfig, MeshError, MeshEvent, MeshEvents,
-    MeshHandle, PeerInfo, Sent, Status, Timing, TransportConfig, Via,
+    Delivery, EventLoop, InboundMessage, Mesh, MeshConfig, MeshError, MeshEvent, MeshEvents, MeshHandle,
+    PeerInfo, Sent, Status, Timing, TransportConfig, Via,
 };
 pub use messaging::{Envelope, MsgType};
 pub use metrics::MetricsSnapshot;

@@ -10,12 +10,10 @@ use std::{
     time::Duration,
 };
 
-use futures::{
-    SinkExt, Stream,
-    channel::{mpsc, oneshot},
-};
+use futures::Stream;
 use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
 
 pub use crate::net::EventLoop;
 use crate::{
@@ -335,6 +333,7 @@ impl Mesh {
         let handle = MeshHandle {
             commands: command_tx,
             peer_id,
+            peer_id_text: peer_id.to_base58().into(),
             metrics,
             limits,
         };
@@ -352,7 +351,7 @@ impl Stream for MeshEvents {
     type Item = MeshEvent;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<MeshEvent>> {
-        Pin::new(&mut self.inner).poll_next(cx)
+        self.inner.poll_recv(cx)
     }
 }
 
@@ -361,21 +360,16 @@ impl Stream for MeshEvents {
 pub struct MeshHandle {
     commands: mpsc::Sender<Command>,
     peer_id: PeerId,
+    /// `peer_id` in text, as written into envelopes.
+    peer_id_text: Arc<str>,
     metrics: Arc<Metrics>,
     limits: Limits,
 }
 
 impl MeshHandle {
-    async fn call<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Result<T, MeshError> {
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, MeshError> {
         let (tx, rx) = oneshot::channel();
-        self.commands
-            .clone()
-            .send(make(tx))
-            .await
-            .map_err(|_| MeshError::Closed)?;
+        self.commands.clone().send(make(tx)).await.map_err(|_| MeshError::Closed)?;
         rx.await.map_err(|_| MeshError::Closed)
     }
 
@@ -414,22 +408,19 @@ impl MeshHandle {
     /// Subscribes to a topic; `false` if already subscribed.
     pub async fn subscribe(&self, topic: &str) -> Result<bool, MeshError> {
         let topic = topic.to_owned();
-        self.call(|reply| Command::Subscribe { topic, reply })
-            .await?
+        self.call(|reply| Command::Subscribe { topic, reply }).await?
     }
 
     /// Unsubscribes; `false` if not subscribed.
     pub async fn unsubscribe(&self, topic: &str) -> Result<bool, MeshError> {
         let topic = topic.to_owned();
-        self.call(|reply| Command::Unsubscribe { topic, reply })
-            .await
+        self.call(|reply| Command::Unsubscribe { topic, reply }).await
     }
 
     /// Peers known to be subscribed to a topic.
     pub async fn topic_peers(&self, topic: &str) -> Result<Vec<PeerId>, MeshError> {
         let topic = topic.to_owned();
-        self.call(|reply| Command::TopicPeers { topic, reply })
-            .await
+        self.call(|reply| Command::TopicPeers { topic, reply }).await
     }
 
     /// Sends an envelope where its `to` says: a node ID is a direct message
@@ -440,29 +431,17 @@ impl MeshHandle {
         let outbound = net::Outbound {
             id: envelope.id,
             priority: envelope.priority,
-            expires_at_ms: envelope
-                .timestamp
-                .saturating_add(u64::from(envelope.ttl) * 1000),
+            expires_at_ms: envelope.timestamp.saturating_add(u64::from(envelope.ttl) * 1000),
             bytes,
         };
         match envelope.to.parse::<PeerId>() {
-            Ok(peer) => self
-                .call(|reply| Command::SendDirect {
-                    peer,
-                    outbound,
-                    reply,
-                })
-                .await?
-                .map(Sent::Direct),
+            Ok(peer) => {
+                self.call(|reply| Command::SendDirect { peer, outbound, reply }).await?.map(Sent::Direct)
+            }
             Err(_) => {
                 let (id, topic) = (outbound.id.clone(), envelope.to);
                 let publish_topic = topic.clone();
-                self.call(|reply| Command::Publish {
-                    topic: publish_topic,
-                    outbound,
-                    reply,
-                })
-                .await??;
+                self.call(|reply| Command::Publish { topic: publish_topic, outbound, reply }).await??;
                 Ok(Sent::Broadcast { id, topic })
             }
         }
@@ -470,33 +449,27 @@ impl MeshHandle {
 
     /// Publishes a `Thought` with this text (and no payload) on a topic.
     pub async fn publish_text(&self, topic: &str, text: &str) -> Result<Sent, MeshError> {
-        self.send(Envelope::new(MsgType::Thought, topic, 5, 300).with_content(text))
-            .await
+        self.send(Envelope::new(MsgType::Thought, topic, 5, 300).with_content(text)).await
     }
 
     /// Sends a `Thought` with this text directly to a node.
     pub async fn send_text(&self, peer: PeerId, text: &str) -> Result<Sent, MeshError> {
-        self.send(Envelope::new(MsgType::Thought, peer.to_base58(), 5, 300).with_content(text))
-            .await
+        self.send(Envelope::new(MsgType::Thought, peer.to_base58(), 5, 300).with_content(text)).await
     }
 
     /// Fills in `from` and `timestamp`, checks the envelope the way a
     /// receiver will, and encodes it (once).
     fn prepare(&self, envelope: &mut Envelope) -> Result<Vec<u8>, MeshError> {
         if envelope.from.is_empty() {
-            envelope.from = self.peer_id.to_base58();
+            envelope.from = self.peer_id_text.to_string();
         }
         if envelope.timestamp == 0 {
             envelope.timestamp = platform::now_ms();
         }
         // Apply the receiver's rules before sending, so the caller gets the
         // error instead of a silent drop on the far side.
-        self.limits
-            .check_schema(envelope)
-            .map_err(MeshError::InvalidMessage)?;
-        self.limits
-            .check_time(envelope, platform::now_ms())
-            .map_err(MeshError::InvalidMessage)?;
+        self.limits.check_schema(envelope).map_err(MeshError::InvalidMessage)?;
+        self.limits.check_time(envelope, platform::now_ms()).map_err(MeshError::InvalidMessage)?;
         let bytes = envelope.encode();
         if bytes.len() > self.limits.max_envelope_bytes {
             return Err(MeshError::InvalidMessage(Rejection {

@@ -23,6 +23,8 @@ pub enum Route {
 }
 
 impl Route {
+    const ALL: [Route; 2] = [Route::Gossip, Route::Direct];
+
     fn as_str(self) -> &'static str {
         match self {
             Route::Gossip => "gossip",
@@ -46,9 +48,11 @@ struct ReasonLabel {
 #[derive(Debug)]
 pub(crate) struct Metrics {
     registry: Registry,
-    messages_in: Family<RouteLabel, Counter>,
-    messages_out: Family<RouteLabel, Counter>,
-    dropped: Family<ReasonLabel, Counter>,
+    // Handles into the registered families, resolved once: counting is then
+    // one atomic add, with no label lookup.
+    messages_in: [Counter; 2],
+    messages_out: [Counter; 2],
+    dropped: [Counter; RejectReason::ALL.len()],
     peers: Gauge,
     latency: Histogram,
 }
@@ -62,78 +66,39 @@ impl Metrics {
         let messages_out = Family::<RouteLabel, Counter>::default();
         let dropped = Family::<ReasonLabel, Counter>::default();
         let peers = Gauge::default();
-        let latency = Histogram::new([
-            0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-        ]);
+        let latency =
+            Histogram::new([0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]);
         let sub = registry.sub_registry_with_prefix("infermesh");
-        sub.register(
-            "messages_in",
-            "Envelopes accepted from the network",
-            messages_in.clone(),
-        );
+        sub.register("messages_in", "Envelopes accepted from the network", messages_in.clone());
         sub.register("messages_out", "Envelopes sent", messages_out.clone());
-        sub.register(
-            "messages_dropped",
-            "Inbound envelopes rejected, by reason",
-            dropped.clone(),
-        );
-        sub.register(
-            "connected_peers",
-            "Peers with at least one connection",
-            peers.clone(),
-        );
+        sub.register("messages_dropped", "Inbound envelopes rejected, by reason", dropped.clone());
+        sub.register("connected_peers", "Peers with at least one connection", peers.clone());
         sub.register(
             "direct_delivery_seconds",
             "Direct message send-to-acknowledgement time",
             latency.clone(),
         );
         // Every label appears in the exposition from the start, at zero.
-        for route in [Route::Gossip, Route::Direct] {
-            let _ = messages_in.get_or_create(&RouteLabel {
-                route: route.as_str(),
-            });
-            let _ = messages_out.get_or_create(&RouteLabel {
-                route: route.as_str(),
-            });
-        }
-        for reason in RejectReason::ALL {
-            let _ = dropped.get_or_create(&ReasonLabel {
-                reason: reason.as_str(),
-            });
-        }
+        let by_route = |family: &Family<RouteLabel, Counter>| {
+            Route::ALL.map(|route| family.get_or_create(&RouteLabel { route: route.as_str() }).clone())
+        };
+        let (messages_in, messages_out) = (by_route(&messages_in), by_route(&messages_out));
+        let dropped = RejectReason::ALL
+            .map(|reason| dropped.get_or_create(&ReasonLabel { reason: reason.as_str() }).clone());
         register_more(&mut registry);
-        Self {
-            registry,
-            messages_in,
-            messages_out,
-            dropped,
-            peers,
-            latency,
-        }
+        Self { registry, messages_in, messages_out, dropped, peers, latency }
     }
 
     pub(crate) fn message_in(&self, route: Route) {
-        self.messages_in
-            .get_or_create(&RouteLabel {
-                route: route.as_str(),
-            })
-            .inc();
+        self.messages_in[route as usize].inc();
     }
 
     pub(crate) fn message_out(&self, route: Route) {
-        self.messages_out
-            .get_or_create(&RouteLabel {
-                route: route.as_str(),
-            })
-            .inc();
+        self.messages_out[route as usize].inc();
     }
 
     pub(crate) fn dropped(&self, reason: RejectReason) {
-        self.dropped
-            .get_or_create(&ReasonLabel {
-                reason: reason.as_str(),
-            })
-            .inc();
+        self.dropped[reason as usize].inc();
     }
 
     pub(crate) fn set_peers(&self, n: usize) {
@@ -152,22 +117,10 @@ impl Metrics {
     }
 
     pub(crate) fn snapshot(&self) -> MetricsSnapshot {
-        let sum = |family: &Family<RouteLabel, Counter>| {
-            ["gossip", "direct"]
-                .iter()
-                .map(|route| family.get_or_create(&RouteLabel { route }).get())
-                .sum()
-        };
+        let sum = |counters: &[Counter; 2]| counters.iter().map(Counter::get).sum();
         let dropped_by_reason: BTreeMap<String, u64> = RejectReason::ALL
             .iter()
-            .map(|r| {
-                (
-                    r.as_str().to_owned(),
-                    self.dropped
-                        .get_or_create(&ReasonLabel { reason: r.as_str() })
-                        .get(),
-                )
-            })
+            .map(|r| (r.as_str().to_owned(), self.dropped[*r as usize].get()))
             .collect();
         let (bytes_in, bytes_out) = bandwidth_totals(&self.encode());
         MetricsSnapshot {
@@ -187,10 +140,7 @@ impl Metrics {
 /// to `libp2p-metrics`.
 fn bandwidth_totals(exposition: &str) -> (u64, u64) {
     let (mut inbound, mut outbound) = (0u64, 0u64);
-    for line in exposition
-        .lines()
-        .filter(|l| l.starts_with("libp2p_bandwidth_bytes_total{"))
-    {
+    for line in exposition.lines().filter(|l| l.starts_with("libp2p_bandwidth_bytes_total{")) {
         let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
             continue;
         };
@@ -236,22 +186,11 @@ mod tests {
         m.dropped(RejectReason::Expired);
         m.set_peers(3);
         let s = m.snapshot();
-        assert_eq!(
-            (
-                s.messages_in,
-                s.messages_out,
-                s.messages_dropped,
-                s.connected_peers
-            ),
-            (2, 1, 2, 3)
-        );
+        assert_eq!((s.messages_in, s.messages_out, s.messages_dropped, s.connected_peers), (2, 1, 2, 3));
         assert_eq!(s.dropped_by_reason["expired"], 2);
         assert_eq!(s.dropped_by_reason["oversize"], 0);
         let text = m.encode();
-        assert!(
-            text.contains("infermesh_messages_dropped_total{reason=\"expired\"} 2"),
-            "{text}"
-        );
+        assert!(text.contains("infermesh_messages_dropped_total{reason=\"expired\"} 2"), "{text}");
     }
 
     #[test]

@@ -48,12 +48,7 @@ impl request_response::Codec for RawCodec {
         self.read_request(p, io).await
     }
 
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: Vec<u8>,
-    ) -> std::io::Result<()>
+    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Vec<u8>) -> std::io::Result<()>
     where
         T: futures::AsyncWrite + Unpin + Send,
     {
@@ -61,12 +56,7 @@ impl request_response::Codec for RawCodec {
         io.close().await
     }
 
-    async fn write_response<T>(
-        &mut self,
-        p: &StreamProtocol,
-        io: &mut T,
-        res: Vec<u8>,
-    ) -> std::io::Result<()>
+    async fn write_response<T>(&mut self, p: &StreamProtocol, io: &mut T, res: Vec<u8>) -> std::io::Result<()>
     where
         T: futures::AsyncWrite + Unpin + Send,
     {
@@ -174,11 +164,7 @@ impl RawPeer {
                 }
             }
         });
-        RawPeer {
-            id,
-            commands,
-            control,
-        }
+        RawPeer { id, commands, control }
     }
 
     async fn send(&self, command: RawCommand) {
@@ -191,10 +177,7 @@ impl RawPeer {
     async fn direct(&self, to: PeerId, framed: Vec<u8>) -> Option<String> {
         let (tx, rx) = oneshot::channel();
         self.send(RawCommand::Direct(to, framed, tx)).await;
-        let ack = rx
-            .await
-            .unwrap()
-            .expect("the node answers even bad requests");
+        let ack = rx.await.unwrap().expect("the node answers even bad requests");
         #[derive(serde::Deserialize)]
         struct Ack {
             rejected: Option<String>,
@@ -202,9 +185,7 @@ impl RawPeer {
         let mut len_and_body = &ack[..];
         let (_, body) = unsigned_varint::decode::u64(len_and_body).unwrap();
         len_and_body = body;
-        ciborium::from_reader::<Ack, _>(len_and_body)
-            .unwrap()
-            .rejected
+        ciborium::from_reader::<Ack, _>(len_and_body).unwrap().rejected
     }
 
     async fn publish(&self, topic: &str, data: Vec<u8>) {
@@ -233,17 +214,12 @@ fn dropped(node: &TestNode, reason: RejectReason) -> u64 {
 }
 
 async fn node_and_raw_peer() -> (TestNode, RawPeer) {
-    let node = TestNode::start(
-        memory_config(Identity::generate().unwrap(), vec![]),
-        "/memory/0".parse().unwrap(),
-    )
-    .await;
+    let node =
+        TestNode::start(memory_config(Identity::generate().unwrap(), vec![]), "/memory/0".parse().unwrap())
+            .await;
     let raw = RawPeer::start();
     raw.send(RawCommand::Dial(node.addr.clone())).await;
-    wait_until(DEADLINE, "raw peer connects", || async {
-        node.connected_to(&raw.id).await
-    })
-    .await;
+    wait_until(DEADLINE, "raw peer connects", || async { node.connected_to(&raw.id).await }).await;
     (node, raw)
 }
 
@@ -253,75 +229,46 @@ async fn bad_direct_messages_are_rejected_with_their_reason() {
     let to = node.peer_id().to_base58();
 
     let good = envelope(&raw.id, &to);
-    assert_eq!(
-        raw.direct(node.peer_id(), framed(&good.encode())).await,
-        None
-    );
-    assert_eq!(
-        raw.direct(node.peer_id(), framed(&good.encode()))
-            .await
-            .as_deref(),
-        Some("duplicate")
-    );
+    assert_eq!(raw.direct(node.peer_id(), framed(&good.encode())).await, None);
+    assert_eq!(raw.direct(node.peer_id(), framed(&good.encode())).await.as_deref(), Some("duplicate"));
 
     assert_eq!(
-        raw.direct(node.peer_id(), framed(b"\xa3not cbor at all"))
-            .await
-            .as_deref(),
+        raw.direct(node.peer_id(), framed(b"\xa3not cbor at all")).await.as_deref(),
         Some("malformed")
     );
 
     let mut expired = envelope(&raw.id, &to);
     expired.timestamp -= 120_000;
-    assert_eq!(
-        raw.direct(node.peer_id(), framed(&expired.encode()))
-            .await
-            .as_deref(),
-        Some("expired")
-    );
+    assert_eq!(raw.direct(node.peer_id(), framed(&expired.encode())).await.as_deref(), Some("expired"));
 
     let mut future = envelope(&raw.id, &to);
     future.timestamp += 3_600_000;
     assert_eq!(
-        raw.direct(node.peer_id(), framed(&future.encode()))
-            .await
-            .as_deref(),
+        raw.direct(node.peer_id(), framed(&future.encode())).await.as_deref(),
         Some("future_timestamp")
     );
 
     let mut loud = envelope(&raw.id, &to);
     loud.priority = 42;
-    assert_eq!(
-        raw.direct(node.peer_id(), framed(&loud.encode()))
-            .await
-            .as_deref(),
-        Some("schema")
-    );
+    assert_eq!(raw.direct(node.peer_id(), framed(&loud.encode())).await.as_deref(), Some("schema"));
 
     let someone_else = Identity::generate().unwrap().peer_id();
     let spoofed = envelope(&someone_else, &to);
     assert_eq!(
-        raw.direct(node.peer_id(), framed(&spoofed.encode()))
-            .await
-            .as_deref(),
+        raw.direct(node.peer_id(), framed(&spoofed.encode())).await.as_deref(),
         Some("sender_mismatch")
     );
 
     let elsewhere = envelope(&raw.id, &someone_else.to_base58());
     assert_eq!(
-        raw.direct(node.peer_id(), framed(&elsewhere.encode()))
-            .await
-            .as_deref(),
+        raw.direct(node.peer_id(), framed(&elsewhere.encode())).await.as_deref(),
         Some("misaddressed")
     );
 
     // A header announcing 64 MiB: refused from the header, the body is never read.
     let mut buf = unsigned_varint::encode::u64_buffer();
     let header = unsigned_varint::encode::u64(64 << 20, &mut buf).to_vec();
-    assert_eq!(
-        raw.direct(node.peer_id(), header).await.as_deref(),
-        Some("oversize")
-    );
+    assert_eq!(raw.direct(node.peer_id(), header).await.as_deref(), Some("oversize"));
 
     for reason in [
         RejectReason::Duplicate,
@@ -346,27 +293,20 @@ async fn gossiping_raw_peer(node: &TestNode, topic: &str) -> RawPeer {
     let raw = RawPeer::start();
     raw.send(RawCommand::Dial(node.addr.clone())).await;
     raw.send(RawCommand::Subscribe(topic.into())).await;
-    wait_until(
-        DEADLINE,
-        "raw peer sees the node's subscription",
-        || async {
-            let (tx, rx) = oneshot::channel();
-            raw.send(RawCommand::SubscribedPeers(topic.into(), tx))
-                .await;
-            rx.await.unwrap() == 1
-        },
-    )
+    wait_until(DEADLINE, "raw peer sees the node's subscription", || async {
+        let (tx, rx) = oneshot::channel();
+        raw.send(RawCommand::SubscribedPeers(topic.into(), tx)).await;
+        rx.await.unwrap() == 1
+    })
     .await;
     raw
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_gossip_is_rejected_with_its_reason_and_not_delivered() {
-    let node = TestNode::start(
-        memory_config(Identity::generate().unwrap(), vec![]),
-        "/memory/0".parse().unwrap(),
-    )
-    .await;
+    let node =
+        TestNode::start(memory_config(Identity::generate().unwrap(), vec![]), "/memory/0".parse().unwrap())
+            .await;
     node.mesh.subscribe("bad-input").await.unwrap();
 
     // One fresh peer per bad message: a peer whose message is rejected is
@@ -374,9 +314,7 @@ async fn bad_gossip_is_rejected_with_its_reason_and_not_delivered() {
     // before they reach validation.
     type Make = fn(&PeerId, &PeerId) -> Vec<u8>;
     let cases: [(RejectReason, Make); 5] = [
-        (RejectReason::Malformed, |_, _| {
-            b"garbage, not an envelope".to_vec()
-        }),
+        (RejectReason::Malformed, |_, _| b"garbage, not an envelope".to_vec()),
         (RejectReason::Oversize, |raw, _| {
             let mut env = envelope(raw, "bad-input");
             env.payload = vec![7; 1_500_000];
@@ -387,35 +325,21 @@ async fn bad_gossip_is_rejected_with_its_reason_and_not_delivered() {
             env.timestamp -= 120_000;
             env.encode()
         }),
-        (RejectReason::SenderMismatch, |_, node| {
-            envelope(node, "bad-input").encode()
-        }),
-        (RejectReason::Misaddressed, |raw, _| {
-            envelope(raw, "another-topic").encode()
-        }),
+        (RejectReason::SenderMismatch, |_, node| envelope(node, "bad-input").encode()),
+        (RejectReason::Misaddressed, |raw, _| envelope(raw, "another-topic").encode()),
     ];
     for (reason, make) in cases {
         let raw = gossiping_raw_peer(&node, "bad-input").await;
-        raw.publish("bad-input", make(&raw.id, &node.peer_id()))
-            .await;
-        wait_until(DEADLINE, &format!("{reason} counted"), || async {
-            dropped(&node, reason) == 1
-        })
-        .await;
+        raw.publish("bad-input", make(&raw.id, &node.peer_id())).await;
+        wait_until(DEADLINE, &format!("{reason} counted"), || async { dropped(&node, reason) == 1 }).await;
     }
     assert_eq!(node.received(|_| true), 0, "nothing bad was delivered");
 
     let raw = gossiping_raw_peer(&node, "bad-input").await;
     let good = envelope(&raw.id, "bad-input");
     raw.publish("bad-input", good.encode()).await;
-    wait_until(DEADLINE, "the good message arrives", || async {
-        node.received(|_| true) == 1
-    })
-    .await;
-    assert_eq!(
-        node.received(|m| m.envelope.id == good.id && m.sender == raw.id),
-        1
-    );
+    wait_until(DEADLINE, "the good message arrives", || async { node.received(|_| true) == 1 }).await;
+    assert_eq!(node.received(|m| m.envelope.id == good.id && m.sender == raw.id), 1);
     assert_eq!(node.mesh.metrics().messages_dropped, 5);
 }
 
@@ -427,10 +351,7 @@ async fn garbage_on_every_protocol_does_not_take_the_node_down() {
         "/memory/0".parse().unwrap(),
     )
     .await;
-    wait_until(DEADLINE, "witness connects", || async {
-        node.connected_to(&witness.peer_id()).await
-    })
-    .await;
+    wait_until(DEADLINE, "witness connects", || async { node.connected_to(&witness.peer_id()).await }).await;
 
     let mut garbage = vec![0u8; 64 * 1024];
     getrandom::fill(&mut garbage).unwrap();
@@ -452,9 +373,7 @@ async fn garbage_on_every_protocol_does_not_take_the_node_down() {
         for protocol in protocols {
             // The connection may have been closed by the node after a
             // protocol violation; the stream control redials.
-            let Ok(mut stream) = control
-                .open_stream(node.peer_id(), StreamProtocol::new(protocol))
-                .await
+            let Ok(mut stream) = control.open_stream(node.peer_id(), StreamProtocol::new(protocol)).await
             else {
                 continue;
             };
@@ -464,26 +383,15 @@ async fn garbage_on_every_protocol_does_not_take_the_node_down() {
             let _ = stream.close().await;
         }
     }
-    assert!(
-        opened >= protocols.len(),
-        "most protocols accepted a stream ({opened} opened)"
-    );
+    assert!(opened >= protocols.len(), "most protocols accepted a stream ({opened} opened)");
 
     // Still alive, for the attacker and for everyone else.
     let status = node.mesh.status().await.unwrap();
     assert!(status.connected_peers >= 1);
-    let Sent::Direct(_) = witness
-        .mesh
-        .send_text(node.peer_id(), "still there?")
-        .await
-        .unwrap()
-    else {
+    let Sent::Direct(_) = witness.mesh.send_text(node.peer_id(), "still there?").await.unwrap() else {
         panic!("direct")
     };
     let good = envelope(&raw.id, &node.peer_id().to_base58());
-    assert_eq!(
-        raw.direct(node.peer_id(), framed(&good.encode())).await,
-        None
-    );
+    assert_eq!(raw.direct(node.peer_id(), framed(&good.encode())).await, None);
     assert_eq!(node.received(|_| true), 2);
 }

@@ -28,13 +28,7 @@ async fn a_broadcast_reaches_every_node() {
         assert!(node.mesh.subscribe("swarm-alpha").await.unwrap());
     }
     wait_until(DEADLINE, "node 2 sees 4 subscribers", || async {
-        nodes[2]
-            .mesh
-            .topic_peers("swarm-alpha")
-            .await
-            .unwrap()
-            .len()
-            == 4
+        nodes[2].mesh.topic_peers("swarm-alpha").await.unwrap().len() == 4
     })
     .await;
 
@@ -42,21 +36,13 @@ async fn a_broadcast_reaches_every_node() {
         .with_payload(vec![1, 2, 3])
         .with_content("proposal 1");
     let sent = nodes[2].mesh.send(env.clone()).await.unwrap();
-    assert_eq!(
-        sent,
-        Sent::Broadcast {
-            id: env.id.clone(),
-            topic: "swarm-alpha".into()
-        }
-    );
+    assert_eq!(sent, Sent::Broadcast { id: env.id.clone(), topic: "swarm-alpha".into() });
 
     let sender = nodes[2].peer_id();
     for (i, node) in nodes.iter().enumerate().filter(|(i, _)| *i != 2) {
-        wait_until(
-            DEADLINE,
-            &format!("node {i} receives the broadcast"),
-            || async { node.received(|m| m.envelope.id == env.id) == 1 },
-        )
+        wait_until(DEADLINE, &format!("node {i} receives the broadcast"), || async {
+            node.received(|m| m.envelope.id == env.id) == 1
+        })
         .await;
         let inbox = node.inbox.lock().unwrap();
         let m = inbox.iter().find(|m| m.envelope.id == env.id).unwrap();
@@ -66,11 +52,7 @@ async fn a_broadcast_reaches_every_node() {
         assert_eq!(m.envelope.payload, vec![1, 2, 3]);
         assert_eq!(m.envelope.from, sender.to_base58());
     }
-    assert_eq!(
-        nodes[2].received(|_| true),
-        0,
-        "a publisher does not receive its own message"
-    );
+    assert_eq!(nodes[2].received(|_| true), 0, "a publisher does not receive its own message");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,29 +65,17 @@ async fn direct_messages_round_trip_with_acknowledgements() {
         panic!("a node ID means a direct message")
     };
     assert!(delivery.rtt > Duration::ZERO);
-    let got = b
-        .inbox
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|m| m.envelope.id == delivery.id)
-        .cloned();
+    let got = b.inbox.lock().unwrap().iter().find(|m| m.envelope.id == delivery.id).cloned();
     let got = got.expect("acknowledged means delivered to the receiver's event stream");
     assert_eq!(got.via, Via::Direct);
     assert_eq!(got.sender, a.peer_id());
     assert_eq!(got.envelope.content.as_deref(), Some("ping from a"));
 
     // And back, with the seed's addressing: `to` is the node ID.
-    let reply = Envelope::new(MsgType::Response, a.peer_id().to_base58(), 9, 30)
-        .with_payload(b"pong".to_vec());
-    assert!(matches!(
-        b.mesh.send(reply.clone()).await.unwrap(),
-        Sent::Direct(_)
-    ));
-    assert_eq!(
-        a.received(|m| m.envelope.id == reply.id && m.sender == b.peer_id()),
-        1
-    );
+    let reply =
+        Envelope::new(MsgType::Response, a.peer_id().to_base58(), 9, 30).with_payload(b"pong".to_vec());
+    assert!(matches!(b.mesh.send(reply.clone()).await.unwrap(), Sent::Direct(_)));
+    assert_eq!(a.received(|m| m.envelope.id == reply.id && m.sender == b.peer_id()), 1);
 
     // Many at once: more than the in-flight window, all acknowledged.
     let to = b.peer_id();
@@ -114,19 +84,8 @@ async fn direct_messages_round_trip_with_acknowledgements() {
         async move { mesh.send_text(to, &format!("burst {i}")).await }
     });
     let results = futures::future::join_all(sends).await;
-    assert!(
-        results.iter().all(|r| r.is_ok()),
-        "{:?}",
-        results.iter().find(|r| r.is_err())
-    );
-    assert_eq!(
-        b.received(|m| m
-            .envelope
-            .content
-            .as_deref()
-            .is_some_and(|c| c.starts_with("burst "))),
-        200
-    );
+    assert!(results.iter().all(|r| r.is_ok()), "{:?}", results.iter().find(|r| r.is_err()));
+    assert_eq!(b.received(|m| m.envelope.content.as_deref().is_some_and(|c| c.starts_with("burst "))), 200);
 
     // A node nobody knows cannot be reached, and the error says so.
     let stranger = Identity::generate().unwrap().peer_id();
@@ -155,10 +114,7 @@ async fn a_restarted_node_is_healed_back_into_the_mesh() {
 
     // Same key, same address, and no bootstrap list: it is the others who
     // find their way back to it.
-    let listen = addr
-        .iter()
-        .filter(|p| !matches!(p, Protocol::P2p(_)))
-        .collect();
+    let listen = addr.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect();
     let back = TestNode::start(memory_config(identity, vec![]), listen).await;
     assert_eq!(back.peer_id(), id);
     nodes.push(back);
@@ -167,11 +123,9 @@ async fn a_restarted_node_is_healed_back_into_the_mesh() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_peers_is_enforced() {
-    let boot = TestNode::start(
-        memory_config(Identity::generate().unwrap(), vec![]),
-        "/memory/0".parse().unwrap(),
-    )
-    .await;
+    let boot =
+        TestNode::start(memory_config(Identity::generate().unwrap(), vec![]), "/memory/0".parse().unwrap())
+            .await;
     let limited = TestNode::start(
         infermesh_core::MeshConfig {
             max_peers: 2,
@@ -186,57 +140,41 @@ async fn max_peers_is_enforced() {
         others.push(TestNode::start(config, "/memory/0".parse().unwrap()).await);
     }
     // Everyone learns of everyone, and the limited node fills its two slots.
-    wait_until(DEADLINE, "the limited node has two peers", || async {
-        limited.peer_count().await == 2
-    })
-    .await;
-    wait_until(
-        DEADLINE,
-        "the others form a mesh with the bootstrap node",
-        || async {
-            for node in &others {
-                let peers: Vec<PeerId> = node
-                    .mesh
-                    .peers()
-                    .await
-                    .unwrap()
-                    .iter()
-                    .filter_map(|p| p.peer_id.parse().ok())
-                    .filter(|p| *p != limited.peer_id())
-                    .collect();
-                if peers.len() != 3 {
-                    return false;
-                }
-            }
-            true
-        },
-    )
-    .await;
-    // Every node agrees on who holds the two slots.
-    let limited_id = limited.peer_id();
-    wait_until(
-        DEADLINE,
-        "views of the limited node's connections agree",
-        || async {
-            let holders: Vec<String> = limited
+    wait_until(DEADLINE, "the limited node has two peers", || async { limited.peer_count().await == 2 })
+        .await;
+    wait_until(DEADLINE, "the others form a mesh with the bootstrap node", || async {
+        for node in &others {
+            let peers: Vec<PeerId> = node
                 .mesh
                 .peers()
                 .await
                 .unwrap()
-                .into_iter()
-                .map(|p| p.peer_id)
+                .iter()
+                .filter_map(|p| p.peer_id.parse().ok())
+                .filter(|p| *p != limited.peer_id())
                 .collect();
-            let mut claimed = 0;
-            for node in std::iter::once(&boot).chain(&others) {
-                let connected = node.connected_to(&limited_id).await;
-                if connected != holders.contains(&node.peer_id().to_base58()) {
-                    return false;
-                }
-                claimed += usize::from(connected);
+            if peers.len() != 3 {
+                return false;
             }
-            claimed == 2
-        },
-    )
+        }
+        true
+    })
+    .await;
+    // Every node agrees on who holds the two slots.
+    let limited_id = limited.peer_id();
+    wait_until(DEADLINE, "views of the limited node's connections agree", || async {
+        let holders: Vec<String> =
+            limited.mesh.peers().await.unwrap().into_iter().map(|p| p.peer_id).collect();
+        let mut claimed = 0;
+        for node in std::iter::once(&boot).chain(&others) {
+            let connected = node.connected_to(&limited_id).await;
+            if connected != holders.contains(&node.peer_id().to_base58()) {
+                return false;
+            }
+            claimed += usize::from(connected);
+        }
+        claimed == 2
+    })
     .await;
     assert_eq!(limited.peer_count().await, 2, "never more than max_peers");
 }

@@ -101,9 +101,8 @@ impl NodeArgs {
     /// The ports, with the fixed defaults of a main node, or all-random ones
     /// for a second node started by `connect` on the same machine.
     pub fn ports(&self, fixed_defaults: bool) -> Ports {
-        let pick = |given: Option<u16>, default: u16| {
-            given.unwrap_or(if fixed_defaults { default } else { 0 })
-        };
+        let pick =
+            |given: Option<u16>, default: u16| given.unwrap_or(if fixed_defaults { default } else { 0 });
         Ports {
             tcp: pick(self.tcp_port, 4001),
             quic: pick(self.quic_port, 4001),

@@ -19,9 +19,7 @@ const LOCK_FILE: &str = "lock";
 
 /// The default data directory: `~/.infermesh`, or `~/.infermesh/<sub>`.
 pub fn default_dir(sub: Option<&str>) -> PathBuf {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
     let base = home.join(".infermesh");
     match sub {
         Some(sub) => base.join(sub),
@@ -81,10 +79,7 @@ impl DataDir {
                 path.display()
             );
         }
-        Ok(Self {
-            path: path.to_owned(),
-            _lock: lock,
-        })
+        Ok(Self { path: path.to_owned(), _lock: lock })
     }
 
     /// The directory.
@@ -102,10 +97,7 @@ impl DataDir {
         };
         let mode = fs::metadata(&file)?.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            tracing::warn!(
-                "{} is readable by others (mode {mode:o}); it should be 0600",
-                file.display()
-            );
+            tracing::warn!("{} is readable by others (mode {mode:o}); it should be 0600", file.display());
         }
         let identity = Identity::from_hex(&text)
             .with_context(|| format!("{} does not hold a valid private key", file.display()))?;
@@ -173,16 +165,9 @@ mod tests {
         let (again, created) = data.load_or_create_identity().unwrap();
         assert!(!created);
         assert_eq!(first.peer_id(), again.peer_id());
-        let mode = fs::metadata(dir.path().join(IDENTITY_FILE))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
+        let mode = fs::metadata(dir.path().join(IDENTITY_FILE)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert!(
-            data.store_identity(&first).is_err(),
-            "never overwrites a key"
-        );
+        assert!(data.store_identity(&first).is_err(), "never overwrites a key");
     }
 
     #[test]
@@ -199,10 +184,7 @@ mod tests {
         fs::write(dir.path().join(IDENTITY_FILE), "not a key").unwrap();
         let data = DataDir::open(dir.path()).unwrap();
         let err = format!("{:#}", data.load_identity().unwrap_err());
-        assert!(
-            err.contains("does not hold a valid private key") && err.contains("64 hex"),
-            "{err}"
-        );
+        assert!(err.contains("does not hold a valid private key") && err.contains("64 hex"), "{err}");
     }
 
     #[test]

@@ -28,10 +28,7 @@ struct Addrs {
 
 async fn addrs(State(mesh): State<MeshHandle>) -> ApiResult<Addrs> {
     let status = mesh.status().await.map_err(unavailable)?;
-    Ok(Json(Addrs {
-        peer_id: status.peer_id,
-        addrs: status.listen_addrs,
-    }))
+    Ok(Json(Addrs { peer_id: status.peer_id, addrs: status.listen_addrs }))
 }
 
 async fn status(State(mesh): State<MeshHandle>) -> ApiResult<Status> {
@@ -44,10 +41,7 @@ async fn peers(State(mesh): State<MeshHandle>) -> ApiResult<Vec<PeerInfo>> {
 
 async fn metrics(State(mesh): State<MeshHandle>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         mesh.prometheus_metrics(),
     )
 }

@@ -13,8 +13,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use infermesh_core::{
-    Identity, Mesh, MeshConfig, MeshEvent, MeshEvents, MeshHandle, Multiaddr, PeerId,
-    TransportConfig, platform::TransportOptions,
+    Identity, Mesh, MeshConfig, MeshEvent, MeshEvents, MeshHandle, Multiaddr, PeerId, TransportConfig,
+    platform::TransportOptions,
 };
 use tokio::io::AsyncBufReadExt;
 
@@ -37,10 +37,7 @@ impl Printer {
     }
 
     fn line(&self, line: impl Into<String>) {
-        let mut print = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut print = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         (print)(line.into());
     }
 }
@@ -56,19 +53,13 @@ enum Mode {
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init { private_key, node } => {
-            let dir = node
-                .data_dir
-                .clone()
-                .unwrap_or_else(|| datadir::default_dir(None));
+            let dir = node.data_dir.clone().unwrap_or_else(|| datadir::default_dir(None));
             let data = DataDir::open(&dir)?;
             let identity = init_identity(&data, private_key.as_deref())?;
             start(node, data, identity, true, Mode::Prompt, None).await
         }
         Command::Node { node } => {
-            let dir = node
-                .data_dir
-                .clone()
-                .unwrap_or_else(|| datadir::default_dir(None));
+            let dir = node.data_dir.clone().unwrap_or_else(|| datadir::default_dir(None));
             let data = DataDir::open(&dir)?;
             let (identity, created) = data.load_or_create_identity()?;
             if created {
@@ -78,10 +69,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Connect { target, node } => {
             let target = parse_target(&target)?;
-            let dir = node
-                .data_dir
-                .clone()
-                .unwrap_or_else(|| datadir::default_dir(Some("connect")));
+            let dir = node.data_dir.clone().unwrap_or_else(|| datadir::default_dir(Some("connect")));
             let data = DataDir::open(&dir)?;
             let (identity, _) = data.load_or_create_identity()?;
             start(node, data, identity, false, Mode::Prompt, Some(target)).await
@@ -102,9 +90,9 @@ fn parse_target(text: &str) -> Result<Target> {
     }
     match text.parse::<Multiaddr>() {
         Ok(addr) => Ok(Target::Addr(addr)),
-        Err(e) => bail!(
-            "'{text}' is neither a node ID (12D3KooW…) nor a multiaddr (/ip4/…/tcp/…/p2p/…): {e}"
-        ),
+        Err(e) => {
+            bail!("'{text}' is neither a node ID (12D3KooW…) nor a multiaddr (/ip4/…/tcp/…/p2p/…): {e}")
+        }
     }
 }
 
@@ -185,11 +173,7 @@ async fn start(
     println!("node ID: {}", identity.peer_id());
 
     let interactive = mode == Mode::Prompt && std::io::stdin().is_terminal();
-    let mut editor = if interactive {
-        Some(rustyline::DefaultEditor::new()?)
-    } else {
-        None
-    };
+    let mut editor = if interactive { Some(rustyline::DefaultEditor::new()?) } else { None };
     let printer = match editor.as_mut().map(|e| e.create_external_printer()) {
         Some(Ok(mut external)) => {
             use rustyline::ExternalPrinter as _;
@@ -201,9 +185,7 @@ async fn start(
     };
 
     for addr in listen_addrs(args.listen_ip, &args, fixed_defaults) {
-        mesh.listen_on(addr.clone())
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
+        mesh.listen_on(addr.clone()).await.with_context(|| format!("cannot listen on {addr}"))?;
     }
     let api = match args.ports(fixed_defaults).api {
         Some(port) => {
@@ -214,13 +196,7 @@ async fn start(
         None => None,
     };
     let data = Arc::new(data);
-    tokio::spawn(print_events(
-        events,
-        printer.clone(),
-        data.clone(),
-        identity.peer_id(),
-        api,
-    ));
+    tokio::spawn(print_events(events, printer.clone(), data.clone(), identity.peer_id(), api));
 
     match &target {
         Some(Target::Addr(addr)) => println!("joining the mesh through {addr}"),
@@ -240,10 +216,7 @@ async fn start(
         (Mode::Prompt, None) => prompt_lines(&mesh).await,
     }
 
-    if tokio::time::timeout(Duration::from_secs(5), mesh.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(Duration::from_secs(5), mesh.shutdown()).await.is_err() {
         tracing::warn!("the node did not stop within 5 s");
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), event_loop).await;
@@ -292,11 +265,7 @@ async fn print_events(
 }
 
 fn write_addrs(data: &DataDir, peer_id: PeerId, addrs: &[String], api: &Option<String>) {
-    let file = AddrsFile {
-        peer_id: peer_id.to_base58(),
-        addrs: addrs.to_vec(),
-        api: api.clone(),
-    };
+    let file = AddrsFile { peer_id: peer_id.to_base58(), addrs: addrs.to_vec(), api: api.clone() };
     if let Err(e) = data.write_addrs(&file) {
         tracing::warn!("cannot write addrs.json: {e:#}");
     }

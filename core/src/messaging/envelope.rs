@@ -89,9 +89,7 @@ impl FromStr for MsgType {
             custom => {
                 let ok = !custom.is_empty()
                     && custom.len() <= MAX_MSG_TYPE_LEN
-                    && custom
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c));
+                    && custom.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c));
                 if !ok {
                     return Err(InvalidMsgType(custom.chars().take(80).collect()));
                 }
@@ -200,18 +198,28 @@ impl Envelope {
     }
 }
 
-/// A fresh random 128-bit message ID as 32 hex characters.
+/// A fresh message ID: 32 hex characters, unique across processes.
+///
+/// 64 random bits chosen once per process, then a 64-bit counter: unique
+/// without a system call per message. IDs need not be secret (duplicates
+/// are detected per sender, so nobody can collide with another node's IDs).
 pub fn new_message_id() -> String {
-    let mut bytes = [0u8; 16];
-    // The OS random source failing is not recoverable for a network node;
-    // fall back to a time-and-counter ID rather than panicking.
-    if getrandom::fill(&mut bytes).is_err() {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        bytes[..8].copy_from_slice(&crate::platform::now_ms().to_be_bytes());
-        bytes[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
-    }
-    hex::encode(bytes)
+    use std::sync::{
+        OnceLock,
+        atomic::{AtomicU64, Ordering},
+    };
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        // Without a random source, fall back to the clock: still unique
+        // per process, less so across processes.
+        if getrandom::fill(&mut bytes).is_err() {
+            bytes = crate::platform::now_ms().to_be_bytes();
+        }
+        u64::from_be_bytes(bytes)
+    });
+    format!("{prefix:016x}{:016x}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 #[cfg(test)]
@@ -222,16 +230,10 @@ mod tests {
     fn msg_type_names_round_trip() {
         for name in MsgType::SEED {
             let t: MsgType = name.parse().unwrap();
-            assert!(
-                !matches!(t, MsgType::Custom(_)),
-                "{name} should be a seed type"
-            );
+            assert!(!matches!(t, MsgType::Custom(_)), "{name} should be a seed type");
             assert_eq!(t.as_str(), name);
         }
-        assert_eq!(
-            "agent.plan/v2".parse::<MsgType>().unwrap(),
-            MsgType::Custom("agent.plan/v2".into())
-        );
+        assert_eq!("agent.plan/v2".parse::<MsgType>().unwrap(), MsgType::Custom("agent.plan/v2".into()));
         assert!("".parse::<MsgType>().is_err());
         assert!("has space".parse::<MsgType>().is_err());
         assert!("x".repeat(65).parse::<MsgType>().is_err());
@@ -248,6 +250,8 @@ mod tests {
         assert_eq!(Envelope::decode(&bytes).unwrap(), env);
         assert_eq!(env.id.len(), 32);
         assert_ne!(env.id, Envelope::new(MsgType::Thought, "x", 0, 1).id);
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_message_id()).collect();
+        assert_eq!(ids.len(), 1000);
     }
 
     #[test]

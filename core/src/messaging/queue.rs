@@ -28,9 +28,7 @@ impl<T> PartialOrd for Slot<T> {
 impl<T> Ord for Slot<T> {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         // Max-heap: higher priority wins, then the lower sequence number.
-        self.priority
-            .cmp(&other.priority)
-            .then_with(|| other.seq.cmp(&self.seq))
+        self.priority.cmp(&other.priority).then_with(|| other.seq.cmp(&self.seq))
     }
 }
 
@@ -45,11 +43,7 @@ pub struct PriorityQueue<T> {
 impl<T> PriorityQueue<T> {
     /// An empty queue holding at most `capacity` items.
     pub fn new(capacity: usize) -> Self {
-        Self {
-            heap: BinaryHeap::new(),
-            next_seq: 0,
-            capacity,
-        }
+        Self { heap: BinaryHeap::new(), next_seq: 0, capacity }
     }
 
     /// Adds an item, or gives it back when the queue is full.
@@ -59,11 +53,7 @@ impl<T> PriorityQueue<T> {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.heap.push(Slot {
-            priority,
-            seq,
-            item,
-        });
+        self.heap.push(Slot { priority, seq, item });
         Ok(())
     }
 

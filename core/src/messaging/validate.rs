@@ -71,10 +71,7 @@ impl RejectReason {
     /// Whether the sender is at fault (and may be penalised), as opposed to a
     /// benign repeat or local overload.
     pub fn is_peer_fault(self) -> bool {
-        !matches!(
-            self,
-            RejectReason::Duplicate | RejectReason::QueueFull | RejectReason::Expired
-        )
+        !matches!(self, RejectReason::Duplicate | RejectReason::QueueFull | RejectReason::Expired)
     }
 }
 
@@ -96,10 +93,7 @@ pub struct Rejection {
 
 impl Rejection {
     fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
-        Self {
-            reason,
-            detail: detail.into(),
-        }
+        Self { reason, detail: detail.into() }
     }
 }
 
@@ -139,37 +133,19 @@ impl Limits {
     pub fn check_schema(&self, env: &Envelope) -> Result<(), Rejection> {
         let bad = |detail: String| Err(Rejection::new(RejectReason::Schema, detail));
         if env.id.is_empty() || env.id.len() > self.max_id_len {
-            return bad(format!(
-                "id must be 1-{} bytes, got {}",
-                self.max_id_len,
-                env.id.len()
-            ));
+            return bad(format!("id must be 1-{} bytes, got {}", self.max_id_len, env.id.len()));
         }
         if env.priority > MAX_PRIORITY {
-            return bad(format!(
-                "priority must be 0-{MAX_PRIORITY}, got {}",
-                env.priority
-            ));
+            return bad(format!("priority must be 0-{MAX_PRIORITY}, got {}", env.priority));
         }
         if env.ttl == 0 || env.ttl > self.max_ttl_secs {
-            return bad(format!(
-                "ttl must be 1-{} seconds, got {}",
-                self.max_ttl_secs, env.ttl
-            ));
+            return bad(format!("ttl must be 1-{} seconds, got {}", self.max_ttl_secs, env.ttl));
         }
         if env.to.is_empty() || env.to.len() > self.max_to_len {
-            return bad(format!(
-                "to must be 1-{} bytes, got {}",
-                self.max_to_len,
-                env.to.len()
-            ));
+            return bad(format!("to must be 1-{} bytes, got {}", self.max_to_len, env.to.len()));
         }
         if env.from.is_empty() || env.from.len() > self.max_to_len {
-            return bad(format!(
-                "from must be 1-{} bytes, got {}",
-                self.max_to_len,
-                env.from.len()
-            ));
+            return bad(format!("from must be 1-{} bytes, got {}", self.max_to_len, env.from.len()));
         }
         Ok(())
     }
@@ -185,10 +161,7 @@ impl Limits {
         if env.timestamp > now_ms.saturating_add(self.max_clock_skew_ms) {
             return Err(Rejection::new(
                 RejectReason::FutureTimestamp,
-                format!(
-                    "timestamp {} ms ahead of local clock",
-                    env.timestamp - now_ms
-                ),
+                format!("timestamp {} ms ahead of local clock", env.timestamp - now_ms),
             ));
         }
         Ok(())
@@ -238,15 +211,15 @@ impl SeenCache {
 pub struct Validator {
     limits: Limits,
     seen: SeenCache,
+    /// Senders' node IDs in text form, to compare with `from` without a
+    /// base58 conversion per message.
+    names: HashMap<PeerId, String>,
 }
 
 impl Validator {
     /// A validator with the given limits.
     pub fn new(limits: Limits) -> Self {
-        Self {
-            limits,
-            seen: SeenCache::default(),
-        }
+        Self { limits, seen: SeenCache::default(), names: HashMap::new() }
     }
 
     /// The limits in force.
@@ -269,10 +242,14 @@ impl Validator {
         now_ms: u64,
     ) -> Result<Envelope, Rejection> {
         self.check_size(bytes.len())?;
-        let env = Envelope::decode(bytes)
-            .map_err(|e| Rejection::new(RejectReason::Malformed, truncate(&e)))?;
+        let env =
+            Envelope::decode(bytes).map_err(|e| Rejection::new(RejectReason::Malformed, truncate(&e)))?;
         self.limits.check_schema(&env)?;
-        if env.from.parse::<PeerId>().is_ok_and(|from| from != *sender) {
+        if self.names.len() > 4096 {
+            self.names.clear();
+        }
+        let sender_name = self.names.entry(*sender).or_insert_with(|| sender.to_base58());
+        if env.from != *sender_name && env.from.parse::<PeerId>().is_ok() {
             return Err(Rejection::new(
                 RejectReason::SenderMismatch,
                 format!("from {} but sent by {sender}", truncate(&env.from)),
@@ -287,13 +264,9 @@ impl Validator {
         self.limits.check_time(&env, now_ms)?;
         let key = (*sender, env.id.clone());
         if self.seen.contains(&key, now_ms) {
-            return Err(Rejection::new(
-                RejectReason::Duplicate,
-                format!("id {} already seen", env.id),
-            ));
+            return Err(Rejection::new(RejectReason::Duplicate, format!("id {} already seen", env.id)));
         }
-        self.seen
-            .insert(key, env.expires_at_ms(), now_ms, self.limits.seen_capacity);
+        self.seen.insert(key, env.expires_at_ms(), now_ms, self.limits.seen_capacity);
         Ok(env)
     }
 
@@ -336,9 +309,15 @@ mod tests {
     }
 
     fn reason(v: &mut Validator, env: &Envelope, sender: &PeerId, now: u64) -> RejectReason {
-        v.accept(&env.encode(), sender, "agent-2", now)
-            .unwrap_err()
-            .reason
+        v.accept(&env.encode(), sender, "agent-2", now).unwrap_err().reason
+    }
+
+    #[test]
+    fn reasons_are_listed_in_declaration_order_with_unique_labels() {
+        for (i, reason) in RejectReason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i, "metrics index counters by discriminant");
+            assert_eq!(RejectReason::from_label(reason.as_str()), Some(*reason));
+        }
     }
 
     #[test]
@@ -346,10 +325,7 @@ mod tests {
         let p = peer();
         let mut v = Validator::new(Limits::default());
         let env = envelope(&p);
-        assert_eq!(
-            v.accept(&env.encode(), &p, "agent-2", NOW + 10).unwrap(),
-            env
-        );
+        assert_eq!(v.accept(&env.encode(), &p, "agent-2", NOW + 10).unwrap(), env);
         assert_eq!(reason(&mut v, &env, &p, NOW + 20), RejectReason::Duplicate);
         // The same ID from another sender is a different message.
         let q = crate::Identity::from_seed([4u8; 32]).peer_id();
@@ -361,16 +337,11 @@ mod tests {
     #[test]
     fn each_bad_input_has_its_reason() {
         let p = peer();
-        let mut v = Validator::new(Limits {
-            max_envelope_bytes: 1000,
-            ..Limits::default()
-        });
+        let mut v = Validator::new(Limits { max_envelope_bytes: 1000, ..Limits::default() });
         let big = envelope(&p).with_payload(vec![0; 2000]);
         assert_eq!(reason(&mut v, &big, &p, NOW), RejectReason::Oversize);
         assert_eq!(
-            v.accept(b"\x00\x01not cbor", &p, "agent-2", NOW)
-                .unwrap_err()
-                .reason,
+            v.accept(b"\x00\x01not cbor", &p, "agent-2", NOW).unwrap_err().reason,
             RejectReason::Malformed
         );
 
@@ -391,27 +362,16 @@ mod tests {
         agent.from = "agent-1".into();
         assert!(v.accept(&agent.encode(), &p, "agent-2", NOW).is_ok());
         assert_eq!(
-            v.accept(&envelope(&p).encode(), &p, "agent-3", NOW)
-                .unwrap_err()
-                .reason,
+            v.accept(&envelope(&p).encode(), &p, "agent-3", NOW).unwrap_err().reason,
             RejectReason::Misaddressed,
             "arrived on another topic than it names"
         );
 
         let spoofed = envelope(&crate::Identity::from_seed([5u8; 32]).peer_id());
-        assert_eq!(
-            reason(&mut v, &spoofed, &p, NOW),
-            RejectReason::SenderMismatch
-        );
+        assert_eq!(reason(&mut v, &spoofed, &p, NOW), RejectReason::SenderMismatch);
 
-        assert_eq!(
-            reason(&mut v, &envelope(&p), &p, NOW + 60_000),
-            RejectReason::Expired
-        );
-        assert_eq!(
-            reason(&mut v, &envelope(&p), &p, NOW - 31_000),
-            RejectReason::FutureTimestamp
-        );
+        assert_eq!(reason(&mut v, &envelope(&p), &p, NOW + 60_000), RejectReason::Expired);
+        assert_eq!(reason(&mut v, &envelope(&p), &p, NOW - 31_000), RejectReason::FutureTimestamp);
         // Only the one accepted envelope was remembered.
         assert_eq!(v.seen_len(), 1);
     }
@@ -419,10 +379,7 @@ mod tests {
     #[test]
     fn seen_cache_forgets_expired_and_respects_capacity() {
         let p = peer();
-        let mut v = Validator::new(Limits {
-            seen_capacity: 3,
-            ..Limits::default()
-        });
+        let mut v = Validator::new(Limits { seen_capacity: 3, ..Limits::default() });
         for i in 0..10u64 {
             let mut env = envelope(&p);
             env.timestamp = NOW + i;

@@ -91,14 +91,10 @@ fn gossipsub(keypair: &Keypair, config: &MeshConfig) -> Result<gossipsub::Behavi
         .map_err(|e| setup(&e))?;
     let params = gossipsub::PeerScoreParams::default();
     let thresholds = gossipsub::PeerScoreThresholds::default();
-    let mut behaviour = gossipsub::Behaviour::new(
-        gossipsub::MessageAuthenticity::Signed(keypair.clone()),
-        gossip_config,
-    )
-    .map_err(|e| setup(&e))?;
-    behaviour
-        .with_peer_score(params, thresholds)
-        .map_err(|e| setup(&e))?;
+    let mut behaviour =
+        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(keypair.clone()), gossip_config)
+            .map_err(|e| setup(&e))?;
+    behaviour.with_peer_score(params, thresholds).map_err(|e| setup(&e))?;
     Ok(behaviour)
 }
 
@@ -114,11 +110,7 @@ pub(crate) fn build(
         .with_max_pending_incoming(Some(64))
         .with_max_pending_outgoing(Some(64))
         .with_max_established_per_peer(Some(4))
-        .with_max_established(Some(
-            (config.max_peers as u32)
-                .saturating_mul(2)
-                .saturating_add(8),
-        ));
+        .with_max_established(Some((config.max_peers as u32).saturating_mul(2).saturating_add(8)));
 
     let relay_server = config.relay_server.then(|| {
         relay::Behaviour::new(
@@ -140,25 +132,16 @@ pub(crate) fn build(
     );
 
     let ping = ping::Behaviour::new(
-        ping::Config::new()
-            .with_interval(timing.ping_interval)
-            .with_timeout(Duration::from_secs(10)),
+        ping::Config::new().with_interval(timing.ping_interval).with_timeout(Duration::from_secs(10)),
     );
 
     let mut kad_config = kad::Config::new(KAD_PROTOCOL);
     kad_config
         .set_query_timeout(Duration::from_secs(30))
-        .set_periodic_bootstrap_interval(Some(
-            timing.discovery_interval.max(Duration::from_secs(1)),
-        ))
+        .set_periodic_bootstrap_interval(Some(timing.discovery_interval.max(Duration::from_secs(1))))
         .set_replication_factor(NonZeroUsize::new(20).expect("non-zero"));
-    let mut kad =
-        kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
-    kad.set_mode(Some(if config.kad_server {
-        kad::Mode::Server
-    } else {
-        kad::Mode::Client
-    }));
+    let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+    kad.set_mode(Some(if config.kad_server { kad::Mode::Server } else { kad::Mode::Client }));
 
     let direct = request_response::Behaviour::with_codec(
         DirectCodec::new(config.limits.max_envelope_bytes),
@@ -190,10 +173,7 @@ pub(crate) fn build(
         kad,
         gossipsub: gossipsub(keypair, config)?,
         direct,
-        autonat: config
-            .autonat
-            .then(|| autonat::Behaviour::new(peer_id, autonat::Config::default()))
-            .into(),
+        autonat: config.autonat.then(|| autonat::Behaviour::new(peer_id, autonat::Config::default())).into(),
         dcutr: config.dcutr.then(|| dcutr::Behaviour::new(peer_id)).into(),
         mdns: mdns.into(),
     })

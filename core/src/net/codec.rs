@@ -46,18 +46,15 @@ impl DirectCodec {
 }
 
 async fn read_len<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<u64> {
-    unsigned_varint::aio::read_u64(io)
-        .await
-        .map_err(|e| match e {
-            unsigned_varint::io::ReadError::Io(e) => e,
-            other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
-        })
+    unsigned_varint::aio::read_u64(io).await.map_err(|e| match e {
+        unsigned_varint::io::ReadError::Io(e) => e,
+        other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+    })
 }
 
 async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, body: &[u8]) -> io::Result<()> {
     let mut len = unsigned_varint::encode::u64_buffer();
-    io.write_all(unsigned_varint::encode::u64(body.len() as u64, &mut len))
-        .await?;
+    io.write_all(unsigned_varint::encode::u64(body.len() as u64, &mut len)).await?;
     io.write_all(body).await?;
     io.close().await
 }
@@ -86,10 +83,7 @@ impl request_response::Codec for DirectCodec {
     {
         let len = read_len(io).await?;
         if len > MAX_ACK_BYTES as u64 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("ack of {len} bytes"),
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("ack of {len} bytes")));
         }
         let mut body = vec![0u8; len as usize];
         io.read_exact(&mut body).await?;
@@ -97,30 +91,19 @@ impl request_response::Codec for DirectCodec {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
     }
 
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: DirectRequest,
-    ) -> io::Result<()>
+    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: DirectRequest) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
         match req {
             DirectRequest::Frame(body) => write_frame(io, &body).await,
-            DirectRequest::Oversize(_) => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "an oversize request has no body to send",
-            )),
+            DirectRequest::Oversize(_) => {
+                Err(io::Error::new(io::ErrorKind::InvalidInput, "an oversize request has no body to send"))
+            }
         }
     }
 
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        res: Ack,
-    ) -> io::Result<()>
+    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Ack) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
@@ -142,14 +125,7 @@ mod tests {
         block_on(async {
             let mut codec = DirectCodec::new(16);
             let mut wire = Cursor::new(Vec::new());
-            codec
-                .write_request(
-                    &PROTOCOL,
-                    &mut wire,
-                    DirectRequest::Frame(b"hello".to_vec()),
-                )
-                .await
-                .unwrap();
+            codec.write_request(&PROTOCOL, &mut wire, DirectRequest::Frame(b"hello".to_vec())).await.unwrap();
             let mut read = Cursor::new(wire.into_inner());
             match codec.read_request(&PROTOCOL, &mut read).await.unwrap() {
                 DirectRequest::Frame(body) => assert_eq!(body, b"hello"),
@@ -177,20 +153,11 @@ mod tests {
     fn acks_round_trip() {
         block_on(async {
             let mut codec = DirectCodec::new(16);
-            let ack = Ack {
-                id: "abc".into(),
-                rejected: Some("expired".into()),
-            };
+            let ack = Ack { id: "abc".into(), rejected: Some("expired".into()) };
             let mut wire = Cursor::new(Vec::new());
-            codec
-                .write_response(&PROTOCOL, &mut wire, ack.clone())
-                .await
-                .unwrap();
+            codec.write_response(&PROTOCOL, &mut wire, ack.clone()).await.unwrap();
             let mut read = Cursor::new(wire.into_inner());
-            assert_eq!(
-                codec.read_response(&PROTOCOL, &mut read).await.unwrap(),
-                ack
-            );
+            assert_eq!(codec.read_response(&PROTOCOL, &mut read).await.unwrap(), ack);
         });
     }
 }

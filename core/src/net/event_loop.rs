@@ -9,10 +9,7 @@ use std::{
     time::Duration,
 };
 
-use futures::{
-    FutureExt, StreamExt,
-    channel::{mpsc, oneshot},
-};
+use futures::{FutureExt, StreamExt};
 use libp2p::{
     Multiaddr, PeerId, Swarm,
     core::transport::ListenerId,
@@ -26,9 +23,10 @@ use libp2p::{
         dial_opts::{DialOpts, PeerCondition},
     },
 };
+use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Command, Outbound, TICK,
+    BATCH, Command, Outbound, TICK,
     behaviour::{self, Behaviour, BehaviourEvent, KAD_PROTOCOL},
     codec::{Ack, DirectRequest},
     reconnect::{Backoff, Reconnector},
@@ -57,10 +55,7 @@ struct PeerState {
 
 /// Why a dial was started, so its outcome reaches the right place.
 enum DialPurpose {
-    User {
-        target: String,
-        reply: oneshot::Sender<Result<PeerId, MeshError>>,
-    },
+    User { target: String, reply: oneshot::Sender<Result<PeerId, MeshError>> },
     Bootstrap(Multiaddr),
     Reconnect(PeerId),
     Discovery,
@@ -196,28 +191,45 @@ impl EventLoop {
     pub async fn run(mut self) {
         self.on_tick();
         let mut tick = platform::sleep(TICK).fuse();
-        let mut shutdown_reply = None;
-        loop {
+        let shutdown_reply = loop {
             let step = futures::select! {
                 event = self.swarm.select_next_some() => Step::Swarm(event),
-                command = self.commands.next() => Step::Command(command),
+                command = futures::future::poll_fn(|cx| self.commands.poll_recv(cx)).fuse() => Step::Command(command),
                 _ = tick => Step::Tick,
             };
             match step {
-                Step::Swarm(event) => self.on_swarm_event(event),
-                Step::Command(Some(Command::Shutdown { reply })) => {
-                    tracing::info!("shutting down");
-                    shutdown_reply = Some(reply);
-                    break;
+                Step::Swarm(event) => {
+                    self.on_swarm_event(event);
+                    // Under load many events are ready at once: take them
+                    // here rather than one per trip through `select!`.
+                    for _ in 0..BATCH {
+                        let Some(Some(event)) = self.swarm.next().now_or_never() else { break };
+                        self.on_swarm_event(event);
+                    }
                 }
-                Step::Command(Some(command)) => self.on_command(command),
-                Step::Command(None) => break,
+                Step::Command(Some(command)) => {
+                    if let Some(reply) = self.on_command(command) {
+                        break Some(reply);
+                    }
+                    let mut stop = None;
+                    for _ in 0..BATCH {
+                        let Ok(command) = self.commands.try_recv() else { break };
+                        stop = self.on_command(command);
+                        if stop.is_some() {
+                            break;
+                        }
+                    }
+                    if stop.is_some() {
+                        break stop;
+                    }
+                }
+                Step::Command(None) => break None,
                 Step::Tick => {
                     tick = platform::sleep(TICK).fuse();
                     self.on_tick();
                 }
             }
-        }
+        };
         // Close every listener and connection before saying we are done, so
         // the caller may reuse the addresses at once.
         for id in std::mem::take(&mut self.listeners) {
@@ -230,29 +242,18 @@ impl EventLoop {
     }
 
     fn emit(&mut self, event: MeshEvent) {
-        if let Err(e) = self.events.try_send(event)
-            && e.is_full()
-        {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.events.try_send(event) {
             tracing::debug!("event stream full; event dropped");
         }
     }
 
     fn deliver(&mut self, message: InboundMessage) {
-        let route = if message.via == Via::Direct {
-            Route::Direct
-        } else {
-            Route::Gossip
-        };
+        let route = if message.via == Via::Direct { Route::Direct } else { Route::Gossip };
         self.metrics.message_in(route);
-        if let Err(e) = self.events.try_send(MeshEvent::Message(message))
-            && e.is_full()
-        {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.events.try_send(MeshEvent::Message(message)) {
             self.count_rejection(
                 None,
-                &Rejection {
-                    reason: RejectReason::QueueFull,
-                    detail: "event stream full".into(),
-                },
+                &Rejection { reason: RejectReason::QueueFull, detail: "event stream full".into() },
             );
         }
     }
@@ -261,9 +262,7 @@ impl EventLoop {
     /// the rest at `debug`, so a hostile peer cannot flood the log.
     fn count_rejection(&mut self, peer: Option<&PeerId>, rejection: &Rejection) {
         self.metrics.dropped(rejection.reason);
-        let from = peer
-            .map(|p| p.to_string())
-            .unwrap_or_else(|| "local".into());
+        let from = peer.map(|p| p.to_string()).unwrap_or_else(|| "local".into());
         if self.logged_reasons.insert(rejection.reason) {
             tracing::warn!(%from, "dropped message: {rejection} (further drops for this reason are logged at debug)");
         } else {
@@ -309,19 +308,12 @@ impl EventLoop {
         if now >= self.next_discovery {
             self.next_discovery = now + self.config.timing.discovery_interval;
             if !self.peers.is_empty() {
-                self.swarm
-                    .behaviour_mut()
-                    .kad
-                    .get_closest_peers(PeerId::random());
+                self.swarm.behaviour_mut().kad.get_closest_peers(PeerId::random());
             }
         }
     }
 
-    fn dial(
-        &mut self,
-        opts: DialOpts,
-        purpose: DialPurpose,
-    ) -> Result<(), libp2p::swarm::DialError> {
+    fn dial(&mut self, opts: DialOpts, purpose: DialPurpose) -> Result<(), libp2p::swarm::DialError> {
         let id = opts.connection_id();
         self.swarm.dial(opts)?;
         self.dials.insert(id, purpose);
@@ -349,8 +341,7 @@ impl EventLoop {
         }
         if self.known_addrs.len() >= MAX_KNOWN_PEERS && !self.known_addrs.contains_key(&peer) {
             let (peers, reconnect) = (&self.peers, &self.reconnect);
-            self.known_addrs
-                .retain(|p, _| peers.contains_key(p) || reconnect.contains(p));
+            self.known_addrs.retain(|p, _| peers.contains_key(p) || reconnect.contains(p));
         }
         self.known_addrs.insert(peer, addrs);
     }
@@ -362,10 +353,7 @@ impl EventLoop {
         let local = *self.swarm.local_peer_id();
         match event {
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
-            SwarmEvent::NewListenAddr {
-                listener_id,
-                address,
-            } => {
+            SwarmEvent::NewListenAddr { listener_id, address } => {
                 let full = address.clone().with_p2p(local).unwrap_or(address.clone());
                 tracing::info!("listening on {full}");
                 if self.config.relay_server {
@@ -385,11 +373,7 @@ impl EventLoop {
                 self.swarm.remove_external_address(&address);
                 self.emit(MeshEvent::ExpiredListenAddr(full));
             }
-            SwarmEvent::ListenerClosed {
-                listener_id,
-                reason,
-                ..
-            } => {
+            SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
                 self.listeners.retain(|id| *id != listener_id);
                 if let Some((addr, reply)) = self.listens.remove(&listener_id) {
                     let reason = match reason {
@@ -402,25 +386,14 @@ impl EventLoop {
             SwarmEvent::ListenerError { listener_id, error } => {
                 tracing::warn!("listener error: {error}");
                 if let Some((addr, reply)) = self.listens.remove(&listener_id) {
-                    let _ = reply.send(Err(MeshError::Listen {
-                        addr,
-                        reason: error.to_string(),
-                    }));
+                    let _ = reply.send(Err(MeshError::Listen { addr, reason: error.to_string() }));
                 }
             }
             SwarmEvent::ConnectionEstablished {
-                peer_id,
-                connection_id,
-                endpoint,
-                num_established,
-                ..
+                peer_id, connection_id, endpoint, num_established, ..
             } => {
                 let address = endpoint.get_remote_address().clone();
-                self.peers
-                    .entry(peer_id)
-                    .or_default()
-                    .connections
-                    .insert(connection_id, address.clone());
+                self.peers.entry(peer_id).or_default().connections.insert(connection_id, address.clone());
                 match self.dials.remove(&connection_id) {
                     Some(DialPurpose::User { reply, .. }) => {
                         let _ = reply.send(Ok(peer_id));
@@ -445,19 +418,10 @@ impl EventLoop {
                         // learn the peers around us.
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();
                     }
-                    self.emit(MeshEvent::PeerConnected {
-                        peer: peer_id,
-                        address,
-                    });
+                    self.emit(MeshEvent::PeerConnected { peer: peer_id, address });
                 }
             }
-            SwarmEvent::ConnectionClosed {
-                peer_id,
-                connection_id,
-                num_established,
-                cause,
-                ..
-            } => {
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, cause, .. } => {
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.connections.remove(&connection_id);
                 }
@@ -474,18 +438,11 @@ impl EventLoop {
                     self.emit(MeshEvent::PeerDisconnected { peer: peer_id });
                 }
             }
-            SwarmEvent::OutgoingConnectionError {
-                connection_id,
-                peer_id,
-                error,
-            } => {
+            SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
                 let now = Instant::now();
                 match self.dials.remove(&connection_id) {
                     Some(DialPurpose::User { target, reply }) => {
-                        let _ = reply.send(Err(MeshError::Dial {
-                            target,
-                            reason: error.to_string(),
-                        }));
+                        let _ = reply.send(Err(MeshError::Dial { target, reason: error.to_string() }));
                     }
                     Some(DialPurpose::Bootstrap(addr)) => {
                         tracing::debug!(%addr, "bootstrap dial failed: {error}");
@@ -508,11 +465,7 @@ impl EventLoop {
                     }
                 }
             }
-            SwarmEvent::IncomingConnectionError {
-                send_back_addr,
-                error,
-                ..
-            } => {
+            SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
                 tracing::debug!(%send_back_addr, "incoming connection failed: {error}");
             }
             SwarmEvent::ExternalAddrConfirmed { address } => {
@@ -544,19 +497,12 @@ impl EventLoop {
             BehaviourEvent::Mdns(event) => {
                 for (peer, addr) in platform::mdns_discovered(event) {
                     tracing::debug!(%peer, %addr, "found on the local network");
-                    self.swarm
-                        .behaviour_mut()
-                        .kad
-                        .add_address(&peer, addr.clone());
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
                     self.dial_discovered(peer, vec![addr]);
                 }
             }
             BehaviourEvent::RelayClient(event) => match event {
-                relay::client::Event::ReservationReqAccepted {
-                    relay_peer_id,
-                    renewal,
-                    ..
-                } => {
+                relay::client::Event::ReservationReqAccepted { relay_peer_id, renewal, .. } => {
                     if !renewal {
                         tracing::info!(relay = %relay_peer_id, "relay reservation accepted");
                     }
@@ -581,29 +527,19 @@ impl EventLoop {
     }
 
     fn on_gossipsub(&mut self, event: gossipsub::Event) {
-        if let gossipsub::Event::Message {
-            propagation_source,
-            message_id,
-            message,
-        } = event
-        {
+        if let gossipsub::Event::Message { propagation_source, message_id, message } = event {
             let topic = message.topic.as_str().to_owned();
             let now = platform::now_ms();
             let result = match &message.source {
                 Some(source) => self.validator.accept(&message.data, source, &topic, now),
-                None => Err(Rejection {
-                    reason: RejectReason::Schema,
-                    detail: "unsigned gossip message".into(),
-                }),
+                None => {
+                    Err(Rejection { reason: RejectReason::Schema, detail: "unsigned gossip message".into() })
+                }
             };
             let acceptance = match result {
                 Ok(envelope) => {
                     let sender = message.source.expect("validated messages are signed");
-                    self.deliver(InboundMessage {
-                        envelope,
-                        sender,
-                        via: Via::Topic(topic),
-                    });
+                    self.deliver(InboundMessage { envelope, sender, via: Via::Topic(topic) });
                     gossipsub::MessageAcceptance::Accept
                 }
                 Err(rejection) => {
@@ -615,19 +551,18 @@ impl EventLoop {
                     }
                 }
             };
-            self.swarm
-                .behaviour_mut()
-                .gossipsub
-                .report_message_validation_result(&message_id, &propagation_source, acceptance);
+            self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                &message_id,
+                &propagation_source,
+                acceptance,
+            );
         }
     }
 
     fn on_direct(&mut self, event: request_response::Event<DirectRequest, Ack>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => {
+                request_response::Message::Request { request, channel, .. } => {
                     let outcome = match request {
                         DirectRequest::Oversize(len) => Err(Rejection {
                             reason: RejectReason::Oversize,
@@ -637,48 +572,30 @@ impl EventLoop {
                             ),
                         }),
                         DirectRequest::Frame(bytes) => {
-                            self.validator
-                                .accept(&bytes, &peer, &self.local_id, platform::now_ms())
+                            self.validator.accept(&bytes, &peer, &self.local_id, platform::now_ms())
                         }
                     };
                     let ack = match outcome {
                         Ok(envelope) => {
                             let id = envelope.id.clone();
-                            self.deliver(InboundMessage {
-                                envelope,
-                                sender: peer,
-                                via: Via::Direct,
-                            });
+                            self.deliver(InboundMessage { envelope, sender: peer, via: Via::Direct });
                             Ack { id, rejected: None }
                         }
                         Err(rejection) => {
                             self.count_rejection(Some(&peer), &rejection);
-                            Ack {
-                                id: String::new(),
-                                rejected: Some(rejection.reason.as_str().to_owned()),
-                            }
+                            Ack { id: String::new(), rejected: Some(rejection.reason.as_str().to_owned()) }
                         }
                     };
                     // The peer may have gone; nothing to do then.
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .direct
-                        .send_response(channel, ack);
+                    let _ = self.swarm.behaviour_mut().direct.send_response(channel, ack);
                 }
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => {
+                request_response::Message::Response { request_id, response } => {
                     if let Some(pending) = self.sends.remove(&request_id) {
                         let rtt = pending.started.elapsed();
                         let result = match response.rejected {
                             None => {
                                 self.metrics.delivered(rtt.as_secs_f64());
-                                Ok(Delivery {
-                                    id: pending.id,
-                                    rtt,
-                                })
+                                Ok(Delivery { id: pending.id, rtt })
                             }
                             Some(reason) => Err(MeshError::RejectedByPeer {
                                 peer: pending.peer,
@@ -690,17 +607,13 @@ impl EventLoop {
                     }
                 }
             },
-            request_response::Event::OutboundFailure {
-                request_id, error, ..
-            } => {
+            request_response::Event::OutboundFailure { request_id, error, .. } => {
                 if let Some(pending) = self.sends.remove(&request_id) {
                     let reason = match &error {
                         request_response::OutboundFailure::DialFailure => {
                             "not connected and could not be reached".to_owned()
                         }
-                        request_response::OutboundFailure::Timeout => {
-                            "no acknowledgement in time".to_owned()
-                        }
+                        request_response::OutboundFailure::Timeout => "no acknowledgement in time".to_owned(),
                         request_response::OutboundFailure::ConnectionClosed => {
                             "connection closed before the acknowledgement".to_owned()
                         }
@@ -709,10 +622,7 @@ impl EventLoop {
                         }
                         other => other.to_string(),
                     };
-                    let _ = pending.reply.send(Err(MeshError::Delivery {
-                        peer: pending.peer,
-                        reason,
-                    }));
+                    let _ = pending.reply.send(Err(MeshError::Delivery { peer: pending.peer, reason }));
                     self.send_finished(pending.peer);
                 }
             }
@@ -728,18 +638,11 @@ impl EventLoop {
             if let Some(state) = self.peers.get_mut(&peer_id) {
                 state.agent = Some(info.agent_version.clone());
             }
-            let dialable: Vec<Multiaddr> = info
-                .listen_addrs
-                .into_iter()
-                .filter(|a| !is_relayed(a))
-                .take(MAX_ADDRS_PER_PEER)
-                .collect();
+            let dialable: Vec<Multiaddr> =
+                info.listen_addrs.into_iter().filter(|a| !is_relayed(a)).take(MAX_ADDRS_PER_PEER).collect();
             if info.protocols.contains(&KAD_PROTOCOL) {
                 for addr in &dialable {
-                    self.swarm
-                        .behaviour_mut()
-                        .kad
-                        .add_address(&peer_id, addr.clone());
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
                 }
             }
             self.remember_addrs(peer_id, dialable);
@@ -748,12 +651,7 @@ impl EventLoop {
 
     fn on_kad(&mut self, event: kad::Event) {
         match event {
-            kad::Event::RoutingUpdated {
-                peer,
-                addresses,
-                is_new_peer: true,
-                ..
-            } => {
+            kad::Event::RoutingUpdated { peer, addresses, is_new_peer: true, .. } => {
                 self.dial_discovered(peer, addresses.into_vec());
             }
             kad::Event::OutboundQueryProgressed {
@@ -769,11 +667,8 @@ impl EventLoop {
                     Ok(ok) => ok.peers,
                     Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
                 };
-                let addrs: Vec<Multiaddr> = found
-                    .into_iter()
-                    .filter(|p| p.peer_id == target)
-                    .flat_map(|p| p.addrs)
-                    .collect();
+                let addrs: Vec<Multiaddr> =
+                    found.into_iter().filter(|p| p.peer_id == target).flat_map(|p| p.addrs).collect();
                 if !addrs.is_empty() && !self.peers.contains_key(&target) {
                     self.find_queries.remove(&id);
                     let opts = DialOpts::peer_id(target).addresses(addrs).build();
@@ -820,7 +715,8 @@ impl EventLoop {
 
     // ---- commands -----------------------------------------------------
 
-    fn on_command(&mut self, command: Command) {
+    /// Serves a command; returns the reply channel when it asks to shut down.
+    fn on_command(&mut self, command: Command) -> Option<oneshot::Sender<()>> {
         match command {
             Command::Listen { addr, reply } => match self.swarm.listen_on(addr.clone()) {
                 Ok(id) => {
@@ -862,23 +758,16 @@ impl EventLoop {
                     .collect();
                 let _ = reply.send(peers);
             }
-            Command::Publish {
-                topic,
-                outbound,
-                reply,
-            } => {
+            Command::Publish { topic, outbound, reply } => {
                 let _ = reply.send(self.publish(topic, outbound));
             }
-            Command::SendDirect {
-                peer,
-                outbound,
-                reply,
-            } => self.send_direct(peer, outbound, reply),
+            Command::SendDirect { peer, outbound, reply } => self.send_direct(peer, outbound, reply),
             Command::Shutdown { reply } => {
-                // Handled in `run`.
-                let _ = reply.send(());
+                tracing::info!("shutting down");
+                return Some(reply);
             }
         }
+        None
     }
 
     fn dial_user(&mut self, addr: Multiaddr, reply: oneshot::Sender<Result<PeerId, MeshError>>) {
@@ -888,10 +777,9 @@ impl EventLoop {
                 let _ = reply.send(Ok(peer));
                 return;
             }
-            Some(peer) => DialOpts::peer_id(peer)
-                .addresses(vec![addr])
-                .condition(PeerCondition::Always)
-                .build(),
+            Some(peer) => {
+                DialOpts::peer_id(peer).addresses(vec![addr]).condition(PeerCondition::Always).build()
+            }
             None => DialOpts::unknown_peer_id().address(addr).build(),
         };
         let id = opts.connection_id();
@@ -900,20 +788,15 @@ impl EventLoop {
                 self.dials.insert(id, DialPurpose::User { target, reply });
             }
             Err(e) => {
-                let _ = reply.send(Err(MeshError::Dial {
-                    target,
-                    reason: e.to_string(),
-                }));
+                let _ = reply.send(Err(MeshError::Dial { target, reason: e.to_string() }));
             }
         }
     }
 
     fn find_peer(&mut self, peer: PeerId, reply: oneshot::Sender<Result<(), MeshError>>) {
         if peer == *self.swarm.local_peer_id() {
-            let _ = reply.send(Err(MeshError::Dial {
-                target: peer.to_string(),
-                reason: "that is this node".into(),
-            }));
+            let _ = reply
+                .send(Err(MeshError::Dial { target: peer.to_string(), reason: "that is this node".into() }));
             return;
         }
         if self.peers.contains_key(&peer) {
@@ -934,14 +817,9 @@ impl EventLoop {
         }
         let ident = gossipsub::IdentTopic::new(topic.clone());
         let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
-        let fresh = gossipsub
-            .subscribe(&ident)
-            .map_err(|e| MeshError::Subscribe {
-                topic,
-                reason: e.to_string(),
-            })?;
-        if fresh && let Err(e) = gossipsub.set_topic_params(ident, behaviour::topic_score_params())
-        {
+        let fresh =
+            gossipsub.subscribe(&ident).map_err(|e| MeshError::Subscribe { topic, reason: e.to_string() })?;
+        if fresh && let Err(e) = gossipsub.set_topic_params(ident, behaviour::topic_score_params()) {
             tracing::warn!("topic scoring not set: {e}");
         }
         Ok(fresh)
@@ -949,27 +827,17 @@ impl EventLoop {
 
     fn publish(&mut self, topic: String, outbound: Outbound) -> Result<(), MeshError> {
         let ident = gossipsub::IdentTopic::new(topic.clone());
-        match self
-            .swarm
-            .behaviour_mut()
-            .gossipsub
-            .publish(ident, outbound.bytes)
-        {
+        match self.swarm.behaviour_mut().gossipsub.publish(ident, outbound.bytes) {
             Ok(_) => {
                 self.metrics.message_out(Route::Gossip);
                 Ok(())
             }
-            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
-                Err(MeshError::NoSubscribers(topic))
-            }
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => Err(MeshError::NoSubscribers(topic)),
             Err(gossipsub::PublishError::Duplicate) => Err(MeshError::Publish {
                 topic,
                 reason: format!("message {} was already published", outbound.id),
             }),
-            Err(e) => Err(MeshError::Publish {
-                topic,
-                reason: e.to_string(),
-            }),
+            Err(e) => Err(MeshError::Publish { topic, reason: e.to_string() }),
         }
     }
 
@@ -980,10 +848,7 @@ impl EventLoop {
         reply: oneshot::Sender<Result<Delivery, MeshError>>,
     ) {
         if peer == *self.swarm.local_peer_id() {
-            let _ = reply.send(Err(MeshError::Delivery {
-                peer,
-                reason: "that is this node".into(),
-            }));
+            let _ = reply.send(Err(MeshError::Delivery { peer, reason: "that is this node".into() }));
             return;
         }
         if self.in_flight.get(&peer).copied().unwrap_or(0) < self.config.direct_window {
@@ -991,10 +856,7 @@ impl EventLoop {
             return;
         }
         let capacity = self.config.direct_queue;
-        let queue = self
-            .queues
-            .entry(peer)
-            .or_insert_with(|| PriorityQueue::new(capacity));
+        let queue = self.queues.entry(peer).or_insert_with(|| PriorityQueue::new(capacity));
         if let Err(full) = queue.push(outbound.priority, QueuedSend { outbound, reply }) {
             let _ = full.0.reply.send(Err(MeshError::QueueFull(peer)));
         }
@@ -1006,22 +868,11 @@ impl EventLoop {
         outbound: Outbound,
         reply: oneshot::Sender<Result<Delivery, MeshError>>,
     ) {
-        let request_id = self
-            .swarm
-            .behaviour_mut()
-            .direct
-            .send_request(&peer, DirectRequest::Frame(outbound.bytes));
+        let request_id =
+            self.swarm.behaviour_mut().direct.send_request(&peer, DirectRequest::Frame(outbound.bytes));
         *self.in_flight.entry(peer).or_default() += 1;
         self.metrics.message_out(Route::Direct);
-        self.sends.insert(
-            request_id,
-            PendingSend {
-                peer,
-                id: outbound.id,
-                started: Instant::now(),
-                reply,
-            },
-        );
+        self.sends.insert(request_id, PendingSend { peer, id: outbound.id, started: Instant::now(), reply });
     }
 
     /// A send to `peer` completed: let the next queued one (highest
@@ -1063,10 +914,7 @@ impl EventLoop {
                     .connections
                     .values()
                     .map(|a| {
-                        a.iter()
-                            .filter(|p| !matches!(p, Protocol::P2p(_)))
-                            .collect::<Multiaddr>()
-                            .to_string()
+                        a.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect::<Multiaddr>().to_string()
                     })
                     .collect(),
                 rtt_ms: state.rtt.map(|d| d.as_secs_f64() * 1000.0),
@@ -1082,18 +930,10 @@ impl EventLoop {
         Status {
             peer_id: self.local_id.clone(),
             listen_addrs: self.listen_addrs.iter().map(|a| a.to_string()).collect(),
-            external_addrs: self
-                .swarm
-                .external_addresses()
-                .map(|a| a.to_string())
-                .collect(),
+            external_addrs: self.swarm.external_addresses().map(|a| a.to_string()).collect(),
             connected_peers: self.peers.len(),
             max_peers: self.config.max_peers,
-            topics: behaviour
-                .gossipsub
-                .topics()
-                .map(|t| t.to_string())
-                .collect(),
+            topics: behaviour.gossipsub.topics().map(|t| t.to_string()).collect(),
             dht_server: self.config.kad_server,
             relay_server: self.config.relay_server,
             metrics: self.metrics.snapshot(),

@@ -11,8 +11,8 @@ mod transport;
 
 use std::{sync::Arc, time::Duration};
 
-use futures::channel::{mpsc, oneshot};
 use libp2p::{Multiaddr, PeerId, Swarm, relay};
+use tokio::sync::{mpsc, oneshot};
 
 pub use event_loop::EventLoop;
 
@@ -34,49 +34,17 @@ pub(crate) struct Outbound {
 
 /// Requests from handles to the event loop; each carries its reply channel.
 pub(crate) enum Command {
-    Listen {
-        addr: Multiaddr,
-        reply: oneshot::Sender<Result<Multiaddr, MeshError>>,
-    },
-    Dial {
-        addr: Multiaddr,
-        reply: oneshot::Sender<Result<PeerId, MeshError>>,
-    },
-    FindPeer {
-        peer: PeerId,
-        reply: oneshot::Sender<Result<(), MeshError>>,
-    },
-    Peers {
-        reply: oneshot::Sender<Vec<PeerInfo>>,
-    },
-    Status {
-        reply: oneshot::Sender<Status>,
-    },
-    Subscribe {
-        topic: String,
-        reply: oneshot::Sender<Result<bool, MeshError>>,
-    },
-    Unsubscribe {
-        topic: String,
-        reply: oneshot::Sender<bool>,
-    },
-    TopicPeers {
-        topic: String,
-        reply: oneshot::Sender<Vec<PeerId>>,
-    },
-    Publish {
-        topic: String,
-        outbound: Outbound,
-        reply: oneshot::Sender<Result<(), MeshError>>,
-    },
-    SendDirect {
-        peer: PeerId,
-        outbound: Outbound,
-        reply: oneshot::Sender<Result<Delivery, MeshError>>,
-    },
-    Shutdown {
-        reply: oneshot::Sender<()>,
-    },
+    Listen { addr: Multiaddr, reply: oneshot::Sender<Result<Multiaddr, MeshError>> },
+    Dial { addr: Multiaddr, reply: oneshot::Sender<Result<PeerId, MeshError>> },
+    FindPeer { peer: PeerId, reply: oneshot::Sender<Result<(), MeshError>> },
+    Peers { reply: oneshot::Sender<Vec<PeerInfo>> },
+    Status { reply: oneshot::Sender<Status> },
+    Subscribe { topic: String, reply: oneshot::Sender<Result<bool, MeshError>> },
+    Unsubscribe { topic: String, reply: oneshot::Sender<bool> },
+    TopicPeers { topic: String, reply: oneshot::Sender<Vec<PeerId>> },
+    Publish { topic: String, outbound: Outbound, reply: oneshot::Sender<Result<(), MeshError>> },
+    SendDirect { peer: PeerId, outbound: Outbound, reply: oneshot::Sender<Result<Delivery, MeshError>> },
+    Shutdown { reply: oneshot::Sender<()> },
 }
 
 /// Builds the swarm and the event loop around it.
@@ -123,3 +91,6 @@ pub(crate) fn build(
 
 /// How often the event loop checks its timers (reconnects, discovery).
 const TICK: Duration = Duration::from_millis(100);
+/// Most ready events (or commands) handled in one go before the event loop
+/// looks at its other sources again.
+const BATCH: usize = 64;

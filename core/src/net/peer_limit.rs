@@ -27,10 +27,7 @@ pub(crate) struct PeerLimit {
 
 impl PeerLimit {
     pub(crate) fn new(max_peers: usize) -> Self {
-        Self {
-            max_peers,
-            connections: HashMap::new(),
-        }
+        Self { max_peers, connections: HashMap::new() }
     }
 
     fn check(&self, peer: PeerId) -> Result<(), ConnectionDenied> {
@@ -71,9 +68,7 @@ impl NetworkBehaviour for PeerLimit {
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
         match event {
-            FromSwarm::ConnectionEstablished(e) => {
-                *self.connections.entry(e.peer_id).or_default() += 1
-            }
+            FromSwarm::ConnectionEstablished(e) => *self.connections.entry(e.peer_id).or_default() += 1,
             FromSwarm::ConnectionClosed(e) => {
                 if let Some(n) = self.connections.get_mut(&e.peer_id) {
                     *n -= 1;
@@ -86,12 +81,7 @@ impl NetworkBehaviour for PeerLimit {
         }
     }
 
-    fn on_connection_handler_event(
-        &mut self,
-        _: PeerId,
-        _: ConnectionId,
-        event: THandlerOutEvent<Self>,
-    ) {
+    fn on_connection_handler_event(&mut self, _: PeerId, _: ConnectionId, event: THandlerOutEvent<Self>) {
         match event {}
     }
 

@@ -22,10 +22,7 @@ impl Backoff {
     /// from `random`, so that peers that lost the same node do not all
     /// redial it at the same instant.
     pub(crate) fn delay(&self, attempt: u32, random: u64) -> Duration {
-        let base = self
-            .initial
-            .saturating_mul(1u32 << attempt.min(20))
-            .min(self.max);
+        let base = self.initial.saturating_mul(1u32 << attempt.min(20)).min(self.max);
         let jitter = 0.5 + (random % 1_000_000) as f64 / 1_000_000.0;
         base.mul_f64(jitter)
     }
@@ -48,21 +45,14 @@ pub(crate) struct Reconnector<K> {
 
 impl<K: Clone + Eq + Hash> Reconnector<K> {
     pub(crate) fn new(policy: Backoff) -> Self {
-        Self {
-            policy,
-            entries: HashMap::new(),
-        }
+        Self { policy, entries: HashMap::new() }
     }
 
     /// Starts tracking `key`, due at once. A pinned key (a bootstrap peer) is
     /// retried forever; others are forgotten after `max_attempts` failures.
     pub(crate) fn track_now(&mut self, key: K, pinned: bool, now: Instant) {
-        let entry = self.entries.entry(key).or_insert(Entry {
-            attempt: 0,
-            next_at: None,
-            dialing: false,
-            pinned,
-        });
+        let entry =
+            self.entries.entry(key).or_insert(Entry { attempt: 0, next_at: None, dialing: false, pinned });
         entry.pinned |= pinned;
         if !entry.dialing {
             entry.next_at = Some(now);
@@ -134,11 +124,7 @@ mod tests {
     use super::*;
 
     fn policy() -> Backoff {
-        Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(2),
-            max_attempts: 3,
-        }
+        Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(2), max_attempts: 3 }
     }
 
     #[test]
@@ -148,17 +134,10 @@ mod tests {
             let base = (100u64 << attempt).min(2000) as f64;
             for random in [0u64, 499_999, 999_999, 123_456_789] {
                 let d = p.delay(attempt, random).as_secs_f64() * 1000.0;
-                assert!(
-                    d >= base * 0.5 - 1e-6 && d < base * 1.5,
-                    "attempt {attempt}: {d} vs {base}"
-                );
+                assert!(d >= base * 0.5 - 1e-6 && d < base * 1.5, "attempt {attempt}: {d} vs {base}");
             }
         }
-        assert_ne!(
-            p.delay(2, 1),
-            p.delay(2, 700_000),
-            "jitter varies the delay"
-        );
+        assert_ne!(p.delay(2, 1), p.delay(2, 700_000), "jitter varies the delay");
     }
 
     #[test]
@@ -185,10 +164,7 @@ mod tests {
             }
             assert_eq!(due, vec!["a", "boot"]);
         }
-        assert!(
-            !r.contains(&"a"),
-            "unpinned peer forgotten after max_attempts"
-        );
+        assert!(!r.contains(&"a"), "unpinned peer forgotten after max_attempts");
         assert!(r.contains(&"boot"), "pinned peer kept");
         r.connected(&"boot");
         assert!(r.due(t + Duration::from_secs(600)).is_empty());

@@ -47,9 +47,7 @@ pub(crate) fn build(
         .authenticate(noise(keypair)?)
         .multiplex(yamux::Config::default())
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
-    let combined = relayed
-        .or_transport(base)
-        .map(|either, _| either.into_inner());
+    let combined = relayed.or_transport(base).map(|either, _| either.into_inner());
     Ok(libp2p::metrics::BandwidthTransport::new(combined, registry)
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
         .boxed())

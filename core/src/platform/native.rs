@@ -35,19 +35,26 @@ pub(crate) fn transport(
     keypair: &Keypair,
     options: &TransportOptions,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, MeshError> {
-    let tcp_and_ws = || {
-        let tcp_config = tcp::Config::default().nodelay(true);
-        websocket::Config::new(tcp::tokio::Transport::new(tcp_config.clone()))
-            .or_transport(tcp::tokio::Transport::new(tcp_config))
-    };
-    let streams = match dns::tokio::Transport::system(tcp_and_ws()) {
-        Ok(with_dns) => with_dns.boxed(),
+    // DNS goes around everything: it resolves `/dns*` and hands the result to
+    // whichever transport supports it. Wrapped around only some transports it
+    // would claim the others' addresses and fail them.
+    match dns::tokio::Transport::system(transports(keypair, options)?) {
+        Ok(with_dns) => Ok(with_dns.boxed()),
         Err(e) => {
             tracing::warn!("no system DNS configuration ({e}); /dns addresses cannot be dialled");
-            tcp_and_ws().boxed()
+            transports(keypair, options)
         }
-    };
-    let streams = streams
+    }
+}
+
+/// TCP and WebSocket (Noise, Yamux), QUIC v1 and WebRTC-direct.
+fn transports(
+    keypair: &Keypair,
+    options: &TransportOptions,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, MeshError> {
+    let tcp_config = tcp::Config::default().nodelay(true);
+    let streams = websocket::Config::new(tcp::tokio::Transport::new(tcp_config.clone()))
+        .or_transport(tcp::tokio::Transport::new(tcp_config))
         .upgrade(upgrade::Version::V1Lazy)
         .authenticate(noise::Config::new(keypair).map_err(|e| MeshError::Transport(e.to_string()))?)
         .multiplex(yamux::Config::default())
@@ -57,9 +64,8 @@ pub(crate) fn transport(
         .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)));
 
     let certificate = match &options.webrtc_certificate_pem {
-        Some(pem) => libp2p_webrtc::tokio::Certificate::from_pem(pem).map_err(|e| {
-            MeshError::Transport(format!("stored WebRTC certificate is unusable: {e}"))
-        })?,
+        Some(pem) => libp2p_webrtc::tokio::Certificate::from_pem(pem)
+            .map_err(|e| MeshError::Transport(format!("stored WebRTC certificate is unusable: {e}")))?,
         None => libp2p_webrtc::tokio::Certificate::generate(&mut rand::rng())
             .map_err(|e| MeshError::Transport(format!("WebRTC certificate: {e}")))?,
     };

@@ -31,10 +31,7 @@ pub(crate) fn transport(
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
     let webrtc = webrtc_websys::Transport::new(webrtc_websys::Config::new(keypair))
         .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)));
-    Ok(ws
-        .or_transport(webrtc)
-        .map(|either, _| either.into_inner())
-        .boxed())
+    Ok(ws.or_transport(webrtc).map(|either, _| either.into_inner()).boxed())
 }
 
 /// There is no mDNS in a browser: a behaviour that does nothing.

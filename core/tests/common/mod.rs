@@ -63,12 +63,7 @@ impl TestNode {
             }
         });
         let addr = mesh.listen_on(listen).await.expect("listens");
-        TestNode {
-            mesh,
-            identity,
-            addr,
-            inbox,
-        }
+        TestNode { mesh, identity, addr, inbox }
     }
 
     pub fn peer_id(&self) -> PeerId {
@@ -81,20 +76,11 @@ impl TestNode {
 
     pub async fn connected_to(&self, other: &PeerId) -> bool {
         let other = other.to_base58();
-        self.mesh
-            .peers()
-            .await
-            .map(|p| p.iter().any(|i| i.peer_id == other))
-            .unwrap_or(false)
+        self.mesh.peers().await.map(|p| p.iter().any(|i| i.peer_id == other)).unwrap_or(false)
     }
 
     pub fn received(&self, pred: impl Fn(&InboundMessage) -> bool) -> usize {
-        self.inbox
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|m| pred(m))
-            .count()
+        self.inbox.lock().unwrap().iter().filter(|m| pred(m)).count()
     }
 }
 
@@ -114,19 +100,14 @@ where
         }
     })
     .await;
-    assert!(
-        result.is_ok(),
-        "timed out after {deadline:?} waiting for: {what}"
-    );
+    assert!(result.is_ok(), "timed out after {deadline:?} waiting for: {what}");
 }
 
 /// Starts `n` nodes; node 0 is the bootstrap of all the others.
 pub async fn mesh_of(n: usize) -> Vec<TestNode> {
-    let first = TestNode::start(
-        memory_config(Identity::generate().unwrap(), vec![]),
-        "/memory/0".parse().unwrap(),
-    )
-    .await;
+    let first =
+        TestNode::start(memory_config(Identity::generate().unwrap(), vec![]), "/memory/0".parse().unwrap())
+            .await;
     let bootstrap = vec![first.addr.clone()];
     let mut nodes = vec![first];
     for _ in 1..n {

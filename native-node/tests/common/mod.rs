@@ -65,10 +65,7 @@ impl NodeProcess {
     pub fn start(name: &str, args: &[String], data_dir: &Path) -> NodeProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_infermesh"))
             .args(args)
-            .env(
-                "RUST_LOG",
-                "info,libp2p=warn,webrtc=off,webrtc_ice=off,webrtc_sctp=off",
-            )
+            .env("RUST_LOG", "info,libp2p=warn,webrtc=off,webrtc_ice=off,webrtc_sctp=off")
             .env_remove("INFERMESH_DATA_DIR")
             .env_remove("INFERMESH_PRIVATE_KEY")
             .stdin(Stdio::piped())
@@ -107,12 +104,7 @@ impl NodeProcess {
     }
 
     pub fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
-        self.stdout
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| pred(l))
-            .count()
+        self.stdout.lock().unwrap().iter().filter(|l| pred(l)).count()
     }
 
     /// Waits until at least `n` output lines satisfy `pred`; returns the
@@ -120,14 +112,7 @@ impl NodeProcess {
     pub fn wait_nth(&self, n: usize, what: &str, pred: impl Fn(&str) -> bool) -> String {
         let start = Instant::now();
         loop {
-            if let Some(line) = self
-                .stdout
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|l| pred(l))
-                .nth(n - 1)
-            {
+            if let Some(line) = self.stdout.lock().unwrap().iter().filter(|l| pred(l)).nth(n - 1) {
                 return line.clone();
             }
             assert!(
@@ -155,9 +140,7 @@ impl NodeProcess {
     pub fn ask(&mut self, command: &str, answers: &[&str]) -> String {
         let before = self.count(|l| answers.iter().any(|a| l.contains(a)));
         self.send(command);
-        self.wait_nth(before + 1, command, |l| {
-            answers.iter().any(|a| l.contains(a))
-        })
+        self.wait_nth(before + 1, command, |l| answers.iter().any(|a| l.contains(a)))
     }
 
     /// Waits for `addrs.json` to list all four transports; returns it.
@@ -165,18 +148,10 @@ impl NodeProcess {
         let file = self.data_dir.join("addrs.json");
         let start = Instant::now();
         loop {
-            if let Some(addrs) = std::fs::read_to_string(&file)
-                .ok()
-                .and_then(|t| parse_addrs(&t))
-            {
+            if let Some(addrs) = std::fs::read_to_string(&file).ok().and_then(|t| parse_addrs(&t)) {
                 return addrs;
             }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "{}: no addrs.json\n{}",
-                self.name,
-                self.transcript()
-            );
+            assert!(start.elapsed() < DEADLINE, "{}: no addrs.json\n{}", self.name, self.transcript());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -188,44 +163,22 @@ impl NodeProcess {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code().unwrap_or(-1);
             }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "{}: did not exit\n{}",
-                self.name,
-                self.transcript()
-            );
+            assert!(start.elapsed() < DEADLINE, "{}: did not exit\n{}", self.name, self.transcript());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     /// Sends a signal (`TERM`, `INT`, `KILL`).
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status();
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
         assert!(status.unwrap().success());
     }
 
     pub fn transcript(&self) -> String {
         let out = self.stdout.lock().unwrap();
         let err = self.stderr.lock().unwrap();
-        let tail = |v: &Vec<String>| {
-            v.iter()
-                .rev()
-                .take(40)
-                .rev()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
-        format!(
-            "--- {} stdout ---\n{}\n--- {} stderr ---\n{}",
-            self.name,
-            tail(&out),
-            self.name,
-            tail(&err)
-        )
+        let tail = |v: &Vec<String>| v.iter().rev().take(40).rev().cloned().collect::<Vec<_>>().join("\n");
+        format!("--- {} stdout ---\n{}\n--- {} stderr ---\n{}", self.name, tail(&out), self.name, tail(&err))
     }
 
     pub fn stderr_text(&self) -> String {
@@ -257,11 +210,7 @@ pub struct Addrs {
 /// Reads `addrs.json`; `None` until it lists all four transports.
 fn parse_addrs(text: &str) -> Option<Addrs> {
     let json: serde_json::Value = serde_json::from_str(text).ok()?;
-    let addrs: Vec<&str> = json["addrs"]
-        .as_array()?
-        .iter()
-        .filter_map(|v| v.as_str())
-        .collect();
+    let addrs: Vec<&str> = json["addrs"].as_array()?.iter().filter_map(|v| v.as_str()).collect();
     let pick = |pred: &dyn Fn(&str) -> bool| addrs.iter().find(|a| pred(a)).map(|a| a.to_string());
     Some(Addrs {
         peer_id: json["peer_id"].as_str()?.to_owned(),
@@ -276,10 +225,7 @@ fn parse_addrs(text: &str) -> Option<Addrs> {
 /// The port number in a multiaddr like `/ip4/127.0.0.1/tcp/1234/…`.
 pub fn port_of(addr: &str) -> String {
     let parts: Vec<&str> = addr.split('/').collect();
-    let i = parts
-        .iter()
-        .position(|p| *p == "tcp" || *p == "udp")
-        .unwrap();
+    let i = parts.iter().position(|p| *p == "tcp" || *p == "udp").unwrap();
     parts[i + 1].to_owned()
 }
 

@@ -1,0 +1,23 @@
+# InferMesh: `make demo` runs a node to play with, `make test` runs every test.
+
+.PHONY: test demo bench setup lint test-rust test-interop
+
+test: setup lint test-rust test-interop
+
+setup:
+	bash scripts/ci/setup.sh
+
+lint:
+	bash scripts/ci/lint.sh
+
+test-rust:
+	bash scripts/ci/test-rust.sh
+
+test-interop:
+	bash scripts/ci/test-interop.sh
+
+bench: setup
+	bash scripts/ci/bench.sh
+
+demo: setup
+	bash scripts/demo.sh

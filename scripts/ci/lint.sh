@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Formatting and lints, native and wasm32.
+source "$(dirname "$0")/env.sh"
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "clippy (native, all targets)"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
+step "core compiles for wasm32-unknown-unknown"
+cargo check --locked -p infermesh-core --target wasm32-unknown-unknown
+
+step "clippy (wasm32: core and binding)"
+cargo clippy --locked -p infermesh-core -p infermesh-wasm --target wasm32-unknown-unknown -- -D warnings

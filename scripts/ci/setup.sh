@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what the build and tests need; safe to run again (does nothing
+# that is already done).
+source "$(dirname "$0")/env.sh"
+
+step "toolchain components and the wasm32 target"
+if command -v rustup >/dev/null; then
+  installed_components=$(rustup component list --installed)
+  for c in rustfmt clippy; do
+    grep -q "^$c" <<<"$installed_components" || rustup component add "$c"
+  done
+  rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+fi
+
+step "npm packages (js-libp2p interop peer)"
+command -v node >/dev/null || { echo "Node.js is required (node and npm on PATH)"; exit 1; }
+if [ ! -f node_modules/.package-lock.json ] || ! cmp -s package-lock.json node_modules/.package-lock.json.src 2>/dev/null; then
+  npm ci --no-audit --no-fund
+  cp package-lock.json node_modules/.package-lock.json.src
+else
+  echo "node_modules up to date"
+fi
+
+step "fetch crates for every target"
+cargo fetch --locked

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# A js-libp2p node in Node.js dials the real `infermesh` binary: ping and
+# gossip both ways.
+source "$(dirname "$0")/env.sh"
+
+step "build the infermesh binary"
+cargo build --locked --workspace --bins
+step "interop with js-libp2p"
+node --import ./interop/js-libp2p/polyfill.mjs interop/js-libp2p/interop.mjs "$TARGET_DIR/debug/infermesh"

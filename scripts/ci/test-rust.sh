@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Unit tests, in-process multi-node tests (memory transport) and tests that
+# run the real `infermesh` binary as processes on loopback.
+source "$(dirname "$0")/env.sh"
+
+step "cargo test --workspace"
+cargo test --locked --workspace

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Starts a demo node on this machine and prints how to join it.
+source "$(dirname "$0")/ci/env.sh"
+
+cargo build --locked --workspace --bins
+BIN="$TARGET_DIR/debug/infermesh"
+DATA="${DEMO_DATA_DIR:-$PWD/.demo/node}"
+LISTEN_IP="${DEMO_LISTEN_IP:-127.0.0.1}"
+rm -f "$DATA/addrs.json"
+
+"$BIN" node --data-dir "$DATA" --listen-ip "$LISTEN_IP" --no-mdns &
+NODE=$!
+trap 'kill $NODE 2>/dev/null; wait $NODE 2>/dev/null' EXIT INT TERM
+
+for _ in $(seq 1 100); do
+  [ -f "$DATA/addrs.json" ] && [ "$(grep -c '/p2p/' "$DATA/addrs.json")" -ge 4 ] && break
+  kill -0 $NODE 2>/dev/null || { echo "the node did not start"; exit 1; }
+  sleep 0.1
+done
+TCP=$(grep -o '"/ip4/[^"]*/tcp/[0-9]*/p2p/[^"]*"' "$DATA/addrs.json" | head -1 | tr -d '"')
+API=$(grep -o '"api": "[^"]*"' "$DATA/addrs.json" | cut -d'"' -f4)
+cat <<MSG
+
+InferMesh demo node is running (data in $DATA).
+
+Join it from another terminal with a second node and its prompt:
+
+  $BIN connect $TCP
+
+then try:  subscribe chat   |   publish chat hello   |   peers   |   status
+
+Status and metrics:  $API/api/status   $API/metrics
+Stop with Ctrl-C.
+MSG
+wait $NODE
