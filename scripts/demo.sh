@@ -2,7 +2,8 @@
 # Starts a demo node on this machine and prints how to join it.
 source "$(dirname "$0")/ci/env.sh"
 
-cargo build --locked --workspace --bins
+# All targets: the same crate graph as `make test`, so neither rebuilds the other.
+cargo build --locked --workspace --all-targets
 BIN="$TARGET_DIR/debug/infermesh"
 DATA="${DEMO_DATA_DIR:-$PWD/.demo/node}"
 LISTEN_IP="${DEMO_LISTEN_IP:-127.0.0.1}"

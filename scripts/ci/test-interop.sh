@@ -4,6 +4,8 @@
 source "$(dirname "$0")/env.sh"
 
 step "build the infermesh binary"
-cargo build --locked --workspace --bins
+# The binary `cargo test` builds (same features as the test build: building
+# it with `cargo build --bins` alone would compile a second crate graph).
+cargo test --locked --workspace --no-run --quiet
 step "interop with js-libp2p"
 node --import ./interop/js-libp2p/polyfill.mjs interop/js-libp2p/interop.mjs "$TARGET_DIR/debug/infermesh"
