@@ -31,10 +31,10 @@ mod net;
 pub mod platform;
 
 pub use identity::{Identity, IdentityError};
-pub use libp2p::{Multiaddr, PeerId};
+pub use libp2p::{Multiaddr, PeerId, multiaddr};
 pub use mesh::{
     Delivery, EventLoop, InboundMessage, Mesh, MeshConfig, MeshError, MeshEvent, MeshEvents, MeshHandle,
-    PeerInfo, Sent, Status, Timing, TransportConfig, Via,
+    PeerInfo, Sent, Status, Timing, TransportConfig, Via, transport_name,
 };
 pub use messaging::{Envelope, MsgType};
 pub use metrics::MetricsSnapshot;

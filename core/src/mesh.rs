@@ -40,8 +40,12 @@ pub enum TransportConfig {
 pub struct Timing {
     /// Gossipsub heartbeat.
     pub gossip_heartbeat: Duration,
-    /// How often each connection is pinged; a failed ping closes it.
+    /// How often each connection is pinged; a failed ping closes it, so a
+    /// peer that vanished (a closed browser tab) is dropped within
+    /// `ping_interval + ping_timeout`.
     pub ping_interval: Duration,
+    /// How long a ping may take before the connection counts as dead.
+    pub ping_timeout: Duration,
     /// First reconnect delay after losing a peer.
     pub reconnect_initial: Duration,
     /// Longest reconnect delay.
@@ -60,7 +64,8 @@ impl Default for Timing {
     fn default() -> Self {
         Self {
             gossip_heartbeat: Duration::from_millis(700),
-            ping_interval: Duration::from_secs(15),
+            ping_interval: Duration::from_secs(3),
+            ping_timeout: Duration::from_secs(4),
             reconnect_initial: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(60),
             reconnect_attempts: 10,
@@ -92,6 +97,10 @@ pub struct MeshConfig {
     pub dcutr: bool,
     /// Discover peers on the local network with mDNS (native only).
     pub mdns: bool,
+    /// Hold relay reservations on connected relay servers, so that peers
+    /// that cannot dial us (browser pages) reach us at
+    /// `<relay>/p2p-circuit/p2p/<id>`.
+    pub auto_relay: bool,
     /// Limits on inbound envelopes.
     pub limits: Limits,
     /// Timers.
@@ -120,6 +129,7 @@ impl MeshConfig {
             autonat: true,
             dcutr: true,
             mdns: true,
+            auto_relay: false,
             limits: Limits::default(),
             timing: Timing::default(),
             direct_window: 64,
@@ -128,9 +138,11 @@ impl MeshConfig {
         }
     }
 
-    /// A light node (a browser page): DHT client, relay client only.
+    /// A light node (a browser page): DHT client, relay client holding
+    /// reservations on the relays it connects to.
     pub fn client(identity: Identity) -> Self {
         Self {
+            auto_relay: true,
             relay_server: false,
             kad_server: false,
             autonat: false,
@@ -263,6 +275,9 @@ pub enum MeshEvent {
 pub struct PeerInfo {
     /// Node ID.
     pub peer_id: String,
+    /// Transport of the first connection: `tcp`, `quic`, `websocket`,
+    /// `webrtc-direct`, `relay` or `memory`.
+    pub transport: String,
     /// Addresses of the open connections.
     pub connections: Vec<String>,
     /// Last ping round trip, in milliseconds.
@@ -315,6 +330,25 @@ pub enum Sent {
         /// The topic.
         topic: String,
     },
+}
+
+/// The transport an address uses, as a short name: `relay` (a circuit
+/// through a relay), `webrtc-direct`, `websocket`, `quic`, `tcp`, `memory`.
+pub fn transport_name(addr: &Multiaddr) -> &'static str {
+    use libp2p::multiaddr::Protocol;
+    let mut name = "other";
+    for protocol in addr.iter() {
+        name = match protocol {
+            Protocol::P2pCircuit => return "relay",
+            Protocol::WebRTCDirect => "webrtc-direct",
+            Protocol::Ws(_) | Protocol::Wss(_) => "websocket",
+            Protocol::QuicV1 => "quic",
+            Protocol::Tcp(_) if name == "other" => "tcp",
+            Protocol::Memory(_) => "memory",
+            _ => name,
+        };
+    }
+    name
 }
 
 /// The entry point.
@@ -388,6 +422,13 @@ impl MeshHandle {
     /// the peer's ID once connected.
     pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, MeshError> {
         self.call(|reply| Command::Dial { addr, reply }).await?
+    }
+
+    /// Joins the mesh through a bootstrap address: dials it now (resolving
+    /// with the outcome) and keeps it connected afterwards, redialling with
+    /// backoff whenever the connection drops or this first dial failed.
+    pub async fn join(&self, addr: Multiaddr) -> Result<PeerId, MeshError> {
+        self.call(|reply| Command::Join { addr, reply }).await?
     }
 
     /// Finds a node by ID (already connected, DHT, mDNS) and connects to it.

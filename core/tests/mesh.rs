@@ -178,3 +178,56 @@ async fn max_peers_is_enforced() {
     .await;
     assert_eq!(limited.peer_count().await, 2, "never more than max_peers");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn light_clients_reach_each_other_through_a_relay() {
+    let relay =
+        TestNode::start(memory_config(Identity::generate().unwrap(), vec![]), "/memory/0".parse().unwrap())
+            .await;
+    // Light clients (browser pages): no listener of their own, a reservation
+    // on the relay instead.
+    let client = || async {
+        let config = infermesh_core::MeshConfig {
+            transport: infermesh_core::TransportConfig::Memory,
+            timing: fast_timing(),
+            ..infermesh_core::MeshConfig::client(Identity::generate().unwrap())
+        };
+        let identity = config.identity.clone();
+        let (mesh, mut events, event_loop) = infermesh_core::Mesh::build(config).unwrap();
+        tokio::spawn(event_loop.run());
+        let inbox = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = inbox.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            while let Some(event) = events.next().await {
+                if let infermesh_core::MeshEvent::Message(m) = event {
+                    sink.lock().unwrap().push(m);
+                }
+            }
+        });
+        mesh.join(relay.addr.clone()).await.expect("joins through the relay");
+        TestNode { mesh, identity, addr: "/memory/1".parse().unwrap(), inbox }
+    };
+    let (a, b) = (client().await, client().await);
+    for node in [&a, &b] {
+        wait_until(DEADLINE, "a relay reservation", || async {
+            node.mesh
+                .status()
+                .await
+                .unwrap()
+                .listen_addrs
+                .iter()
+                .any(|addr| addr.contains("/p2p-circuit/p2p/"))
+        })
+        .await;
+    }
+    assert!(!a.connected_to(&b.peer_id()).await, "the clients only know the relay");
+
+    let Sent::Direct(delivery) = a.mesh.send_text(b.peer_id(), "through the relay").await.unwrap() else {
+        panic!("direct")
+    };
+    assert_eq!(b.received(|m| m.envelope.id == delivery.id && m.sender == a.peer_id()), 1);
+    let peers = a.mesh.peers().await.unwrap();
+    let to_b = peers.iter().find(|p| p.peer_id == b.peer_id().to_base58()).expect("connected to b now");
+    assert_eq!(to_b.transport, "relay");
+}

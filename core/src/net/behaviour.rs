@@ -4,7 +4,7 @@
 use std::{num::NonZeroUsize, time::Duration};
 
 use libp2p::{
-    PeerId, StreamProtocol, autonat, connection_limits, dcutr, gossipsub, identify,
+    PeerId, StreamProtocol, connection_limits, gossipsub, identify,
     identity::Keypair,
     kad, ping, relay, request_response,
     swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
@@ -27,14 +27,14 @@ pub(crate) struct Behaviour {
     pub(crate) limits: connection_limits::Behaviour,
     pub(crate) peer_limit: PeerLimit,
     pub(crate) relay_client: relay::client::Behaviour,
-    pub(crate) relay_server: Toggle<relay::Behaviour>,
+    pub(crate) relay_server: Toggle<platform::RelayServer>,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) direct: request_response::Behaviour<DirectCodec>,
-    pub(crate) autonat: Toggle<autonat::Behaviour>,
-    pub(crate) dcutr: Toggle<dcutr::Behaviour>,
+    pub(crate) autonat: Toggle<platform::Autonat>,
+    pub(crate) dcutr: Toggle<platform::Dcutr>,
     pub(crate) mdns: Toggle<platform::Mdns>,
 }
 
@@ -112,18 +112,7 @@ pub(crate) fn build(
         .with_max_established_per_peer(Some(4))
         .with_max_established(Some((config.max_peers as u32).saturating_mul(2).saturating_add(8)));
 
-    let relay_server = config.relay_server.then(|| {
-        relay::Behaviour::new(
-            peer_id,
-            relay::Config {
-                max_circuits: 64,
-                max_circuits_per_peer: 8,
-                max_circuit_duration: Duration::from_secs(3600),
-                max_circuit_bytes: 64 * 1024 * 1024,
-                ..Default::default()
-            },
-        )
-    });
+    let relay_server = config.relay_server.then(|| platform::relay_server(peer_id));
 
     let identify = identify::Behaviour::new(
         identify::Config::new(PROTOCOL_VERSION.to_owned(), keypair.public())
@@ -132,7 +121,7 @@ pub(crate) fn build(
     );
 
     let ping = ping::Behaviour::new(
-        ping::Config::new().with_interval(timing.ping_interval).with_timeout(Duration::from_secs(10)),
+        ping::Config::new().with_interval(timing.ping_interval).with_timeout(timing.ping_timeout),
     );
 
     let mut kad_config = kad::Config::new(KAD_PROTOCOL);
@@ -173,8 +162,8 @@ pub(crate) fn build(
         kad,
         gossipsub: gossipsub(keypair, config)?,
         direct,
-        autonat: config.autonat.then(|| autonat::Behaviour::new(peer_id, autonat::Config::default())).into(),
-        dcutr: config.dcutr.then(|| dcutr::Behaviour::new(peer_id)).into(),
+        autonat: config.autonat.then(|| platform::autonat(peer_id)).into(),
+        dcutr: config.dcutr.then(|| platform::dcutr(peer_id)).into(),
         mdns: mdns.into(),
     })
 }

@@ -15,7 +15,6 @@ use libp2p::{
     core::transport::ListenerId,
     gossipsub, identify,
     kad::{self, QueryResult},
-    metrics::Recorder,
     multiaddr::Protocol,
     ping, relay, request_response,
     swarm::{
@@ -45,6 +44,10 @@ const MAX_ADDRS_PER_PEER: usize = 16;
 const MAX_KNOWN_PEERS: usize = 4096;
 /// Longest topic name.
 const MAX_TOPIC_LEN: usize = 256;
+/// Most relay reservations a light node holds at once.
+const MAX_RESERVATIONS: usize = 2;
+/// How often missing relay reservations are retried.
+const RESERVATION_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 struct PeerState {
@@ -56,7 +59,7 @@ struct PeerState {
 /// Why a dial was started, so its outcome reaches the right place.
 enum DialPurpose {
     User { target: String, reply: oneshot::Sender<Result<PeerId, MeshError>> },
-    Bootstrap(Multiaddr),
+    Bootstrap { addr: Multiaddr, reply: Option<oneshot::Sender<Result<PeerId, MeshError>>> },
     Reconnect(PeerId),
     Discovery,
     Find(PeerId),
@@ -91,7 +94,7 @@ pub struct EventLoop {
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<MeshEvent>,
     metrics: Arc<Metrics>,
-    libp2p_metrics: libp2p::metrics::Metrics,
+    libp2p_metrics: platform::EventRecorder,
     validator: Validator,
     local_id: String,
 
@@ -108,6 +111,12 @@ pub struct EventLoop {
     sends: HashMap<request_response::OutboundRequestId, PendingSend>,
     in_flight: HashMap<PeerId, usize>,
     queues: HashMap<PeerId, PriorityQueue<QueuedSend>>,
+
+    /// Connected peers that offer relay v2 circuits.
+    relays: HashSet<PeerId>,
+    /// Our reservations, by relay.
+    reservations: HashMap<PeerId, ListenerId>,
+    next_reservation_check: Instant,
 
     find_queries: HashMap<kad::QueryId, PeerId>,
     find_waiters: HashMap<PeerId, Vec<oneshot::Sender<Result<(), MeshError>>>>,
@@ -141,7 +150,7 @@ impl EventLoop {
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<MeshEvent>,
         metrics: Arc<Metrics>,
-        libp2p_metrics: libp2p::metrics::Metrics,
+        libp2p_metrics: platform::EventRecorder,
     ) -> Self {
         let policy = Backoff {
             initial: config.timing.reconnect_initial,
@@ -179,6 +188,9 @@ impl EventLoop {
             sends: HashMap::new(),
             in_flight: HashMap::new(),
             queues: HashMap::new(),
+            relays: HashSet::new(),
+            reservations: HashMap::new(),
+            next_reservation_check: now,
             find_queries: HashMap::new(),
             find_waiters: HashMap::new(),
             logged_reasons: HashSet::new(),
@@ -281,7 +293,7 @@ impl EventLoop {
                 continue;
             }
             let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
-            if let Err(e) = self.dial(opts, DialPurpose::Bootstrap(addr.clone())) {
+            if let Err(e) = self.dial(opts, DialPurpose::Bootstrap { addr: addr.clone(), reply: None }) {
                 tracing::debug!(%addr, "bootstrap dial not started: {e}");
                 self.bootstrap.dial_failed(&addr, now, random_u64());
             }
@@ -303,6 +315,13 @@ impl EventLoop {
                 .build();
             if self.dial(opts, DialPurpose::Reconnect(peer)).is_err() {
                 self.reconnect.dial_failed(&peer, now, random_u64());
+            }
+        }
+        if now >= self.next_reservation_check {
+            self.next_reservation_check = now + RESERVATION_RETRY;
+            let relays: Vec<PeerId> = self.relays.iter().copied().collect();
+            for relay in relays {
+                self.reserve(relay);
             }
         }
         if now >= self.next_discovery {
@@ -346,6 +365,45 @@ impl EventLoop {
         self.known_addrs.insert(peer, addrs);
     }
 
+    /// Our address of a peer over a direct (not relayed) connection, without
+    /// `/p2p/…`.
+    fn direct_addr(&self, peer: &PeerId) -> Option<Multiaddr> {
+        let state = self.peers.get(peer)?;
+        let addr = state.connections.values().find(|a| !is_relayed(a))?;
+        Some(addr.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect())
+    }
+
+    /// Takes a reservation on `relay` if this node wants one and has room.
+    fn reserve(&mut self, relay: PeerId) {
+        if !self.config.auto_relay
+            || self.reservations.contains_key(&relay)
+            || self.reservations.len() >= MAX_RESERVATIONS
+        {
+            return;
+        }
+        let Some(addr) = self.direct_addr(&relay) else { return };
+        let circuit = addr.with(Protocol::P2p(relay)).with(Protocol::P2pCircuit);
+        match self.swarm.listen_on(circuit.clone()) {
+            Ok(id) => {
+                tracing::debug!(%circuit, "asking for a relay reservation");
+                self.reservations.insert(relay, id);
+            }
+            Err(e) => tracing::debug!(%circuit, "cannot ask for a relay reservation: {e}"),
+        }
+    }
+
+    /// Addresses that reach `peer` through each relay we are connected to.
+    fn circuit_addrs(&self, peer: PeerId) -> Vec<Multiaddr> {
+        self.relays
+            .iter()
+            .filter(|relay| **relay != peer)
+            .filter_map(|relay| {
+                let addr = self.direct_addr(relay)?;
+                Some(addr.with(Protocol::P2p(*relay)).with(Protocol::P2pCircuit).with(Protocol::P2p(peer)))
+            })
+            .collect()
+    }
+
     // ---- swarm events -------------------------------------------------
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -375,6 +433,13 @@ impl EventLoop {
             }
             SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
                 self.listeners.retain(|id| *id != listener_id);
+                self.reservations.retain(|relay, id| {
+                    let keep = *id != listener_id;
+                    if !keep {
+                        tracing::info!(%relay, "relay reservation ended: {reason:?}");
+                    }
+                    keep
+                });
                 if let Some((addr, reply)) = self.listens.remove(&listener_id) {
                     let reason = match reason {
                         Ok(()) => "listener closed".to_owned(),
@@ -398,8 +463,11 @@ impl EventLoop {
                     Some(DialPurpose::User { reply, .. }) => {
                         let _ = reply.send(Ok(peer_id));
                     }
-                    Some(DialPurpose::Bootstrap(addr)) => {
+                    Some(DialPurpose::Bootstrap { addr, reply }) => {
                         self.bootstrap_peers.insert(peer_id, addr);
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Ok(peer_id));
+                        }
                     }
                     _ => {}
                 }
@@ -427,6 +495,10 @@ impl EventLoop {
                 }
                 if num_established == 0 {
                     self.peers.remove(&peer_id);
+                    self.relays.remove(&peer_id);
+                    if let Some(id) = self.reservations.remove(&peer_id) {
+                        self.swarm.remove_listener(id);
+                    }
                     self.metrics.set_peers(self.peers.len());
                     tracing::info!(peer = %peer_id, cause = ?cause.map(|c| c.to_string()), "peer disconnected");
                     let now = Instant::now();
@@ -444,9 +516,15 @@ impl EventLoop {
                     Some(DialPurpose::User { target, reply }) => {
                         let _ = reply.send(Err(MeshError::Dial { target, reason: error.to_string() }));
                     }
-                    Some(DialPurpose::Bootstrap(addr)) => {
+                    Some(DialPurpose::Bootstrap { addr, reply }) => {
                         tracing::debug!(%addr, "bootstrap dial failed: {error}");
                         self.bootstrap.dial_failed(&addr, now, random_u64());
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Err(MeshError::Dial {
+                                target: addr.to_string(),
+                                reason: error.to_string(),
+                            }));
+                        }
                     }
                     Some(DialPurpose::Reconnect(peer)) => {
                         tracing::debug!(%peer, "reconnect failed: {error}");
@@ -510,16 +588,14 @@ impl EventLoop {
                 other => tracing::debug!("relay client: {other:?}"),
             },
             BehaviourEvent::RelayServer(event) => {
-                self.libp2p_metrics.record(&event);
                 tracing::debug!("relay: {event:?}");
             }
             BehaviourEvent::Autonat(event) => {
-                if let libp2p::autonat::Event::StatusChanged { new, .. } = event {
-                    tracing::info!("reachability: {new:?}");
+                if let Some(status) = platform::autonat_status(event) {
+                    tracing::info!("reachability: {status}");
                 }
             }
             BehaviourEvent::Dcutr(event) => {
-                self.libp2p_metrics.record(&event);
                 tracing::debug!("dcutr: {event:?}");
             }
             BehaviourEvent::Limits(never) | BehaviourEvent::PeerLimit(never) => match never {},
@@ -646,6 +722,10 @@ impl EventLoop {
                 }
             }
             self.remember_addrs(peer_id, dialable);
+            if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) && self.peers.contains_key(&peer_id) {
+                self.relays.insert(peer_id);
+                self.reserve(peer_id);
+            }
         }
     }
 
@@ -732,6 +812,7 @@ impl EventLoop {
                 }
             },
             Command::Dial { addr, reply } => self.dial_user(addr, reply),
+            Command::Join { addr, reply } => self.join(addr, reply),
             Command::FindPeer { peer, reply } => self.find_peer(peer, reply),
             Command::Peers { reply } => {
                 let _ = reply.send(self.peer_infos());
@@ -789,6 +870,32 @@ impl EventLoop {
             }
             Err(e) => {
                 let _ = reply.send(Err(MeshError::Dial { target, reason: e.to_string() }));
+            }
+        }
+    }
+
+    /// Adds a bootstrap address (kept connected, redialled with backoff) and
+    /// dials it now; `reply` gets the outcome of this first dial.
+    fn join(&mut self, addr: Multiaddr, reply: oneshot::Sender<Result<PeerId, MeshError>>) {
+        if let Some(peer) = peer_of(&addr) {
+            self.bootstrap_peers.insert(peer, addr.clone());
+            if self.peers.contains_key(&peer) {
+                self.bootstrap.track_dialing(addr.clone(), true);
+                self.bootstrap.connected(&addr);
+                let _ = reply.send(Ok(peer));
+                return;
+            }
+        }
+        self.bootstrap.track_dialing(addr.clone(), true);
+        let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.dials.insert(id, DialPurpose::Bootstrap { addr, reply: Some(reply) });
+            }
+            Err(e) => {
+                self.bootstrap.dial_failed(&addr, Instant::now(), random_u64());
+                let _ = reply.send(Err(MeshError::Dial { target: addr.to_string(), reason: e.to_string() }));
             }
         }
     }
@@ -868,8 +975,16 @@ impl EventLoop {
         outbound: Outbound,
         reply: oneshot::Sender<Result<Delivery, MeshError>>,
     ) {
-        let request_id =
-            self.swarm.behaviour_mut().direct.send_request(&peer, DirectRequest::Frame(outbound.bytes));
+        let request = DirectRequest::Frame(outbound.bytes);
+        let request_id = if self.peers.contains_key(&peer) {
+            self.swarm.behaviour_mut().direct.send_request(&peer, request)
+        } else {
+            // Not connected: besides what discovery knows, try a circuit
+            // through every relay we are connected to (how browser pages,
+            // which cannot be dialled, reach each other).
+            let via = self.circuit_addrs(peer);
+            self.swarm.behaviour_mut().direct.send_request_with_addresses(&peer, request, via)
+        };
         *self.in_flight.entry(peer).or_default() += 1;
         self.metrics.message_out(Route::Direct);
         self.sends.insert(request_id, PendingSend { peer, id: outbound.id, started: Instant::now(), reply });
@@ -910,6 +1025,13 @@ impl EventLoop {
             .iter()
             .map(|(peer, state)| PeerInfo {
                 peer_id: peer.to_base58(),
+                transport: state
+                    .connections
+                    .values()
+                    .next()
+                    .map(crate::transport_name)
+                    .unwrap_or("other")
+                    .to_owned(),
                 connections: state
                     .connections
                     .values()

@@ -36,6 +36,7 @@ pub(crate) struct Outbound {
 pub(crate) enum Command {
     Listen { addr: Multiaddr, reply: oneshot::Sender<Result<Multiaddr, MeshError>> },
     Dial { addr: Multiaddr, reply: oneshot::Sender<Result<PeerId, MeshError>> },
+    Join { addr: Multiaddr, reply: oneshot::Sender<Result<PeerId, MeshError>> },
     FindPeer { peer: PeerId, reply: oneshot::Sender<Result<(), MeshError>> },
     Peers { reply: oneshot::Sender<Vec<PeerInfo>> },
     Status { reply: oneshot::Sender<Status> },
@@ -65,7 +66,7 @@ pub(crate) fn build(
             Ok(t) => transport = Some(t),
             Err(e) => transport_error = Some(e),
         }
-        libp2p_metrics = Some(libp2p::metrics::Metrics::new(registry));
+        libp2p_metrics = Some(platform::EventRecorder::new(registry));
     }));
     if let Some(e) = transport_error {
         return Err(e);

@@ -59,6 +59,16 @@ impl<K: Clone + Eq + Hash> Reconnector<K> {
         }
     }
 
+    /// Starts tracking `key` with a dial already under way (started by the
+    /// caller); its outcome is reported with `connected` or `dial_failed`.
+    pub(crate) fn track_dialing(&mut self, key: K, pinned: bool) {
+        let entry =
+            self.entries.entry(key).or_insert(Entry { attempt: 0, next_at: None, dialing: false, pinned });
+        entry.pinned |= pinned;
+        entry.next_at = None;
+        entry.dialing = true;
+    }
+
     /// The key is connected: nothing to do until it disconnects.
     pub(crate) fn connected(&mut self, key: &K) {
         if let Some(e) = self.entries.get_mut(key) {

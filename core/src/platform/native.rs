@@ -80,6 +80,59 @@ fn transports(
         .boxed())
 }
 
+/// Records libp2p's protocol events into the Prometheus registry (served at
+/// `/metrics` natively).
+pub(crate) struct EventRecorder(libp2p::metrics::Metrics);
+
+impl EventRecorder {
+    pub(crate) fn new(registry: &mut prometheus_client::registry::Registry) -> Self {
+        Self(libp2p::metrics::Metrics::new(registry))
+    }
+
+    pub(crate) fn record<E>(&self, event: &E)
+    where
+        libp2p::metrics::Metrics: libp2p::metrics::Recorder<E>,
+    {
+        libp2p::metrics::Recorder::record(&self.0, event)
+    }
+}
+
+/// Relay v2 server (native nodes relay for browsers).
+pub(crate) type RelayServer = libp2p::relay::Behaviour;
+/// AutoNAT (reachability probing).
+pub(crate) type Autonat = libp2p::autonat::Behaviour;
+/// DCUtR (hole punching through relayed connections).
+pub(crate) type Dcutr = libp2p::dcutr::Behaviour;
+
+pub(crate) fn relay_server(peer: PeerId) -> RelayServer {
+    libp2p::relay::Behaviour::new(
+        peer,
+        libp2p::relay::Config {
+            max_circuits: 64,
+            max_circuits_per_peer: 8,
+            max_circuit_duration: std::time::Duration::from_secs(3600),
+            max_circuit_bytes: 64 * 1024 * 1024,
+            ..Default::default()
+        },
+    )
+}
+
+pub(crate) fn autonat(peer: PeerId) -> Autonat {
+    libp2p::autonat::Behaviour::new(peer, libp2p::autonat::Config::default())
+}
+
+pub(crate) fn dcutr(peer: PeerId) -> Dcutr {
+    libp2p::dcutr::Behaviour::new(peer)
+}
+
+/// What an AutoNAT event says about our reachability, if anything.
+pub(crate) fn autonat_status(event: libp2p::autonat::Event) -> Option<String> {
+    match event {
+        libp2p::autonat::Event::StatusChanged { new, .. } => Some(format!("{new:?}")),
+        _ => None,
+    }
+}
+
 /// mDNS discovery of peers on the local network.
 pub(crate) type Mdns = mdns::tokio::Behaviour;
 

@@ -34,6 +34,40 @@ pub(crate) fn transport(
     Ok(ws.or_transport(webrtc).map(|either, _| either.into_inner()).boxed())
 }
 
+/// Browsers have no Prometheus endpoint: libp2p's protocol events are not
+/// recorded (byte counts still are, for `metrics()`).
+pub(crate) struct EventRecorder;
+
+impl EventRecorder {
+    pub(crate) fn new(_registry: &mut prometheus_client::registry::Registry) -> Self {
+        EventRecorder
+    }
+
+    pub(crate) fn record<E>(&self, _event: &E) {}
+}
+
+/// Browsers do not relay for others, probe reachability or punch holes:
+/// those protocols are not even compiled in.
+pub(crate) type RelayServer = dummy::Behaviour;
+pub(crate) type Autonat = dummy::Behaviour;
+pub(crate) type Dcutr = dummy::Behaviour;
+
+pub(crate) fn relay_server(_peer: PeerId) -> RelayServer {
+    dummy::Behaviour
+}
+
+pub(crate) fn autonat(_peer: PeerId) -> Autonat {
+    dummy::Behaviour
+}
+
+pub(crate) fn dcutr(_peer: PeerId) -> Dcutr {
+    dummy::Behaviour
+}
+
+pub(crate) fn autonat_status(event: std::convert::Infallible) -> Option<String> {
+    match event {}
+}
+
 /// There is no mDNS in a browser: a behaviour that does nothing.
 pub(crate) type Mdns = dummy::Behaviour;
 

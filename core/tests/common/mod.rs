@@ -27,6 +27,7 @@ pub fn fast_timing() -> Timing {
     Timing {
         gossip_heartbeat: Duration::from_millis(100),
         ping_interval: Duration::from_secs(1),
+        ping_timeout: Duration::from_secs(4),
         reconnect_initial: Duration::from_millis(100),
         reconnect_max: Duration::from_secs(1),
         reconnect_attempts: 30,
