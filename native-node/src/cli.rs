@@ -72,8 +72,11 @@ pub struct NodeArgs {
     #[arg(long)]
     pub api_port: Option<u16>,
     /// Do not start the HTTP API.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "www")]
     pub no_api: bool,
+    /// Serve this directory (the demo page) from the HTTP API, at `/`.
+    #[arg(long, value_name = "DIR")]
+    pub www: Option<PathBuf>,
     /// Most peers connected at once.
     #[arg(long, default_value_t = 50)]
     pub max_peers: usize,

@@ -1,7 +1,10 @@
 //! The local HTTP API, bound to loopback only: addresses for browsers to
 //! bootstrap from, status, peers, and Prometheus metrics.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::Path,
+};
 
 use anyhow::{Context, Result};
 use axum::{
@@ -23,12 +26,21 @@ fn unavailable(e: MeshError) -> (StatusCode, String) {
 #[derive(Serialize)]
 struct Addrs {
     peer_id: String,
+    /// Every listen address.
     addrs: Vec<String>,
+    /// The ones a browser can dial: WebSocket and WebRTC-direct.
+    browser_addrs: Vec<String>,
 }
 
 async fn addrs(State(mesh): State<MeshHandle>) -> ApiResult<Addrs> {
     let status = mesh.status().await.map_err(unavailable)?;
-    Ok(Json(Addrs { peer_id: status.peer_id, addrs: status.listen_addrs }))
+    let browser_addrs = status
+        .listen_addrs
+        .iter()
+        .filter(|a| !a.contains("/p2p-circuit") && (a.contains("/ws/") || a.contains("/webrtc-direct/")))
+        .cloned()
+        .collect();
+    Ok(Json(Addrs { peer_id: status.peer_id, addrs: status.listen_addrs, browser_addrs }))
 }
 
 async fn status(State(mesh): State<MeshHandle>) -> ApiResult<Status> {
@@ -46,15 +58,21 @@ async fn metrics(State(mesh): State<MeshHandle>) -> impl IntoResponse {
     )
 }
 
-/// Starts the API on `127.0.0.1:port` (0 picks a port); returns the bound
-/// address.
-pub async fn serve(mesh: MeshHandle, port: u16) -> Result<SocketAddr> {
-    let app = Router::new()
+/// Starts the API on `127.0.0.1:port` (0 picks a port), serving the files
+/// of `www` (if given) at `/`; returns the bound address.
+pub async fn serve(mesh: MeshHandle, port: u16, www: Option<&Path>) -> Result<SocketAddr> {
+    let mut app = Router::new()
         .route("/api/addrs", get(addrs))
         .route("/api/status", get(status))
         .route("/api/peers", get(peers))
         .route("/metrics", get(metrics))
         .with_state(mesh);
+    if let Some(dir) = www {
+        if !dir.join("index.html").is_file() {
+            anyhow::bail!("--www {}: no index.html there", dir.display());
+        }
+        app = app.fallback_service(tower_http::services::ServeDir::new(dir));
+    }
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port))
         .await
         .with_context(|| format!("cannot start the HTTP API on 127.0.0.1:{port}"))?;

@@ -10,9 +10,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // A headless node logs what it does; at the prompt only problems are
     // shown, so they do not drown the conversation. RUST_LOG overrides.
+    // The WebRTC stack (webrtc-rs) warns about routine things, such as the
+    // TLS extensions every Chromium offers in its DTLS handshake.
     let default = match cli.command {
-        Command::Node { .. } => "info",
-        _ => "warn",
+        Command::Node { .. } => "info,webrtc=error,webrtc_ice=error,webrtc_sctp=error,dtls=error,webrtc_mdns=error",
+        _ => "warn,webrtc=error,webrtc_ice=error,webrtc_sctp=error,dtls=error,webrtc_mdns=error",
     };
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default)))

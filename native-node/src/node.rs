@@ -189,8 +189,11 @@ async fn start(
     }
     let api = match args.ports(fixed_defaults).api {
         Some(port) => {
-            let addr = http::serve(mesh.clone(), port).await?;
+            let addr = http::serve(mesh.clone(), port, args.www.as_deref()).await?;
             println!("HTTP API on http://{addr}");
+            if args.www.is_some() {
+                println!("demo page on http://{addr}/");
+            }
             Some(format!("http://{addr}"))
         }
         None => None,

@@ -63,6 +63,11 @@ fn transports(
     let quic = quic::tokio::Transport::new(quic::Config::new(keypair))
         .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)));
 
+    // QUIC brings rustls' aws-lc-rs provider and WebRTC's DTLS brings ring;
+    // with both compiled in, rustls cannot pick a process default, which
+    // the DTLS handshake relies on. Choose ring (what DTLS is built with);
+    // an error means a provider is already installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let certificate = match &options.webrtc_certificate_pem {
         Some(pem) => libp2p_webrtc::tokio::Certificate::from_pem(pem)
             .map_err(|e| MeshError::Transport(format!("stored WebRTC certificate is unusable: {e}")))?,

@@ -55,8 +55,10 @@ pub(crate) struct PollDataChannel {
 ///
 /// The channel outlives us: its `close` event (and late `message`s) fire after the stream
 /// was dropped. Left attached, those events called freed closures ("closure invoked
-/// recursively or after being dropped"). Dropping also closes the channel, so the remote's
-/// side of the stream ends instead of lingering.
+/// recursively or after being dropped"). The channel itself is not closed here: the stream
+/// already told the remote (RESET), and the remote closes it; closing it from this side as
+/// well let the browser reuse the SCTP stream ID for a new channel while the remote was
+/// still tearing down the old one, garbling that new stream's negotiation.
 #[derive(Debug)]
 struct Callbacks {
     channel: RtcDataChannel,
@@ -72,12 +74,6 @@ impl Drop for Callbacks {
         self.channel.set_onbufferedamountlow(None);
         self.channel.set_onclose(None);
         self.channel.set_onmessage(None);
-        if matches!(
-            self.channel.ready_state(),
-            RtcDataChannelState::Connecting | RtcDataChannelState::Open
-        ) {
-            self.channel.close();
-        }
     }
 }
 
