@@ -97,6 +97,13 @@ pub struct MeshConfig {
     pub dcutr: bool,
     /// Discover peers on the local network with mDNS (native only).
     pub mdns: bool,
+    /// Join every topic a peer subscribes to (up to `hub_topics`), so that
+    /// peers that only know this node (browser pages) reach each other's
+    /// broadcasts through it. Messages on those topics are delivered as
+    /// events like any other.
+    pub gossip_hub: bool,
+    /// Most topics joined as a hub.
+    pub hub_topics: usize,
     /// Hold relay reservations on connected relay servers, so that peers
     /// that cannot dial us (browser pages) reach us at
     /// `<relay>/p2p-circuit/p2p/<id>`.
@@ -130,6 +137,8 @@ impl MeshConfig {
             dcutr: true,
             mdns: true,
             auto_relay: false,
+            gossip_hub: true,
+            hub_topics: 1024,
             limits: Limits::default(),
             timing: Timing::default(),
             direct_window: 64,
@@ -143,6 +152,7 @@ impl MeshConfig {
     pub fn client(identity: Identity) -> Self {
         Self {
             auto_relay: true,
+            gossip_hub: false,
             relay_server: false,
             kad_server: false,
             autonat: false,
@@ -299,8 +309,10 @@ pub struct Status {
     pub connected_peers: usize,
     /// Most peers allowed.
     pub max_peers: usize,
-    /// Subscribed topics.
+    /// Topics subscribed to (their messages are delivered).
     pub topics: Vec<String>,
+    /// Topics relayed for peers as a gossip hub (not delivered).
+    pub hub_topics: Vec<String>,
     /// Whether this node answers DHT queries.
     pub dht_server: bool,
     /// Whether this node relays for others.

@@ -231,3 +231,56 @@ async fn light_clients_reach_each_other_through_a_relay() {
     let to_b = peers.iter().find(|p| p.peer_id == b.peer_id().to_base58()).expect("connected to b now");
     assert_eq!(to_b.transport, "relay");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_relays_broadcasts_between_clients_as_a_gossip_hub() {
+    let hub =
+        TestNode::start(memory_config(Identity::generate().unwrap(), vec![]), "/memory/0".parse().unwrap())
+            .await;
+    let client = || async {
+        let config = infermesh_core::MeshConfig {
+            transport: infermesh_core::TransportConfig::Memory,
+            timing: fast_timing(),
+            auto_relay: false,
+            ..infermesh_core::MeshConfig::client(Identity::generate().unwrap())
+        };
+        let node = TestNode::start(config, "/memory/0".parse().unwrap()).await;
+        node.mesh.join(hub.addr.clone()).await.unwrap();
+        node
+    };
+    let (a, b) = (client().await, client().await);
+    b.mesh.subscribe("chat").await.unwrap();
+    a.mesh.subscribe("chat").await.unwrap();
+    wait_until(DEADLINE, "the hub joins the topic", || async {
+        hub.mesh.status().await.unwrap().hub_topics == vec!["chat".to_owned()]
+    })
+    .await;
+    // Subscriptions travel on their own: wait until the hub knows both
+    // subscribers (and a knows the hub) before publishing.
+    wait_until(DEADLINE, "the hub sees both subscribers, a sees the hub", || async {
+        let at_hub = hub.mesh.topic_peers("chat").await.unwrap();
+        at_hub.contains(&a.peer_id())
+            && at_hub.contains(&b.peer_id())
+            && a.mesh.topic_peers("chat").await.unwrap().contains(&hub.peer_id())
+    })
+    .await;
+    let sent = a.mesh.publish_text("chat", "hello b").await.unwrap();
+    let Sent::Broadcast { id, .. } = sent else { panic!("broadcast") };
+    wait_until(DEADLINE, "b receives through the hub", || async { b.received(|m| m.envelope.id == id) == 1 })
+        .await;
+    assert!(!a.connected_to(&b.peer_id()).await, "only through the hub");
+    // The hub relays but does not deliver to its own user, and its user's
+    // topics are not changed by it.
+    assert_eq!(hub.received(|_| true), 0);
+    assert_eq!(hub.mesh.metrics().messages_in, 1, "relayed messages count as received");
+    assert!(hub.mesh.status().await.unwrap().topics.is_empty());
+    assert!(hub.mesh.subscribe("chat").await.unwrap(), "the hub's user joins for the first time");
+    // Everyone leaves: the hub stops relaying the topic.
+    assert!(hub.mesh.unsubscribe("chat").await.unwrap());
+    a.mesh.unsubscribe("chat").await.unwrap();
+    b.mesh.unsubscribe("chat").await.unwrap();
+    wait_until(DEADLINE, "the hub leaves the unused topic", || async {
+        hub.mesh.status().await.unwrap().hub_topics.is_empty()
+    })
+    .await;
+}

@@ -13,7 +13,9 @@ fn main() -> ExitCode {
     // The WebRTC stack (webrtc-rs) warns about routine things, such as the
     // TLS extensions every Chromium offers in its DTLS handshake.
     let default = match cli.command {
-        Command::Node { .. } => "info,webrtc=error,webrtc_ice=error,webrtc_sctp=error,dtls=error,webrtc_mdns=error",
+        Command::Node { .. } => {
+            "info,webrtc=error,webrtc_ice=error,webrtc_sctp=error,dtls=error,webrtc_mdns=error"
+        }
         _ => "warn,webrtc=error,webrtc_ice=error,webrtc_sctp=error,dtls=error,webrtc_mdns=error",
     };
     tracing_subscriber::fmt()

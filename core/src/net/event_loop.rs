@@ -112,6 +112,11 @@ pub struct EventLoop {
     in_flight: HashMap<PeerId, usize>,
     queues: HashMap<PeerId, PriorityQueue<QueuedSend>>,
 
+    /// Topics this node's user subscribed to (their messages are delivered).
+    user_topics: HashSet<String>,
+    /// Topics joined only to relay for peers (gossip hub).
+    hub_topics: HashSet<String>,
+
     /// Connected peers that offer relay v2 circuits.
     relays: HashSet<PeerId>,
     /// Our reservations, by relay.
@@ -188,6 +193,8 @@ impl EventLoop {
             sends: HashMap::new(),
             in_flight: HashMap::new(),
             queues: HashMap::new(),
+            user_topics: HashSet::new(),
+            hub_topics: HashSet::new(),
             relays: HashSet::new(),
             reservations: HashMap::new(),
             next_reservation_check: now,
@@ -259,9 +266,8 @@ impl EventLoop {
         }
     }
 
+    /// Hands a validated message to the application.
     fn deliver(&mut self, message: InboundMessage) {
-        let route = if message.via == Via::Direct { Route::Direct } else { Route::Gossip };
-        self.metrics.message_in(route);
         if let Err(mpsc::error::TrySendError::Full(_)) = self.events.try_send(MeshEvent::Message(message)) {
             self.count_rejection(
                 None,
@@ -496,6 +502,9 @@ impl EventLoop {
                 if num_established == 0 {
                     self.peers.remove(&peer_id);
                     self.relays.remove(&peer_id);
+                    for topic in self.hub_topics.clone() {
+                        self.leave_hub_topic_if_unused(&topic);
+                    }
                     if let Some(id) = self.reservations.remove(&peer_id) {
                         self.swarm.remove_listener(id);
                     }
@@ -603,6 +612,20 @@ impl EventLoop {
     }
 
     fn on_gossipsub(&mut self, event: gossipsub::Event) {
+        match &event {
+            gossipsub::Event::Subscribed { peer_id, topic } if self.config.gossip_hub => {
+                let topic = topic.as_str();
+                let joined = self.user_topics.contains(topic) || self.hub_topics.contains(topic);
+                if !joined && self.hub_topics.len() < self.config.hub_topics {
+                    tracing::debug!(peer = %peer_id, %topic, "joining topic as a hub");
+                    if self.join_topic(topic).is_ok() {
+                        self.hub_topics.insert(topic.to_owned());
+                    }
+                }
+            }
+            gossipsub::Event::Unsubscribed { topic, .. } => self.leave_hub_topic_if_unused(topic.as_str()),
+            _ => {}
+        }
         if let gossipsub::Event::Message { propagation_source, message_id, message } = event {
             let topic = message.topic.as_str().to_owned();
             let now = platform::now_ms();
@@ -614,8 +637,12 @@ impl EventLoop {
             };
             let acceptance = match result {
                 Ok(envelope) => {
+                    self.metrics.message_in(Route::Gossip);
                     let sender = message.source.expect("validated messages are signed");
-                    self.deliver(InboundMessage { envelope, sender, via: Via::Topic(topic) });
+                    // Hub topics are relayed, not delivered.
+                    if self.user_topics.contains(&topic) {
+                        self.deliver(InboundMessage { envelope, sender, via: Via::Topic(topic) });
+                    }
                     gossipsub::MessageAcceptance::Accept
                 }
                 Err(rejection) => {
@@ -653,6 +680,7 @@ impl EventLoop {
                     };
                     let ack = match outcome {
                         Ok(envelope) => {
+                            self.metrics.message_in(Route::Direct);
                             let id = envelope.id.clone();
                             self.deliver(InboundMessage { envelope, sender: peer, via: Via::Direct });
                             Ack { id, rejected: None }
@@ -824,8 +852,16 @@ impl EventLoop {
                 let _ = reply.send(self.subscribe(topic));
             }
             Command::Unsubscribe { topic, reply } => {
-                let topic = gossipsub::IdentTopic::new(topic);
-                let _ = reply.send(self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic));
+                let was = self.user_topics.remove(&topic);
+                if was {
+                    if self.config.gossip_hub && self.topic_has_peers(&topic) {
+                        // Peers still use it: keep relaying it.
+                        self.hub_topics.insert(topic);
+                    } else {
+                        self.swarm.behaviour_mut().gossipsub.unsubscribe(&gossipsub::IdentTopic::new(topic));
+                    }
+                }
+                let _ = reply.send(was);
             }
             Command::TopicPeers { topic, reply } => {
                 let hash = gossipsub::IdentTopic::new(topic).hash();
@@ -915,6 +951,7 @@ impl EventLoop {
         self.find_queries.insert(query, peer);
     }
 
+    /// The user subscribes: messages on `topic` are delivered from now on.
     fn subscribe(&mut self, topic: String) -> Result<bool, MeshError> {
         if topic.is_empty() || topic.len() > MAX_TOPIC_LEN {
             return Err(MeshError::Subscribe {
@@ -922,14 +959,40 @@ impl EventLoop {
                 reason: format!("topic names are 1-{MAX_TOPIC_LEN} bytes"),
             });
         }
-        let ident = gossipsub::IdentTopic::new(topic.clone());
+        if self.user_topics.contains(&topic) {
+            return Ok(false);
+        }
+        if !self.hub_topics.remove(&topic) {
+            self.join_topic(&topic)?;
+        }
+        self.user_topics.insert(topic);
+        Ok(true)
+    }
+
+    /// Subscribes in gossipsub, with our topic scoring.
+    fn join_topic(&mut self, topic: &str) -> Result<(), MeshError> {
+        let ident = gossipsub::IdentTopic::new(topic);
         let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
-        let fresh =
-            gossipsub.subscribe(&ident).map_err(|e| MeshError::Subscribe { topic, reason: e.to_string() })?;
-        if fresh && let Err(e) = gossipsub.set_topic_params(ident, behaviour::topic_score_params()) {
+        gossipsub
+            .subscribe(&ident)
+            .map_err(|e| MeshError::Subscribe { topic: topic.to_owned(), reason: e.to_string() })?;
+        if let Err(e) = gossipsub.set_topic_params(ident, behaviour::topic_score_params()) {
             tracing::warn!("topic scoring not set: {e}");
         }
-        Ok(fresh)
+        Ok(())
+    }
+
+    fn topic_has_peers(&self, topic: &str) -> bool {
+        let hash = gossipsub::IdentTopic::new(topic).hash();
+        self.swarm.behaviour().gossipsub.all_peers().any(|(_, topics)| topics.contains(&&hash))
+    }
+
+    /// Leaves a hub topic nobody uses any more.
+    fn leave_hub_topic_if_unused(&mut self, topic: &str) {
+        if self.hub_topics.contains(topic) && !self.topic_has_peers(topic) {
+            self.hub_topics.remove(topic);
+            self.swarm.behaviour_mut().gossipsub.unsubscribe(&gossipsub::IdentTopic::new(topic));
+        }
     }
 
     fn publish(&mut self, topic: String, outbound: Outbound) -> Result<(), MeshError> {
@@ -1048,14 +1111,22 @@ impl EventLoop {
     }
 
     fn status(&self) -> Status {
-        let behaviour = self.swarm.behaviour();
         Status {
             peer_id: self.local_id.clone(),
             listen_addrs: self.listen_addrs.iter().map(|a| a.to_string()).collect(),
             external_addrs: self.swarm.external_addresses().map(|a| a.to_string()).collect(),
             connected_peers: self.peers.len(),
             max_peers: self.config.max_peers,
-            topics: behaviour.gossipsub.topics().map(|t| t.to_string()).collect(),
+            topics: {
+                let mut topics: Vec<String> = self.user_topics.iter().cloned().collect();
+                topics.sort();
+                topics
+            },
+            hub_topics: {
+                let mut topics: Vec<String> = self.hub_topics.iter().cloned().collect();
+                topics.sort();
+                topics
+            },
             dht_server: self.config.kad_server,
             relay_server: self.config.relay_server,
             metrics: self.metrics.snapshot(),
