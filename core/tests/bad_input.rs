@@ -284,7 +284,7 @@ async fn bad_direct_messages_are_rejected_with_their_reason() {
     }
     assert_eq!(node.mesh.metrics().messages_dropped, 8);
     // Only the good one was delivered.
-    assert_eq!(node.received(|_| true), 1);
+    node.expect_received(1, "only the good message is delivered", |_| true).await;
     assert_eq!(node.received(|m| m.envelope.id == good.id), 1);
 }
 
@@ -393,5 +393,5 @@ async fn garbage_on_every_protocol_does_not_take_the_node_down() {
     };
     let good = envelope(&raw.id, &node.peer_id().to_base58());
     assert_eq!(raw.direct(node.peer_id(), framed(&good.encode())).await, None);
-    assert_eq!(node.received(|_| true), 2);
+    node.expect_received(2, "both messages after the garbage are delivered", |_| true).await;
 }

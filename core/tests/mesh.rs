@@ -65,6 +65,7 @@ async fn direct_messages_round_trip_with_acknowledgements() {
         panic!("a node ID means a direct message")
     };
     assert!(delivery.rtt > Duration::ZERO);
+    b.expect_received(1, "b gets the direct message", |m| m.envelope.id == delivery.id).await;
     let got = b.inbox.lock().unwrap().iter().find(|m| m.envelope.id == delivery.id).cloned();
     let got = got.expect("acknowledged means delivered to the receiver's event stream");
     assert_eq!(got.via, Via::Direct);
@@ -75,7 +76,7 @@ async fn direct_messages_round_trip_with_acknowledgements() {
     let reply =
         Envelope::new(MsgType::Response, a.peer_id().to_base58(), 9, 30).with_payload(b"pong".to_vec());
     assert!(matches!(b.mesh.send(reply.clone()).await.unwrap(), Sent::Direct(_)));
-    assert_eq!(a.received(|m| m.envelope.id == reply.id && m.sender == b.peer_id()), 1);
+    a.expect_received(1, "a gets the reply", |m| m.envelope.id == reply.id && m.sender == b.peer_id()).await;
 
     // Many at once: more than the in-flight window, all acknowledged.
     let to = b.peer_id();
@@ -85,7 +86,10 @@ async fn direct_messages_round_trip_with_acknowledgements() {
     });
     let results = futures::future::join_all(sends).await;
     assert!(results.iter().all(|r| r.is_ok()), "{:?}", results.iter().find(|r| r.is_err()));
-    assert_eq!(b.received(|m| m.envelope.content.as_deref().is_some_and(|c| c.starts_with("burst "))), 200);
+    b.expect_received(200, "the burst", |m| {
+        m.envelope.content.as_deref().is_some_and(|c| c.starts_with("burst "))
+    })
+    .await;
 
     // A node nobody knows cannot be reached, and the error says so.
     let stranger = Identity::generate().unwrap().peer_id();
@@ -226,7 +230,10 @@ async fn light_clients_reach_each_other_through_a_relay() {
     let Sent::Direct(delivery) = a.mesh.send_text(b.peer_id(), "through the relay").await.unwrap() else {
         panic!("direct")
     };
-    assert_eq!(b.received(|m| m.envelope.id == delivery.id && m.sender == a.peer_id()), 1);
+    b.expect_received(1, "b gets it through the relay", |m| {
+        m.envelope.id == delivery.id && m.sender == a.peer_id()
+    })
+    .await;
     let peers = a.mesh.peers().await.unwrap();
     let to_b = peers.iter().find(|p| p.peer_id == b.peer_id().to_base58()).expect("connected to b now");
     assert_eq!(to_b.transport, "relay");

@@ -83,6 +83,14 @@ impl TestNode {
     pub fn received(&self, pred: impl Fn(&InboundMessage) -> bool) -> usize {
         self.inbox.lock().unwrap().iter().filter(|m| pred(m)).count()
     }
+
+    /// Waits until `expected` received messages match `pred` (events reach
+    /// the inbox shortly after their acknowledgement), then checks there
+    /// are not more.
+    pub async fn expect_received(&self, expected: usize, what: &str, pred: impl Fn(&InboundMessage) -> bool) {
+        wait_until(Duration::from_secs(20), what, || async { self.received(&pred) >= expected }).await;
+        assert_eq!(self.received(&pred), expected, "{what}: exactly {expected}");
+    }
 }
 
 /// Waits until `check` returns true, polling every 20 ms; panics with
