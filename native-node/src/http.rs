@@ -1,5 +1,5 @@
 //! The local HTTP API, bound to loopback only: addresses for browsers to
-//! bootstrap from, status, peers, and Prometheus metrics.
+//! bootstrap from, status, peers, topic subscribers, and Prometheus metrics.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context, Result};
 use axum::{
     Json, Router,
-    extract::State,
+    extract::{Path as UrlPath, State},
     http::{StatusCode, header},
     response::IntoResponse,
     routing::get,
@@ -51,6 +51,15 @@ async fn peers(State(mesh): State<MeshHandle>) -> ApiResult<Vec<PeerInfo>> {
     mesh.peers().await.map(Json).map_err(unavailable)
 }
 
+/// The peers known to be subscribed to a topic.
+async fn topic_peers(
+    State(mesh): State<MeshHandle>,
+    UrlPath(topic): UrlPath<String>,
+) -> ApiResult<Vec<String>> {
+    let peers = mesh.topic_peers(&topic).await.map_err(unavailable)?;
+    Ok(Json(peers.iter().map(ToString::to_string).collect()))
+}
+
 async fn metrics(State(mesh): State<MeshHandle>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
@@ -65,6 +74,7 @@ pub async fn serve(mesh: MeshHandle, port: u16, www: Option<&Path>) -> Result<So
         .route("/api/addrs", get(addrs))
         .route("/api/status", get(status))
         .route("/api/peers", get(peers))
+        .route("/api/topics/{topic}/peers", get(topic_peers))
         .route("/metrics", get(metrics))
         .with_state(mesh);
     if let Some(dir) = www {

@@ -46,12 +46,19 @@ const MAX_KNOWN_PEERS: usize = 4096;
 const MAX_TOPIC_LEN: usize = 256;
 /// Most relay reservations a light node holds at once.
 const MAX_RESERVATIONS: usize = 2;
+/// A connection this young may not have told us its subscriptions yet.
+const NEW_CONNECTION: Duration = Duration::from_secs(3);
+/// How long a publish waits for subscribers from new connections.
+const PUBLISH_GRACE: Duration = Duration::from_secs(2);
 /// How often missing relay reservations are retried.
 const RESERVATION_RETRY: Duration = Duration::from_secs(5);
 
-#[derive(Default)]
 struct PeerState {
+    since: Instant,
     connections: HashMap<ConnectionId, Multiaddr>,
+    /// Per connection: when a ping was last answered, or `None` if the peer
+    /// does not speak ping (then liveness is not checked).
+    alive: HashMap<ConnectionId, Option<Instant>>,
     rtt: Option<Duration>,
     agent: Option<String>,
 }
@@ -63,6 +70,26 @@ enum DialPurpose {
     Reconnect(PeerId),
     Discovery,
     Find(PeerId),
+}
+
+impl Default for PeerState {
+    fn default() -> Self {
+        Self {
+            since: Instant::now(),
+            connections: HashMap::new(),
+            alive: HashMap::new(),
+            rtt: None,
+            agent: None,
+        }
+    }
+}
+
+/// A publish waiting for subscriptions to arrive from new connections.
+struct PendingPublish {
+    topic: String,
+    outbound: Outbound,
+    reply: oneshot::Sender<Result<(), MeshError>>,
+    deadline: Instant,
 }
 
 struct PendingSend {
@@ -112,6 +139,7 @@ pub struct EventLoop {
     in_flight: HashMap<PeerId, usize>,
     queues: HashMap<PeerId, PriorityQueue<QueuedSend>>,
 
+    pending_publishes: Vec<PendingPublish>,
     /// Topics this node's user subscribed to (their messages are delivered).
     user_topics: HashSet<String>,
     /// Topics joined only to relay for peers (gossip hub).
@@ -193,6 +221,7 @@ impl EventLoop {
             sends: HashMap::new(),
             in_flight: HashMap::new(),
             queues: HashMap::new(),
+            pending_publishes: Vec::new(),
             user_topics: HashSet::new(),
             hub_topics: HashSet::new(),
             relays: HashSet::new(),
@@ -323,6 +352,10 @@ impl EventLoop {
                 self.reconnect.dial_failed(&peer, now, random_u64());
             }
         }
+        if !self.pending_publishes.is_empty() {
+            self.retry_publishes(now);
+        }
+        self.close_silent_connections(now);
         if now >= self.next_reservation_check {
             self.next_reservation_check = now + RESERVATION_RETRY;
             let relays: Vec<PeerId> = self.relays.iter().copied().collect();
@@ -464,7 +497,9 @@ impl EventLoop {
                 peer_id, connection_id, endpoint, num_established, ..
             } => {
                 let address = endpoint.get_remote_address().clone();
-                self.peers.entry(peer_id).or_default().connections.insert(connection_id, address.clone());
+                let state = self.peers.entry(peer_id).or_default();
+                state.connections.insert(connection_id, address.clone());
+                state.alive.insert(connection_id, Some(Instant::now()));
                 match self.dials.remove(&connection_id) {
                     Some(DialPurpose::User { reply, .. }) => {
                         let _ = reply.send(Ok(peer_id));
@@ -498,6 +533,7 @@ impl EventLoop {
             SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, cause, .. } => {
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.connections.remove(&connection_id);
+                    state.alive.remove(&connection_id);
                 }
                 if num_established == 0 {
                     self.peers.remove(&peer_id);
@@ -625,6 +661,9 @@ impl EventLoop {
             }
             gossipsub::Event::Unsubscribed { topic, .. } => self.leave_hub_topic_if_unused(topic.as_str()),
             _ => {}
+        }
+        if matches!(event, gossipsub::Event::Subscribed { .. }) && !self.pending_publishes.is_empty() {
+            self.retry_publishes(Instant::now());
         }
         if let gossipsub::Event::Message { propagation_source, message_id, message } = event {
             let topic = message.topic.as_str().to_owned();
@@ -802,22 +841,44 @@ impl EventLoop {
     }
 
     fn on_ping(&mut self, event: ping::Event) {
+        let Some(state) = self.peers.get_mut(&event.peer) else { return };
         match event.result {
             Ok(rtt) => {
-                if let Some(state) = self.peers.get_mut(&event.peer) {
-                    state.rtt = Some(rtt);
-                }
+                state.rtt = Some(rtt);
+                state.alive.insert(event.connection, Some(Instant::now()));
             }
             Err(ping::Failure::Unsupported) => {
                 tracing::debug!(peer = %event.peer, "peer does not support ping");
+                state.alive.insert(event.connection, None);
             }
             Err(e) => {
-                // A connection that stops answering pings is dead (a closed
-                // browser tab on WebRTC-direct never says goodbye): close it
-                // so the peer is dropped promptly.
                 tracing::debug!(peer = %event.peer, "ping failed ({e}); closing connection");
                 self.swarm.close_connection(event.connection);
             }
+        }
+    }
+
+    /// Closes connections whose pings stopped being answered. libp2p's ping
+    /// forgives one failure and then waits for a new stream's negotiation to
+    /// time out, so a peer that vanished (a closed browser tab on
+    /// WebRTC-direct never says goodbye) would linger for ~20 s.
+    fn close_silent_connections(&mut self, now: Instant) {
+        let timing = &self.config.timing;
+        let limit = timing.ping_interval + timing.ping_timeout;
+        let mut silent = Vec::new();
+        for (peer, state) in &self.peers {
+            for (connection, alive) in &state.alive {
+                if alive.is_some_and(|at| now.duration_since(at) > limit) {
+                    silent.push((*peer, *connection));
+                }
+            }
+        }
+        for (peer, connection) in silent {
+            tracing::debug!(%peer, "no ping answered for {limit:?}; closing connection");
+            if let Some(state) = self.peers.get_mut(&peer) {
+                state.alive.insert(connection, None);
+            }
+            self.swarm.close_connection(connection);
         }
     }
 
@@ -876,7 +937,23 @@ impl EventLoop {
                 let _ = reply.send(peers);
             }
             Command::Publish { topic, outbound, reply } => {
-                let _ = reply.send(self.publish(topic, outbound));
+                let now = Instant::now();
+                let fresh = self.peers.values().any(|p| now.duration_since(p.since) < NEW_CONNECTION);
+                match self.publish(&topic, &outbound) {
+                    // Just connected: the peers' subscriptions may still be on
+                    // their way. Try again as they arrive, for a little while.
+                    Err(MeshError::NoSubscribers(_)) if fresh => {
+                        self.pending_publishes.push(PendingPublish {
+                            topic,
+                            outbound,
+                            reply,
+                            deadline: now + PUBLISH_GRACE,
+                        });
+                    }
+                    result => {
+                        let _ = reply.send(result);
+                    }
+                }
             }
             Command::SendDirect { peer, outbound, reply } => self.send_direct(peer, outbound, reply),
             Command::Shutdown { reply } => {
@@ -995,9 +1072,24 @@ impl EventLoop {
         }
     }
 
-    fn publish(&mut self, topic: String, outbound: Outbound) -> Result<(), MeshError> {
-        let ident = gossipsub::IdentTopic::new(topic.clone());
-        match self.swarm.behaviour_mut().gossipsub.publish(ident, outbound.bytes) {
+    /// Retries publishes that were waiting for subscribers.
+    fn retry_publishes(&mut self, now: Instant) {
+        for pending in std::mem::take(&mut self.pending_publishes) {
+            match self.publish(&pending.topic, &pending.outbound) {
+                Err(MeshError::NoSubscribers(_)) if now < pending.deadline => {
+                    self.pending_publishes.push(pending)
+                }
+                result => {
+                    let _ = pending.reply.send(result);
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self, topic: &str, outbound: &Outbound) -> Result<(), MeshError> {
+        let ident = gossipsub::IdentTopic::new(topic);
+        let topic = topic.to_owned();
+        match self.swarm.behaviour_mut().gossipsub.publish(ident, outbound.bytes.clone()) {
             Ok(_) => {
                 self.metrics.message_out(Route::Gossip);
                 Ok(())

@@ -33,51 +33,19 @@ pub struct Connection {
 
     /// Whether the connection is closed
     closed: bool,
-    /// An [`mpsc::channel`] for all inbound data channels.
-    ///
-    /// Because the browser's WebRTC API is event-based, we need to use a channel to obtain all
-    /// inbound data channels.
-    inbound_data_channels: SendWrapper<mpsc::Receiver<RtcDataChannel>>,
     /// A list of futures, which, once completed, signal that a [`Stream`] has been dropped.
     drop_listeners: FuturesUnordered<DropListener>,
     no_drop_listeners_waker: Option<Waker>,
-
-    _ondatachannel_closure: SendWrapper<Closure<dyn FnMut(RtcDataChannelEvent)>>,
 }
 
 impl Connection {
     /// Create a new inner WebRTC Connection
     pub(crate) fn new(peer_connection: RtcPeerConnection) -> Self {
-        // An ondatachannel Future enables us to poll for incoming data channel events in
-        // poll_incoming
-        //
-        // PATCH (infermesh): the remote opens one data channel per stream, and a node opens
-        // identify, gossipsub, kad, ping, … at once right after connecting. The queue used to
-        // hold 4; overflowing channels were dropped without being closed, so the remote waited
-        // for a protocol negotiation that never came. Hold more, and close what does not fit
-        // so that the remote sees the stream fail at once.
-        let (mut tx_ondatachannel, rx_ondatachannel) = mpsc::channel(MAX_PENDING_INBOUND_CHANNELS);
-
-        let ondatachannel_closure = Closure::new(move |ev: RtcDataChannelEvent| {
-            tracing::trace!("New data channel");
-
-            if let Err(e) = tx_ondatachannel.try_send(ev.channel()) {
-                let channel = e.into_inner();
-                tracing::warn!("Cannot take another inbound data channel now; closing it");
-                channel.close();
-            }
-        });
-        peer_connection
-            .inner
-            .set_ondatachannel(Some(ondatachannel_closure.as_ref().unchecked_ref()));
-
         Self {
             inner: SendWrapper::new(peer_connection),
             closed: false,
             drop_listeners: FuturesUnordered::default(),
             no_drop_listeners_waker: None,
-            inbound_data_channels: SendWrapper::new(rx_ondatachannel),
-            _ondatachannel_closure: SendWrapper::new(ondatachannel_closure),
         }
     }
 
@@ -107,8 +75,6 @@ impl Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.close_connection();
-        // PATCH (infermesh): detach the callback before it is freed with `self`.
-        self.inner.inner.set_ondatachannel(None);
     }
 }
 
@@ -122,7 +88,7 @@ impl StreamMuxer for Connection {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::Substream, Self::Error>> {
-        match ready!(self.inbound_data_channels.poll_next_unpin(cx)) {
+        match ready!(self.inner.inbound_data_channels.poll_next_unpin(cx)) {
             Some(data_channel) => {
                 let stream = self.new_stream_from_data_channel(data_channel);
 
@@ -181,6 +147,25 @@ impl StreamMuxer for Connection {
 
 pub(crate) struct RtcPeerConnection {
     inner: web_sys::RtcPeerConnection,
+    /// An [`mpsc::channel`] for all inbound data channels.
+    ///
+    /// Because the browser's WebRTC API is event-based, we need to use a channel to obtain all
+    /// inbound data channels.
+    ///
+    /// PATCH (infermesh): installed when the peer connection is created, not once the Noise
+    /// handshake is done. The browser is the Noise responder, so the remote finishes the
+    /// handshake first and at once opens its streams; a `datachannel` event that fired before
+    /// the listener existed was lost for good (node → page gossip and pings silently dead on
+    /// some connections).
+    inbound_data_channels: mpsc::Receiver<RtcDataChannel>,
+    _ondatachannel_closure: Closure<dyn FnMut(RtcDataChannelEvent)>,
+}
+
+impl Drop for RtcPeerConnection {
+    fn drop(&mut self) {
+        // PATCH (infermesh): detach the callback before it is freed with `self`.
+        self.inner.set_ondatachannel(None);
+    }
 }
 
 impl RtcPeerConnection {
@@ -204,7 +189,28 @@ impl RtcPeerConnection {
 
         let inner = web_sys::RtcPeerConnection::new_with_configuration(&config)?;
 
-        Ok(Self { inner })
+        // PATCH (infermesh): the remote opens one data channel per stream, and a node opens
+        // identify, gossipsub, kad, ping, … at once right after connecting. The queue used to
+        // hold 4; overflowing channels were dropped without being closed, so the remote waited
+        // for a protocol negotiation that never came. Hold more, and close what does not fit
+        // so that the remote sees the stream fail at once.
+        let (mut tx_ondatachannel, rx_ondatachannel) = mpsc::channel(MAX_PENDING_INBOUND_CHANNELS);
+        let ondatachannel_closure = Closure::new(move |ev: RtcDataChannelEvent| {
+            tracing::trace!("New data channel");
+
+            if let Err(e) = tx_ondatachannel.try_send(ev.channel()) {
+                let channel = e.into_inner();
+                tracing::warn!("Cannot take another inbound data channel now; closing it");
+                channel.close();
+            }
+        });
+        inner.set_ondatachannel(Some(ondatachannel_closure.as_ref().unchecked_ref()));
+
+        Ok(Self {
+            inner,
+            inbound_data_channels: rx_ondatachannel,
+            _ondatachannel_closure: ondatachannel_closure,
+        })
     }
 
     /// Creates the stream for the initial noise handshake.
