@@ -23,6 +23,10 @@
 //! # Ok(()) }
 //! ```
 
+// Unit tests also run in headless Chromium, not in Node.
+#[cfg(all(test, target_arch = "wasm32"))]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
 mod identity;
 mod mesh;
 pub mod messaging;

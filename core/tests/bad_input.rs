@@ -3,6 +3,8 @@
 //! envelopes over gossip and direct messages, and raw garbage on every
 //! protocol the node speaks. Each rejection must be counted by reason,
 //! nothing bad may be delivered, and the node must keep working.
+// Native only: these run swarms on tokio (the unit tests cover the browser).
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! Several nodes in one process over the memory transport: discovery from
 //! one bootstrap address, broadcast, direct messages with acknowledgements,
 //! healing after a restart, and `max_peers`.
+// Native only: these run swarms on tokio (the unit tests cover the browser).
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 

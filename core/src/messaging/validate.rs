@@ -290,6 +290,10 @@ impl Validator {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[cfg(not(target_arch = "wasm32"))]
     use proptest::prelude::*;
 
     use super::*;
@@ -388,6 +392,8 @@ mod tests {
         assert!(v.seen_len() <= 3);
     }
 
+    // Property tests run natively (proptest does not build for the browser).
+    #[cfg(not(target_arch = "wasm32"))]
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {

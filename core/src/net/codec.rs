@@ -115,6 +115,9 @@ impl request_response::Codec for DirectCodec {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
     use futures::{executor::block_on, io::Cursor};
     use libp2p::request_response::Codec as _;
 

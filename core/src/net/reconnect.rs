@@ -131,6 +131,9 @@ impl<K: Clone + Eq + Hash> Reconnector<K> {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
     use super::*;
 
     fn policy() -> Backoff {
