@@ -32,6 +32,21 @@ pub(crate) fn init_options(value: JsValue) -> Result<InitOptions, JsValue> {
     if value.is_undefined() || value.is_null() {
         return Ok(InitOptions::default());
     }
+    if !value.is_object() {
+        return Err(js_error("invalid initialize() options: expected an object"));
+    }
+    // serde-wasm-bindgen reads only the fields it knows, so a misspelt
+    // option would pass silently: refuse it here.
+    const KNOWN: [&str; 4] = ["bootstrap_peers", "max_peers", "quantum_resistant", "private_key"];
+    for key in js_sys::Object::keys(value.unchecked_ref()).iter() {
+        let key = key.as_string().unwrap_or_default();
+        if !KNOWN.contains(&key.as_str()) {
+            return Err(js_error(format!(
+                "invalid initialize() options: unknown option `{key}`, expected one of {}",
+                KNOWN.join(", ")
+            )));
+        }
+    }
     serde_wasm_bindgen::from_value(value).map_err(|e| js_error(format!("invalid initialize() options: {e}")))
 }
 

@@ -3,7 +3,7 @@
 // package the way a web app does.
 
 import { spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, mkdirSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, mkdirSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -93,6 +93,9 @@ export async function startNode ({ mode = 'node', dataDir, extra = [] } = {}) {
       if (proc.exitCode === null) proc.kill('SIGTERM')
       await exited
       rmSync(dataDir, { recursive: true, force: true })
+      // The node's output, kept as a test artifact for when a test fails.
+      const name = (process.argv[1] ?? 'node').split('/').pop().replace(/\.m?js$/, '')
+      writeFileSync(join(resultsDir(), `${name}.node-${node.peerId.slice(-6)}.log`), this.transcript())
     },
     transcript () { return lines.map((l) => l.text).join('\n') + '\n' + stderr.join('') }
   }

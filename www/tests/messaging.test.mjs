@@ -126,8 +126,11 @@ for (const kind of ['ws', 'webrtc']) {
     assert.equal(reply.message.from, 'agent-b')
     assert.deepEqual(reply.payload, [9, 9])
 
+    // Both ends see the connection as relayed (the dialer and the listener).
     const peers = await a.page.evaluate(() => window.client.peers())
     assert.equal(peers.find((p) => p.peer_id === idB)?.transport, 'relay')
+    const peersOfB = await b.page.evaluate(() => window.client.peers())
+    assert.equal(peersOfB.find((p) => p.peer_id === idA)?.transport, 'relay')
     assertNoPageErrors(assert, a, b)
     await a.context.close()
     await b.context.close()

@@ -116,7 +116,7 @@ pub(crate) fn build(
 
     let identify = identify::Behaviour::new(
         identify::Config::new(PROTOCOL_VERSION.to_owned(), keypair.public())
-            .with_agent_version(format!("infermesh/{}", env!("CARGO_PKG_VERSION")))
+            .with_agent_version(format!("infermesh/{} ({})", env!("CARGO_PKG_VERSION"), platform::NAME))
             .with_push_listen_addr_updates(true),
     );
 

@@ -496,7 +496,16 @@ impl EventLoop {
             SwarmEvent::ConnectionEstablished {
                 peer_id, connection_id, endpoint, num_established, ..
             } => {
-                let address = endpoint.get_remote_address().clone();
+                let address = match &endpoint {
+                    // Someone reached us through our relay reservation: all
+                    // we know of them is `/p2p/<id>`; keep the circuit (our
+                    // listen address on the relay) so the connection counts
+                    // as relayed.
+                    libp2p::core::ConnectedPoint::Listener { local_addr, .. } if is_relayed(local_addr) => {
+                        local_addr.clone()
+                    }
+                    _ => endpoint.get_remote_address().clone(),
+                };
                 let state = self.peers.entry(peer_id).or_default();
                 state.connections.insert(connection_id, address.clone());
                 state.alive.insert(connection_id, Some(Instant::now()));

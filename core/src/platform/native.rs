@@ -27,6 +27,9 @@ pub fn generate_webrtc_certificate() -> Result<String, MeshError> {
     Ok(cert.serialize_pem())
 }
 
+/// Where this build runs (a native process), as announced in identify's agent version.
+pub(crate) const NAME: &str = "native";
+
 pub(crate) fn swarm_config() -> libp2p::swarm::Config {
     libp2p::swarm::Config::with_tokio_executor()
 }

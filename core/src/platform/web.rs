@@ -16,6 +16,9 @@ use crate::MeshError;
 #[derive(Clone, Debug, Default)]
 pub struct TransportOptions {}
 
+/// Where this build runs (a web page), as announced in identify's agent version.
+pub(crate) const NAME: &str = "browser";
+
 pub(crate) fn swarm_config() -> libp2p::swarm::Config {
     libp2p::swarm::Config::with_wasm_executor()
 }

@@ -1,0 +1,229 @@
+// The InferMesh demo: a page that is a node of the mesh. It bootstraps from
+// the native node that served it (GET /api/addrs), then offers topic chat,
+// direct messages, the live peer list and the client's metrics.
+
+import init, { WasmP2PClient, version } from 'infermesh'
+
+const $ = (id) => document.getElementById(id)
+const encoder = new TextEncoder()
+const decoder = new TextDecoder()
+const short = (id) => (id && id.length > 16 ? `${id.slice(0, 8)}…${id.slice(-6)}` : id)
+const time = (ms) => new Date(ms).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' })
+const TRANSPORTS = { websocket: 'WebSocket', 'webrtc-direct': 'WebRTC-direct', relay: 'relay circuit', tcp: 'TCP', quic: 'QUIC' }
+
+let client = null
+let myId = null
+const topics = new Set()
+
+function log (text, kind = 'info') {
+  const li = document.createElement('li')
+  li.className = kind
+  li.innerHTML = `<time>${time(Date.now())}</time> `
+  li.append(text)
+  $('log').prepend(li)
+  while ($('log').children.length > 200) $('log').lastChild.remove()
+}
+
+function setState (state, detail) {
+  const pill = $('state')
+  pill.dataset.state = state
+  pill.className = `pill ${state}`
+  pill.textContent = detail ?? state
+}
+
+function addMessage (list, { who, text, meta, mine }) {
+  const li = document.createElement('li')
+  if (mine) li.className = 'mine'
+  const head = document.createElement('div')
+  head.className = 'meta'
+  head.textContent = `${who} · ${meta}`
+  const body = document.createElement('div')
+  body.className = 'text'
+  body.textContent = text
+  li.append(head, body)
+  list.append(li)
+  list.scrollTop = list.scrollHeight
+}
+
+function messageText (message, payload) {
+  if (message.content) return message.content
+  try {
+    return decoder.decode(payload)
+  } catch {
+    return `${payload.length} bytes`
+  }
+}
+
+function onMessage (message, payload) {
+  const text = messageText(message, payload)
+  const who = message.sender === myId ? 'you' : short(message.sender)
+  if (message.topic) {
+    addMessage($('chat'), { who, text, meta: `#${message.topic} · ${time(message.timestamp)}` })
+    log(`#${message.topic} ← ${short(message.sender)}`)
+  } else {
+    addMessage($('dms'), { who, text, meta: `direct · ${time(message.timestamp)}` })
+    log(`direct message from ${short(message.sender)}`)
+    $('direct-to').value ||= message.sender
+  }
+}
+
+function bootstrapAddr (addrs, transport) {
+  const want = transport === 'webrtc' ? '/webrtc-direct/' : '/ws/'
+  return addrs.find((a) => a.includes(want)) ?? addrs[0]
+}
+
+/** Each tab is its own node; a reload keeps its identity (IndexedDB). */
+function clientName () {
+  let tab = sessionStorage.getItem('infermesh-tab')
+  if (!tab) {
+    tab = crypto.randomUUID().slice(0, 8)
+    sessionStorage.setItem('infermesh-tab', tab)
+  }
+  return `demo-${tab}`
+}
+
+async function start () {
+  const params = new URLSearchParams(location.search)
+  const transport = params.get('transport') ?? localStorage.getItem('infermesh-transport') ?? 'ws'
+  $('transport').value = transport
+  setState('connecting', 'connecting…')
+  await init()
+  $('version').textContent = version()
+
+  const { browser_addrs: addrs } = await (await fetch('/api/addrs')).json()
+  const addr = params.get('addr') ?? bootstrapAddr(addrs, transport)
+  log(`bootstrapping from ${addr}`)
+
+  client = new WasmP2PClient(clientName())
+  client.set_message_handler(onMessage)
+  try {
+    myId = await client.initialize({ bootstrap_peers: [addr], max_peers: 50, quantum_resistant: true })
+  } catch (e) {
+    setState('offline', 'offline')
+    log(e.message, 'error')
+    return
+  }
+  $('peer-id').textContent = myId
+  log(`started as ${myId}`, 'ok')
+  await joinTopic($('topic').value)
+  refresh()
+  setInterval(refresh, 1000)
+  window.infermeshDemo = { client, peerId: myId }
+}
+
+async function refresh () {
+  if (!client) return
+  let status, peers
+  try {
+    [status, peers] = await Promise.all([client.status(), client.peers()])
+  } catch (e) {
+    setState('offline', 'offline')
+    return
+  }
+  setState(status.state, status.state === 'connected' ? `connected · ${TRANSPORTS[status.transport] ?? status.transport}` : 'connecting…')
+  $('relay-addr').textContent = status.relay_addrs[0] ?? 'waiting for a relay reservation…'
+  for (const dd of document.querySelectorAll('[data-m]')) {
+    const v = status.metrics[dd.dataset.m]
+    dd.textContent = dd.dataset.m.startsWith('bytes') ? formatBytes(v) : v
+  }
+  renderPeers(peers)
+}
+
+function formatBytes (n) {
+  if (n < 1024) return `${n} B`
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`
+}
+
+function renderPeers (peers) {
+  $('peer-count').textContent = peers.length
+  const list = $('peers')
+  list.replaceChildren()
+  if (peers.length === 0) {
+    list.innerHTML = '<li class="muted empty">No peers yet.</li>'
+  }
+  for (const p of peers) {
+    const li = document.createElement('li')
+    const role = p.agent?.includes('(browser)') ? 'page' : p.agent?.startsWith('infermesh/') ? 'node' : 'peer'
+    li.innerHTML = `<span class="dot"></span><code title="${p.peer_id}">${short(p.peer_id)}</code>
+      <span class="tag">${TRANSPORTS[p.transport] ?? p.transport}</span>
+      <span class="muted small">${role}${p.rtt_ms != null ? ` · ${p.rtt_ms.toFixed(1)} ms` : ''}</span>`
+    const dm = document.createElement('button')
+    dm.className = 'ghost small'
+    dm.textContent = 'Message'
+    dm.onclick = () => { $('direct-to').value = p.peer_id; $('direct-input').focus() }
+    li.append(dm)
+    list.append(li)
+  }
+  $('peer-ids').replaceChildren(...peers.map((p) => Object.assign(document.createElement('option'), { value: p.peer_id })))
+}
+
+async function joinTopic (topic) {
+  topic = topic.trim()
+  if (!topic || topics.has(topic)) return
+  try {
+    await client.subscribe(topic)
+  } catch (e) {
+    log(e.message, 'error')
+    return
+  }
+  topics.add(topic)
+  const chip = document.createElement('button')
+  chip.className = 'chip'
+  chip.textContent = `#${topic}`
+  chip.title = 'Send to this topic'
+  chip.onclick = () => { $('topic').value = topic }
+  $('topics').append(chip)
+  log(`joined #${topic}`, 'ok')
+}
+
+$('topic-form').onsubmit = (e) => {
+  e.preventDefault()
+  joinTopic($('topic').value)
+}
+
+$('chat-form').onsubmit = async (e) => {
+  e.preventDefault()
+  const topic = $('topic').value.trim()
+  const text = $('chat-input').value
+  if (!client || !text) return
+  await joinTopic(topic)
+  $('chat-input').value = ''
+  try {
+    await client.publish(topic, encoder.encode(text))
+    addMessage($('chat'), { who: 'you', text, meta: `#${topic} · ${time(Date.now())}`, mine: true })
+  } catch (err) {
+    log(`#${topic}: ${err.message}`, 'error')
+    $('chat-input').value = text
+  }
+}
+
+$('direct-form').onsubmit = async (e) => {
+  e.preventDefault()
+  const to = $('direct-to').value.trim()
+  const text = $('direct-input').value
+  if (!client || !to || !text) return
+  $('direct-input').value = ''
+  try {
+    const sent = await client.send_direct(to, encoder.encode(text))
+    addMessage($('dms'), { who: `you → ${short(to)}`, text, meta: `delivered · ${sent.rtt_ms.toFixed(1)} ms`, mine: true })
+  } catch (err) {
+    log(`direct to ${short(to)}: ${err.message}`, 'error')
+    $('direct-input').value = text
+  }
+}
+
+$('copy-id').onclick = () => navigator.clipboard?.writeText(myId ?? '')
+
+$('transport').onchange = () => {
+  localStorage.setItem('infermesh-transport', $('transport').value)
+  const url = new URL(location.href)
+  url.searchParams.set('transport', $('transport').value)
+  url.searchParams.delete('addr')
+  location.href = url
+}
+
+start().catch((e) => {
+  setState('offline', 'offline')
+  log(e.message ?? String(e), 'error')
+})
