@@ -1,8 +1,8 @@
 # InferMesh: `make demo` runs a node to play with, `make test` runs every test.
 
-.PHONY: test demo bench setup lint test-rust test-interop
+.PHONY: test demo bench setup lint test-rust test-interop test-browser wasm
 
-test: setup lint test-rust test-interop
+test: setup lint test-rust test-interop test-browser
 
 setup:
 	bash scripts/ci/setup.sh
@@ -15,6 +15,13 @@ test-rust:
 
 test-interop:
 	bash scripts/ci/test-interop.sh
+
+test-browser:
+	bash scripts/ci/test-browser.sh
+
+# The npm package in wasm/pkg (and a copy in www/pkg for the demo page).
+wasm: setup
+	bash scripts/ci/build-wasm.sh
 
 bench: setup
 	bash scripts/ci/bench.sh

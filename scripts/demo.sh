@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Starts a demo node on this machine and prints how to join it.
+# Builds the npm package and the node, starts a node that serves the demo
+# page, and prints the URL and how to join from a terminal.
 source "$(dirname "$0")/ci/env.sh"
 
+bash scripts/ci/build-wasm.sh
+step "build the infermesh binary"
 # All targets: the same crate graph as `make test`, so neither rebuilds the other.
 cargo build --locked --workspace --all-targets
 BIN="$TARGET_DIR/debug/infermesh"
 DATA="${DEMO_DATA_DIR:-$PWD/.demo/node}"
 LISTEN_IP="${DEMO_LISTEN_IP:-127.0.0.1}"
+API_PORT="${DEMO_API_PORT:-5001}"
 rm -f "$DATA/addrs.json"
 
-"$BIN" node --data-dir "$DATA" --listen-ip "$LISTEN_IP" --no-mdns &
+"$BIN" node --data-dir "$DATA" --listen-ip "$LISTEN_IP" --no-mdns --www www --api-port "$API_PORT" &
 NODE=$!
 trap 'kill $NODE 2>/dev/null; wait $NODE 2>/dev/null' EXIT INT TERM
 
@@ -24,11 +28,15 @@ cat <<MSG
 
 InferMesh demo node is running (data in $DATA).
 
-Join it from another terminal with a second node and its prompt:
+  Open  $API/  in two browser tabs (or two browsers): each tab is a node.
+  Chat on a topic, send direct messages, switch between WebSocket and
+  WebRTC-direct at the top right.
+
+Join from another terminal with a node and its prompt:
 
   $BIN connect $TCP
 
-then try:  subscribe chat   |   publish chat hello   |   peers   |   status
+then try:  subscribe lobby   |   publish lobby hello   |   peers   |   status
 
 Status and metrics:  $API/api/status   $API/metrics
 Stop with Ctrl-C.

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Benchmarks (release build); prints figures, asserts nothing.
+# Benchmarks (release builds); prints figures, asserts nothing.
 source "$(dirname "$0")/env.sh"
 
 step "direct messages: InferMesh vs bare rust-libp2p request-response"
 cargo bench --locked --workspace --bench direct
+
+step "browser: the npm package in Chromium against a release node"
+bash scripts/ci/build-wasm.sh
+cargo build --locked --release -p infermesh-node
+INFERMESH_BIN="$TARGET_DIR/release/infermesh" node scripts/bench/browser.mjs

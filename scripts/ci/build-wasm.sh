@@ -8,7 +8,7 @@ step "wasm32 build (profile wasm: size-optimised)"
 cargo build --locked -p infermesh-wasm --target wasm32-unknown-unknown --profile wasm
 
 step "wasm-bindgen"
-WANT=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')
+WANT=$(wasm_bindgen_version)
 HAVE=$(wasm-bindgen --version 2>/dev/null | cut -d' ' -f2 || true)
 if [ "$HAVE" != "$WANT" ]; then
   echo "wasm-bindgen-cli $WANT is needed (found: ${HAVE:-none}); run scripts/ci/setup.sh"

@@ -12,7 +12,7 @@ if command -v rustup >/dev/null; then
   rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 fi
 
-step "npm packages (js-libp2p interop peer)"
+step "npm packages (js-libp2p interop peer, playwright-core, wasm-opt)"
 command -v node >/dev/null || { echo "Node.js is required (node and npm on PATH)"; exit 1; }
 if [ ! -f node_modules/.package-lock.json ] || ! cmp -s package-lock.json node_modules/.package-lock.json.src 2>/dev/null; then
   npm ci --no-audit --no-fund
@@ -23,3 +23,22 @@ fi
 
 step "fetch crates for every target"
 cargo fetch --locked
+
+step "Chromium and chromedriver (browser tests)"
+if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+  echo "found $(chromium --version 2>/dev/null | head -1)"
+else
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver
+fi
+
+step "wasm-bindgen-cli at the version in Cargo.lock"
+WANT=$(wasm_bindgen_version)
+HAVE=$(wasm-bindgen --version 2>/dev/null | cut -d' ' -f2 || true)
+if [ "$HAVE" = "$WANT" ] && command -v wasm-bindgen-test-runner >/dev/null; then
+  echo "wasm-bindgen $HAVE"
+else
+  cargo install --locked wasm-bindgen-cli --version "$WANT"
+fi
