@@ -180,7 +180,7 @@ test('bad calls reject with clear errors and the page keeps working', async () =
     'connect bad multiaddr': /invalid multiaddr '\/ip4\/127\.0\.0\.1\/tcp\/notaport'/,
     'payload not bytes': /payload must be a Uint8Array, got string/,
     'publish array': /payload must be a Uint8Array, got object/,
-    oversize: /too large|oversize|limit/,
+    oversize: /invalid message: oversize: message is \d+ bytes encoded, limit 1048576/,
     'not a node id': /'bob' is not a node ID/,
     'unknown peer': /12D3KooWGRUVh7UgHZDbXPXdTT5GhJYEAtgAfcMUUr1bZAVQn9Sm/,
     'message not an object': /message must be an object/,
