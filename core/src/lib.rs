@@ -33,6 +33,7 @@ pub mod messaging;
 mod metrics;
 mod net;
 pub mod platform;
+pub mod state;
 
 pub use identity::{Identity, IdentityError};
 pub use libp2p::{Multiaddr, PeerId, multiaddr};

@@ -5,6 +5,9 @@ source "$(dirname "$0")/env.sh"
 step "direct messages: InferMesh vs bare rust-libp2p request-response"
 cargo bench --locked --workspace --bench direct
 
+step "replicated state: ingestion and reconciliation"
+cargo bench --locked --workspace --bench state
+
 step "browser: the npm package in Chromium against a release node"
 bash scripts/ci/build-wasm.sh
 cargo build --locked --release -p infermesh-node

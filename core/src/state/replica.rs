@@ -1,0 +1,263 @@
+//! A replica of any number of namespaces: it admits verified, authorised
+//! entries and keeps, per `(namespace, key)`, the one that wins the merge.
+//!
+//! The merge is last-writer-wins on `(timestamp, author, id)`: a total
+//! order, so every replica that has seen the same entries keeps the same
+//! winners, whatever order they arrived in, however often.
+
+use std::collections::{BTreeMap, HashMap};
+
+use libp2p::PeerId;
+
+use super::{
+    Hlc,
+    entry::{ACL_PREFIX, Entry, EntryError, EntryRejection},
+};
+
+/// How far in the future an entry's timestamp may be (clock skew allowed).
+pub const MAX_CLOCK_SKEW_MS: u64 = 30_000;
+
+/// What applying an entry did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// It is the new value of its key.
+    Changed,
+    /// This exact entry was already there.
+    Duplicate,
+    /// A later write of that key is already there; nothing changed.
+    Superseded,
+}
+
+/// The winning entry of one key.
+#[derive(Clone, Debug)]
+struct Slot {
+    entry: Entry,
+    id: [u8; 32],
+}
+
+/// The merge order: later timestamp wins, then the greater author, then the
+/// greater entry ID.
+pub fn wins(a: &Entry, a_id: &[u8; 32], b: &Entry, b_id: &[u8; 32]) -> bool {
+    (a.timestamp, &a.author, a_id) > (b.timestamp, &b.author, b_id)
+}
+
+/// Entries of many namespaces, merged.
+#[derive(Clone, Debug, Default)]
+pub struct Replica {
+    /// namespace → key → winner.
+    namespaces: BTreeMap<String, BTreeMap<String, Slot>>,
+    /// entry ID → where it is the winner.
+    by_id: HashMap<[u8; 32], (String, String)>,
+    clock: Hlc,
+}
+
+impl Replica {
+    /// An empty replica.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Verifies `entry` (signature, limits, authorisation, time) and merges
+    /// it. A refused entry changes nothing.
+    pub fn apply(&mut self, entry: Entry, now_ms: u64) -> Result<Applied, EntryError> {
+        // The same entry again (gossip and reconciliation both deliver):
+        // nothing to check, nothing to do.
+        if self
+            .get(&entry.namespace, &entry.key)
+            .is_some_and(|e| e.signature == entry.signature && *e == entry)
+        {
+            return Ok(Applied::Duplicate);
+        }
+        entry.verify()?;
+        self.apply_verified(entry, now_ms)
+    }
+
+    /// Merges an entry whose signature was already verified (in a batch).
+    pub fn apply_verified(&mut self, entry: Entry, now_ms: u64) -> Result<Applied, EntryError> {
+        if Hlc::millis(entry.timestamp) > now_ms + MAX_CLOCK_SKEW_MS {
+            return Err(EntryError {
+                reason: EntryRejection::FutureTimestamp,
+                detail: format!("{} ms ahead of this clock", Hlc::millis(entry.timestamp) - now_ms),
+            });
+        }
+        self.authorize(&entry)?;
+        let id = entry.id();
+        self.clock.observe(entry.timestamp);
+        let keys = self.namespaces.entry(entry.namespace.clone()).or_default();
+        match keys.get(&entry.key) {
+            Some(slot) if slot.id == id => return Ok(Applied::Duplicate),
+            Some(slot) if !wins(&entry, &id, &slot.entry, &slot.id) => return Ok(Applied::Superseded),
+            Some(slot) => {
+                self.by_id.remove(&slot.id);
+            }
+            None => {}
+        }
+        self.by_id.insert(id, (entry.namespace.clone(), entry.key.clone()));
+        keys.insert(entry.key.clone(), Slot { entry, id });
+        Ok(Applied::Changed)
+    }
+
+    /// The owner of a namespace writes it, and so does every node the
+    /// owner's access-control list names; only the owner edits that list.
+    fn authorize(&self, entry: &Entry) -> Result<(), EntryError> {
+        let author = entry.author_id()?;
+        let owner: PeerId = entry.namespace.parse().map_err(|_| EntryError {
+            reason: EntryRejection::Malformed,
+            detail: "namespace is not a node ID".into(),
+        })?;
+        if author == owner {
+            return Ok(());
+        }
+        let unauthorized = |detail: String| Err(EntryError { reason: EntryRejection::Unauthorized, detail });
+        if entry.key.starts_with(ACL_PREFIX) {
+            return unauthorized(format!("only the owner {owner} edits the access list"));
+        }
+        let acl_key = format!("{ACL_PREFIX}{author}");
+        let listed = self
+            .get(&entry.namespace, &acl_key)
+            .and_then(|e| e.json().ok().flatten())
+            .is_some_and(|v| v == serde_json::Value::Bool(true));
+        if listed { Ok(()) } else { unauthorized(format!("{author} may not write {owner}'s namespace")) }
+    }
+
+    /// A timestamp for a new local write, after everything seen.
+    pub fn next_timestamp(&mut self, now_ms: u64) -> u64 {
+        self.clock.tick(now_ms)
+    }
+
+    /// The winning entry of a key (a tombstone if it was deleted).
+    pub fn get(&self, namespace: &str, key: &str) -> Option<&Entry> {
+        self.namespaces.get(namespace)?.get(key).map(|s| &s.entry)
+    }
+
+    /// The winning entries of a namespace, in key order, tombstones included.
+    pub fn entries<'a>(&'a self, namespace: &str) -> impl Iterator<Item = &'a Entry> + 'a {
+        self.namespaces.get(namespace).into_iter().flat_map(|keys| keys.values().map(|s| &s.entry))
+    }
+
+    /// The live values of a namespace as a JSON object (deleted keys and the
+    /// access list left out).
+    pub fn to_json(&self, namespace: &str) -> serde_json::Map<String, serde_json::Value> {
+        self.entries(namespace)
+            .filter(|e| !e.key.starts_with(ACL_PREFIX))
+            .filter_map(|e| Some((e.key.clone(), e.json().ok()??)))
+            .collect()
+    }
+
+    /// Every namespace this replica holds.
+    pub fn namespaces(&self) -> impl Iterator<Item = &str> {
+        self.namespaces.keys().map(String::as_str)
+    }
+
+    /// The winning entry with this ID, if it is one.
+    pub fn by_id(&self, id: &[u8; 32]) -> Option<&Entry> {
+        let (ns, key) = self.by_id.get(id)?;
+        self.get(ns, key)
+    }
+
+    /// `(timestamp, id)` of every winning entry of a namespace: the set two
+    /// replicas reconcile.
+    pub fn sync_items(&self, namespace: &str) -> Vec<(u64, [u8; 32])> {
+        self.namespaces
+            .get(namespace)
+            .map(|keys| keys.values().map(|s| (s.entry.timestamp, s.id)).collect())
+            .unwrap_or_default()
+    }
+
+    /// How many keys (tombstones included) a namespace holds.
+    pub fn len(&self, namespace: &str) -> usize {
+        self.namespaces.get(namespace).map_or(0, BTreeMap::len)
+    }
+
+    /// Whether a namespace holds nothing.
+    pub fn is_empty(&self, namespace: &str) -> bool {
+        self.len(namespace) == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::Identity;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn ids() -> (Identity, Identity, String) {
+        let owner = Identity::from_seed([1; 32]);
+        let other = Identity::from_seed([2; 32]);
+        let ns = owner.peer_id().to_base58();
+        (owner, other, ns)
+    }
+
+    #[test]
+    fn later_write_wins_and_ties_break_on_author_then_id() {
+        let (owner, other, ns) = ids();
+        let mut r = Replica::new();
+        let grant =
+            Entry::sign(&owner, &ns, &format!("_acl/{}", other.peer_id()), Some(&json!(true)), 1).unwrap();
+        r.apply(grant, NOW).unwrap();
+        let t = Hlc::from_millis(NOW);
+        let a = Entry::sign(&owner, &ns, "k", Some(&json!("a")), t).unwrap();
+        let b = Entry::sign(&other, &ns, "k", Some(&json!("b")), t).unwrap();
+        let later = Entry::sign(&owner, &ns, "k", Some(&json!("later")), t + 1).unwrap();
+        let expected_tie = if other.peer_id().to_bytes() > owner.peer_id().to_bytes() { "b" } else { "a" };
+
+        for order in [[&a, &b], [&b, &a]] {
+            let mut r = r.clone();
+            for e in order {
+                r.apply(e.clone(), NOW).unwrap();
+            }
+            assert_eq!(r.get(&ns, "k").unwrap().json().unwrap(), Some(json!(expected_tie)));
+            assert_eq!(r.apply(later.clone(), NOW).unwrap(), Applied::Changed);
+            assert_eq!(r.apply(a.clone(), NOW).unwrap(), Applied::Superseded);
+            assert_eq!(r.apply(later.clone(), NOW).unwrap(), Applied::Duplicate);
+        }
+    }
+
+    #[test]
+    fn deletes_are_tombstones_that_win_by_time() {
+        let (owner, _, ns) = ids();
+        let mut r = Replica::new();
+        let t = r.next_timestamp(NOW);
+        r.apply(Entry::sign(&owner, &ns, "k", Some(&json!(1)), t).unwrap(), NOW).unwrap();
+        let t2 = r.next_timestamp(NOW);
+        r.apply(Entry::sign(&owner, &ns, "k", None, t2).unwrap(), NOW).unwrap();
+        assert!(r.get(&ns, "k").unwrap().is_tombstone());
+        assert!(r.to_json(&ns).is_empty());
+    }
+
+    #[test]
+    fn only_the_owner_and_listed_writers_may_write() {
+        let (owner, other, ns) = ids();
+        let mut r = Replica::new();
+        let intruder = Entry::sign(&other, &ns, "k", Some(&json!(1)), 1).unwrap();
+        assert_eq!(r.apply(intruder.clone(), NOW).unwrap_err().reason, EntryRejection::Unauthorized);
+        let self_grant =
+            Entry::sign(&other, &ns, &format!("_acl/{}", other.peer_id()), Some(&json!(true)), 1);
+        assert_eq!(r.apply(self_grant.unwrap(), NOW).unwrap_err().reason, EntryRejection::Unauthorized);
+        assert!(r.is_empty(&ns));
+
+        let grant =
+            Entry::sign(&owner, &ns, &format!("_acl/{}", other.peer_id()), Some(&json!(true)), 2).unwrap();
+        r.apply(grant, NOW).unwrap();
+        assert_eq!(r.apply(intruder, NOW).unwrap(), Applied::Changed);
+        assert_eq!(r.to_json(&ns).get("k"), Some(&json!(1)), "the access list is not part of the data");
+    }
+
+    #[test]
+    fn timestamps_beyond_the_allowed_skew_are_refused() {
+        let (owner, _, ns) = ids();
+        let mut r = Replica::new();
+        let ahead = Hlc::from_millis(NOW + MAX_CLOCK_SKEW_MS + 1_000);
+        let e = Entry::sign(&owner, &ns, "k", Some(&json!(1)), ahead).unwrap();
+        assert_eq!(r.apply(e, NOW).unwrap_err().reason, EntryRejection::FutureTimestamp);
+        let near = Hlc::from_millis(NOW + 1_000);
+        r.apply(Entry::sign(&owner, &ns, "k", Some(&json!(1)), near).unwrap(), NOW).unwrap();
+        assert!(r.next_timestamp(NOW) > near, "the clock moved past what it saw");
+    }
+}
