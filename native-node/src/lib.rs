@@ -11,5 +11,6 @@ mod http;
 mod node;
 mod output;
 pub mod repl;
+mod store_redb;
 
 pub use node::run;

@@ -1,12 +1,27 @@
 //! The `infermesh>` prompt: parsing a line into a [`ReplCommand`] (pure)
-//! and running it against the mesh.
+//! and running it against the mesh and the node's state.
 
-use infermesh_core::{MeshHandle, PeerId, Sent};
+use std::sync::{Arc, Mutex};
+
+use infermesh_core::{
+    MeshHandle, PeerId, Sent,
+    platform::now_ms,
+    state::{LocalState, StateError, Store, parse_cli_value},
+};
+use serde_json::{Value, json};
 
 use crate::output;
 
+/// What prompt commands act on.
+pub struct Context<S: Store> {
+    /// The mesh.
+    pub mesh: MeshHandle,
+    /// The node's state (writes are durable before they are acknowledged).
+    pub state: Arc<Mutex<LocalState<S>>>,
+}
+
 /// One prompt command.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum ReplCommand {
     /// Blank line.
     Nothing,
@@ -32,6 +47,31 @@ pub enum ReplCommand {
         /// Text.
         text: String,
     },
+    /// `state [node-id]`
+    State(Option<PeerId>),
+    /// `get <key> [node-id]`
+    Get {
+        /// Key.
+        key: String,
+        /// Namespace (node ID); this node's own if absent.
+        namespace: Option<PeerId>,
+    },
+    /// `update <key> <value>`: JSON when it parses, else text.
+    Update {
+        /// Key.
+        key: String,
+        /// Value.
+        value: Value,
+    },
+    /// `create <key> <value>`: like update, for a key with no value yet.
+    Create {
+        /// Key.
+        key: String,
+        /// Value.
+        value: Value,
+    },
+    /// `delete <key>`
+    Delete(String),
     /// `help`
     Help,
     /// `exit` / `quit`
@@ -47,6 +87,11 @@ commands:
   unsubscribe <topic>        stop receiving them
   publish <topic> <text>     broadcast text to a topic's subscribers
   send <peer-id> <text>      send text directly to one node (acknowledged)
+  state [node-id]            this node's state (or another namespace) as JSON
+  get <key> [node-id]        one value
+  update <key> <value>       set a value: JSON if it parses (25, true, {\"a\":1}), else text
+  create <key> <value>       like update, for a key that has no value yet
+  delete <key>               remove a key
   help                       this list
   exit                       stop the node (also Ctrl-D, Ctrl-C)";
 
@@ -92,12 +137,128 @@ pub fn parse(line: &str) -> Result<ReplCommand, String> {
                 peer.parse().map_err(|_| format!("'{peer}' is not a node ID (they look like 12D3KooW…)"))?;
             Ok(ReplCommand::Send { peer, text: text.to_owned() })
         }
+        "state" => Ok(ReplCommand::State(if rest.is_empty() { None } else { Some(node_id(rest)?) })),
+        "get" => {
+            let (key, namespace) = split_first(rest);
+            need(key, "get <key> [node-id]")?;
+            let namespace = if namespace.is_empty() { None } else { Some(node_id(namespace)?) };
+            Ok(ReplCommand::Get { key: key.to_owned(), namespace })
+        }
+        "update" | "create" => {
+            let (key, value) = split_first(rest);
+            need(value, &format!("{word} <key> <value>"))?;
+            let (key, value) = (key.to_owned(), parse_cli_value(value));
+            Ok(if word.eq_ignore_ascii_case("create") {
+                ReplCommand::Create { key, value }
+            } else {
+                ReplCommand::Update { key, value }
+            })
+        }
+        "delete" => {
+            need(rest, "delete <key>")?;
+            Ok(ReplCommand::Delete(rest.to_owned()))
+        }
         other => Err(format!("unknown command '{other}'; type 'help' for the list")),
     }
 }
 
+fn node_id(text: &str) -> Result<PeerId, String> {
+    text.parse().map_err(|_| format!("'{text}' is not a node ID (they look like 12D3KooW…)"))
+}
+
+/// Runs a state command on a blocking thread (a write waits for the disk).
+async fn with_state<S, T>(
+    state: &Arc<Mutex<LocalState<S>>>,
+    f: impl FnOnce(&mut LocalState<S>) -> Result<T, StateError> + Send + 'static,
+) -> Result<T, String>
+where
+    S: Store + Send + 'static,
+    T: Send + 'static,
+{
+    let state = state.clone();
+    let run = move || {
+        let mut state =
+            state.lock().map_err(|_| "the state is unavailable after an earlier failure".to_owned())?;
+        f(&mut state).map_err(|e| e.to_string())
+    };
+    tokio::task::spawn_blocking(run).await.map_err(|e| e.to_string())?
+}
+
+/// The `state` report: node ID, listen ports, connections, known replicas
+/// and the data.
+async fn state_report<S: Store + Send + 'static>(
+    ctx: &Context<S>,
+    namespace: Option<PeerId>,
+) -> Result<String, String> {
+    let status = ctx.mesh.status().await.map_err(|e| e.to_string())?;
+    let mut ports: Vec<u16> = status
+        .listen_addrs
+        .iter()
+        .filter_map(|a| a.parse::<infermesh_core::Multiaddr>().ok())
+        .filter_map(|a| {
+            a.iter().find_map(|p| match p {
+                libp2p::multiaddr::Protocol::Tcp(port) | libp2p::multiaddr::Protocol::Udp(port) => Some(port),
+                _ => None,
+            })
+        })
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    let own = status.peer_id.clone();
+    let namespace = namespace.map(|p| p.to_base58()).unwrap_or_else(|| own.clone());
+    let ns = namespace.clone();
+    let data = with_state(&ctx.state, move |s| Ok(s.data(&ns))).await?;
+    let report = json!({
+        "nodeId": own,
+        "namespace": namespace,
+        "port": ports.first(),
+        "ports": ports,
+        "connections": status.connected_peers,
+        // Peers known to hold a replica of this namespace.
+        "replicas": Vec::<String>::new(),
+        "data": data,
+    });
+    serde_json::to_string_pretty(&report).map_err(|e| e.to_string())
+}
+
 /// Runs a command; returns the text to print.
-pub async fn execute(mesh: &MeshHandle, command: ReplCommand) -> String {
+pub async fn execute<S: Store + Send + 'static>(ctx: &Context<S>, command: ReplCommand) -> String {
+    let mesh = &ctx.mesh;
+    let state = &ctx.state;
+    let done = |r: Result<String, String>| r.unwrap_or_else(|e| format!("error: {e}"));
+    let now = now_ms();
+    match command {
+        ReplCommand::State(namespace) => return done(state_report(ctx, namespace).await),
+        ReplCommand::Get { key, namespace } => {
+            let k = key.clone();
+            let value = with_state(state, move |s| {
+                let ns = namespace.map(|p| p.to_base58()).unwrap_or_else(|| s.own_namespace());
+                Ok(s.get(&ns, &k))
+            })
+            .await;
+            return done(
+                value.and_then(|v| v.map(|v| v.to_string()).ok_or(format!("key '{key}' has no value"))),
+            );
+        }
+        ReplCommand::Update { key, value } => {
+            let shown = value.to_string();
+            let k = key.clone();
+            let r = with_state(state, move |s| s.update(&k, &value, now)).await;
+            return done(r.map(|_| format!("updated {key} = {shown}")));
+        }
+        ReplCommand::Create { key, value } => {
+            let shown = value.to_string();
+            let k = key.clone();
+            let r = with_state(state, move |s| s.create(&k, &value, now)).await;
+            return done(r.map(|_| format!("created {key} = {shown}")));
+        }
+        ReplCommand::Delete(key) => {
+            let k = key.clone();
+            let r = with_state(state, move |s| s.delete(&k, now)).await;
+            return done(r.map(|_| format!("deleted {key}")));
+        }
+        _ => {}
+    }
     let result = match command {
         ReplCommand::Nothing | ReplCommand::Exit => Ok(String::new()),
         ReplCommand::Help => Ok(HELP.to_owned()),
@@ -121,6 +282,11 @@ pub async fn execute(mesh: &MeshHandle, command: ReplCommand) -> String {
             }
             Sent::Broadcast { id, .. } => format!("published (id {id})"),
         }),
+        ReplCommand::State(_)
+        | ReplCommand::Get { .. }
+        | ReplCommand::Update { .. }
+        | ReplCommand::Create { .. }
+        | ReplCommand::Delete(_) => unreachable!("handled above"),
     };
     result.unwrap_or_else(|e| format!("error: {e}"))
 }
@@ -146,6 +312,28 @@ mod tests {
         );
         assert_eq!(parse("exit").unwrap(), ReplCommand::Exit);
         assert_eq!(parse("quit").unwrap(), ReplCommand::Exit);
+        assert_eq!(parse("state").unwrap(), ReplCommand::State(None));
+        assert_eq!(parse(&format!("state {peer}")).unwrap(), ReplCommand::State(Some(peer)));
+        assert_eq!(
+            parse(&format!("get age {peer}")).unwrap(),
+            ReplCommand::Get { key: "age".into(), namespace: Some(peer) }
+        );
+        assert_eq!(
+            parse("update name John").unwrap(),
+            ReplCommand::Update { key: "name".into(), value: "John".into() }
+        );
+        assert_eq!(
+            parse("update age 25").unwrap(),
+            ReplCommand::Update { key: "age".into(), value: 25.into() }
+        );
+        assert_eq!(
+            parse(r#"create config {"theme":"dark","fontSize":14}"#).unwrap(),
+            ReplCommand::Create {
+                key: "config".into(),
+                value: serde_json::json!({"theme": "dark", "fontSize": 14})
+            }
+        );
+        assert_eq!(parse("delete name").unwrap(), ReplCommand::Delete("name".into()));
     }
 
     #[test]
@@ -154,5 +342,7 @@ mod tests {
         assert_eq!(parse("publish chat").unwrap_err(), "usage: publish <topic> <text>");
         assert!(parse("send bob hi").unwrap_err().contains("'bob' is not a node ID"));
         assert!(parse("frobnicate").unwrap_err().contains("unknown command 'frobnicate'"));
+        assert_eq!(parse("update name").unwrap_err(), "usage: update <key> <value>");
+        assert!(parse("state bob").unwrap_err().contains("'bob' is not a node ID"));
     }
 }

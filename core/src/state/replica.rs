@@ -60,41 +60,59 @@ impl Replica {
     /// Verifies `entry` (signature, limits, authorisation, time) and merges
     /// it. A refused entry changes nothing.
     pub fn apply(&mut self, entry: Entry, now_ms: u64) -> Result<Applied, EntryError> {
-        // The same entry again (gossip and reconciliation both deliver):
-        // nothing to check, nothing to do.
-        if self
-            .get(&entry.namespace, &entry.key)
-            .is_some_and(|e| e.signature == entry.signature && *e == entry)
-        {
+        let applied = self.check(&entry, Some(now_ms))?;
+        if applied == Applied::Changed {
+            self.merge(entry);
+        }
+        Ok(applied)
+    }
+
+    /// Like [`Replica::apply`] for entries read back from this node's own
+    /// store: verified again, but not judged against the current time.
+    pub fn load(&mut self, entry: Entry) -> Result<Applied, EntryError> {
+        let applied = self.check(&entry, None)?;
+        if applied == Applied::Changed {
+            self.merge(entry);
+        }
+        Ok(applied)
+    }
+
+    /// What applying `entry` would do, without doing it: every check, then
+    /// the merge decision. With `now_ms`, timestamps beyond the allowed
+    /// clock skew are refused.
+    pub fn check(&self, entry: &Entry, now_ms: Option<u64>) -> Result<Applied, EntryError> {
+        let current = self.namespaces.get(&entry.namespace).and_then(|keys| keys.get(&entry.key));
+        // The same entry again (gossip and reconciliation both deliver it):
+        // nothing to verify, nothing to do.
+        if current.is_some_and(|slot| slot.entry == *entry) {
             return Ok(Applied::Duplicate);
         }
         entry.verify()?;
-        self.apply_verified(entry, now_ms)
-    }
-
-    /// Merges an entry whose signature was already verified (in a batch).
-    pub fn apply_verified(&mut self, entry: Entry, now_ms: u64) -> Result<Applied, EntryError> {
-        if Hlc::millis(entry.timestamp) > now_ms + MAX_CLOCK_SKEW_MS {
+        if let Some(now_ms) = now_ms
+            && Hlc::millis(entry.timestamp) > now_ms + MAX_CLOCK_SKEW_MS
+        {
             return Err(EntryError {
                 reason: EntryRejection::FutureTimestamp,
                 detail: format!("{} ms ahead of this clock", Hlc::millis(entry.timestamp) - now_ms),
             });
         }
-        self.authorize(&entry)?;
+        self.authorize(entry)?;
+        Ok(match current {
+            Some(slot) if !wins(entry, &entry.id(), &slot.entry, &slot.id) => Applied::Superseded,
+            _ => Applied::Changed,
+        })
+    }
+
+    /// Makes a checked entry the winner of its key.
+    fn merge(&mut self, entry: Entry) {
         let id = entry.id();
         self.clock.observe(entry.timestamp);
         let keys = self.namespaces.entry(entry.namespace.clone()).or_default();
-        match keys.get(&entry.key) {
-            Some(slot) if slot.id == id => return Ok(Applied::Duplicate),
-            Some(slot) if !wins(&entry, &id, &slot.entry, &slot.id) => return Ok(Applied::Superseded),
-            Some(slot) => {
-                self.by_id.remove(&slot.id);
-            }
-            None => {}
+        if let Some(old) = keys.get(&entry.key) {
+            self.by_id.remove(&old.id);
         }
         self.by_id.insert(id, (entry.namespace.clone(), entry.key.clone()));
         keys.insert(entry.key.clone(), Slot { entry, id });
-        Ok(Applied::Changed)
     }
 
     /// The owner of a namespace writes it, and so does every node the

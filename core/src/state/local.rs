@@ -1,0 +1,203 @@
+//! A node's state as its user sees it: a [`Replica`] over a durable
+//! [`Store`], and writes signed with the node's own key. A write returns
+//! only after the store has made it durable.
+
+use serde_json::Value;
+
+use super::{Applied, Entry, EntryError, Replica};
+use crate::Identity;
+
+/// Where entries are kept across restarts (redb natively, IndexedDB in the
+/// browser, memory in tests). `put` returns once the entry is durable.
+pub trait Store {
+    /// Every stored entry, to rebuild the replica at start.
+    fn load(&self) -> Result<Vec<Entry>, StoreError>;
+    /// Stores the winning entry of its `(namespace, key)`, replacing the
+    /// previous one, durably.
+    fn put(&mut self, entry: &Entry) -> Result<(), StoreError>;
+}
+
+/// A storage failure, with what the backend said.
+#[derive(Debug, thiserror::Error)]
+#[error("state storage: {0}")]
+pub struct StoreError(pub String);
+
+/// Why a state call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The entry was refused (too large, not authorised, …).
+    #[error("{0}")]
+    Rejected(#[from] EntryError),
+    /// The store failed; nothing was acknowledged.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// `create` of a key that already has a value.
+    #[error("key '{0}' already exists (use update to change it)")]
+    Exists(String),
+    /// `delete` of a key that has no value.
+    #[error("key '{0}' does not exist")]
+    Missing(String),
+}
+
+/// Entries kept in memory only.
+#[derive(Default)]
+pub struct MemoryStore(Vec<Entry>);
+
+impl Store for MemoryStore {
+    fn load(&self) -> Result<Vec<Entry>, StoreError> {
+        Ok(self.0.clone())
+    }
+    fn put(&mut self, entry: &Entry) -> Result<(), StoreError> {
+        self.0.retain(|e| !(e.namespace == entry.namespace && e.key == entry.key));
+        self.0.push(entry.clone());
+        Ok(())
+    }
+}
+
+/// This node's view of the replicated state.
+pub struct LocalState<S: Store> {
+    identity: Identity,
+    replica: Replica,
+    store: S,
+    /// Stored entries that no longer verified at load (counted, skipped).
+    pub skipped_at_load: usize,
+}
+
+impl<S: Store> LocalState<S> {
+    /// Loads what `store` holds. Entries that no longer verify (a damaged
+    /// file) are skipped and counted, never trusted.
+    pub fn open(identity: Identity, store: S) -> Result<Self, StoreError> {
+        let mut replica = Replica::new();
+        let mut skipped = 0;
+        let mut entries = store.load()?;
+        entries.sort_by_key(|e| !e.key.starts_with(super::ACL_PREFIX));
+        for entry in entries {
+            if replica.load(entry).is_err() {
+                skipped += 1;
+            }
+        }
+        Ok(Self { identity, replica, store, skipped_at_load: skipped })
+    }
+
+    /// This node's own namespace (its node ID).
+    pub fn own_namespace(&self) -> String {
+        self.identity.peer_id().to_base58()
+    }
+
+    /// The replica (read-only).
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    /// The live value of `key` in `namespace`.
+    pub fn get(&self, namespace: &str, key: &str) -> Option<Value> {
+        self.replica.get(namespace, key)?.json().ok()?
+    }
+
+    /// Writes `value` (`None` deletes) to `key` of this node's namespace;
+    /// returns the entry once it is durable.
+    pub fn write(&mut self, key: &str, value: Option<&Value>, now_ms: u64) -> Result<Entry, StateError> {
+        let namespace = self.own_namespace();
+        let timestamp = self.replica.next_timestamp(now_ms);
+        let entry = Entry::sign(&self.identity, &namespace, key, value, timestamp)?;
+        self.ingest(entry.clone(), now_ms)?;
+        Ok(entry)
+    }
+
+    /// `update`: sets a key, whether or not it has a value.
+    pub fn update(&mut self, key: &str, value: &Value, now_ms: u64) -> Result<Entry, StateError> {
+        self.write(key, Some(value), now_ms)
+    }
+
+    /// `create`: sets a key that has no value yet.
+    pub fn create(&mut self, key: &str, value: &Value, now_ms: u64) -> Result<Entry, StateError> {
+        if self.get(&self.own_namespace(), key).is_some() {
+            return Err(StateError::Exists(key.to_owned()));
+        }
+        self.write(key, Some(value), now_ms)
+    }
+
+    /// `delete`: writes a tombstone for a key that has a value.
+    pub fn delete(&mut self, key: &str, now_ms: u64) -> Result<Entry, StateError> {
+        if self.get(&self.own_namespace(), key).is_none() {
+            return Err(StateError::Missing(key.to_owned()));
+        }
+        self.write(key, None, now_ms)
+    }
+
+    /// Merges an entry from anywhere (a peer, a sync) and stores it if it
+    /// became the winner of its key.
+    pub fn ingest(&mut self, entry: Entry, now_ms: u64) -> Result<Applied, StateError> {
+        // Check, store, then merge: a write the store refused is neither
+        // visible nor acknowledged.
+        let applied = self.replica.check(&entry, Some(now_ms))?;
+        if applied == Applied::Changed {
+            self.store.put(&entry)?;
+            self.replica.load(entry)?;
+        }
+        Ok(applied)
+    }
+
+    /// A namespace's data as one JSON object.
+    pub fn data(&self, namespace: &str) -> Value {
+        Value::Object(self.replica.to_json(namespace))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use serde_json::json;
+
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    #[test]
+    fn writes_are_typed_durable_and_reloaded() {
+        let id = Identity::from_seed([5; 32]);
+        let mut state = LocalState::open(id.clone(), MemoryStore::default()).unwrap();
+        let ns = state.own_namespace();
+        state.update("name", &json!("John"), NOW).unwrap();
+        state.update("age", &json!(25), NOW).unwrap();
+        state.create("config", &json!({"theme": "dark", "fontSize": 14}), NOW).unwrap();
+        assert!(matches!(state.create("age", &json!(1), NOW), Err(StateError::Exists(_))));
+        state.delete("name", NOW).unwrap();
+        assert!(matches!(state.delete("name", NOW), Err(StateError::Missing(_))));
+
+        let store = MemoryStore(state.store.load().unwrap());
+        let reopened = LocalState::open(id, store).unwrap();
+        assert_eq!(reopened.data(&ns), json!({"age": 25, "config": {"theme": "dark", "fontSize": 14}}));
+        assert_eq!(reopened.skipped_at_load, 0);
+    }
+
+    #[test]
+    fn a_store_failure_is_not_acknowledged_and_not_visible() {
+        struct Broken;
+        impl Store for Broken {
+            fn load(&self) -> Result<Vec<Entry>, StoreError> {
+                Ok(Vec::new())
+            }
+            fn put(&mut self, _: &Entry) -> Result<(), StoreError> {
+                Err(StoreError("disk full".into()))
+            }
+        }
+        let mut state = LocalState::open(Identity::from_seed([6; 32]), Broken).unwrap();
+        assert!(matches!(state.update("k", &json!(1), NOW), Err(StateError::Store(_))));
+        assert_eq!(state.get(&state.own_namespace(), "k"), None);
+    }
+
+    #[test]
+    fn damaged_stored_entries_are_skipped_not_trusted() {
+        let id = Identity::from_seed([5; 32]);
+        let ns = id.peer_id().to_base58();
+        let good = Entry::sign(&id, &ns, "a", Some(&json!(1)), 1 << 16).unwrap();
+        let mut bad = Entry::sign(&id, &ns, "b", Some(&json!(2)), 1 << 16).unwrap();
+        bad.value = Some("3".into());
+        let state = LocalState::open(id, MemoryStore(vec![good, bad])).unwrap();
+        assert_eq!(state.skipped_at_load, 1);
+        assert_eq!(state.data(&ns), json!({"a": 1}));
+    }
+}
