@@ -39,7 +39,7 @@ pub use identity::{Identity, IdentityError};
 pub use libp2p::{Multiaddr, PeerId, multiaddr};
 pub use mesh::{
     Delivery, EventLoop, InboundMessage, Mesh, MeshConfig, MeshError, MeshEvent, MeshEvents, MeshHandle,
-    PeerInfo, Sent, Status, Timing, TransportConfig, Via, transport_name,
+    PeerInfo, Sent, StateView, Status, Timing, TransportConfig, Via, WriteMode, transport_name,
 };
 pub use messaging::{Envelope, MsgType};
 pub use metrics::MetricsSnapshot;

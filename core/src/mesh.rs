@@ -58,6 +58,8 @@ pub struct Timing {
     pub request_timeout: Duration,
     /// How long an unused connection is kept open.
     pub idle_timeout: Duration,
+    /// How often each connected peer is reconciled with (state catch-up).
+    pub state_sync_interval: Duration,
 }
 
 impl Default for Timing {
@@ -72,6 +74,7 @@ impl Default for Timing {
             discovery_interval: Duration::from_secs(30),
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(3600),
+            state_sync_interval: Duration::from_secs(30),
         }
     }
 }
@@ -120,6 +123,11 @@ pub struct MeshConfig {
     /// Capacity of the event stream; when the consumer falls behind, new
     /// messages are dropped and counted as `queue_full`.
     pub event_buffer: usize,
+    /// Keep a replica of every namespace seen (native nodes), so an
+    /// owner's state outlives the owner's devices being offline.
+    pub replicate: bool,
+    /// Most namespaces replicated for others.
+    pub replica_quota: usize,
 }
 
 impl MeshConfig {
@@ -144,6 +152,8 @@ impl MeshConfig {
             direct_window: 64,
             direct_queue: 1024,
             event_buffer: 1024,
+            replicate: true,
+            replica_quota: 10_000,
         }
     }
 
@@ -158,6 +168,7 @@ impl MeshConfig {
             autonat: false,
             dcutr: false,
             mdns: false,
+            replicate: false,
             ..Self::server(identity)
         }
     }
@@ -166,6 +177,9 @@ impl MeshConfig {
 /// Errors of mesh operations; the messages are meant for people.
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
+    /// A state write was refused or could not be stored.
+    #[error("{0}")]
+    State(#[from] crate::state::StateError),
     /// The event loop has stopped.
     #[error("the mesh node has shut down")]
     Closed,
@@ -363,6 +377,28 @@ pub fn transport_name(addr: &Multiaddr) -> &'static str {
     name
 }
 
+/// How a state write treats an existing value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Set the key whether or not it has a value.
+    Update,
+    /// Set a key that has no value yet.
+    Create,
+    /// Remove a key that has a value.
+    Delete,
+}
+
+/// A namespace as this node holds it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct StateView {
+    /// The namespace (its owner's node ID).
+    pub namespace: String,
+    /// The live values, as one JSON object.
+    pub data: serde_json::Value,
+    /// Peers known to hold a replica of it.
+    pub replicas: Vec<String>,
+}
+
 /// The entry point.
 pub struct Mesh;
 
@@ -371,11 +407,20 @@ impl Mesh {
     /// when every handle is dropped or [`MeshHandle::shutdown`] is called.
     /// Then call [`MeshHandle::listen_on`] and/or [`MeshHandle::dial`].
     pub fn build(config: MeshConfig) -> Result<(MeshHandle, MeshEvents, EventLoop), MeshError> {
+        Self::build_with_store(config, Box::new(crate::state::MemoryStore::default()))
+    }
+
+    /// Like [`Mesh::build`], keeping the replicated state in `store` (it is
+    /// loaded now; every acknowledged write is durable in it).
+    pub fn build_with_store(
+        config: MeshConfig,
+        store: Box<dyn crate::state::Store + Send>,
+    ) -> Result<(MeshHandle, MeshEvents, EventLoop), MeshError> {
         let peer_id = config.identity.peer_id();
         let limits = config.limits.clone();
         let (command_tx, command_rx) = mpsc::channel(64);
         let (event_tx, event_rx) = mpsc::channel(config.event_buffer);
-        let (event_loop, metrics) = net::build(config, command_rx, event_tx)?;
+        let (event_loop, metrics) = net::build(config, store, command_rx, event_tx)?;
         let handle = MeshHandle {
             commands: command_tx,
             peer_id,
@@ -468,6 +513,36 @@ impl MeshHandle {
     pub async fn unsubscribe(&self, topic: &str) -> Result<bool, MeshError> {
         let topic = topic.to_owned();
         self.call(|reply| Command::Unsubscribe { topic, reply }).await
+    }
+
+    /// Sets (`Update`, `Create`) or removes (`Delete`, `value` ignored) a
+    /// key of this node's own namespace; resolves once the signed entry is
+    /// durable locally, then it is announced to the mesh.
+    pub async fn state_write(
+        &self,
+        key: &str,
+        value: Option<serde_json::Value>,
+        mode: WriteMode,
+    ) -> Result<(), MeshError> {
+        let key = key.to_owned();
+        self.call(|reply| Command::StateWrite { key, value, mode, reply }).await??;
+        Ok(())
+    }
+
+    /// The value of `key` in `namespace` (this node's own if `None`).
+    pub async fn state_get(
+        &self,
+        namespace: Option<&str>,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, MeshError> {
+        let (namespace, key) = (namespace.map(str::to_owned), key.to_owned());
+        self.call(|reply| Command::StateGet { namespace, key, reply }).await
+    }
+
+    /// A namespace (this node's own if `None`) as this node holds it.
+    pub async fn state(&self, namespace: Option<&str>) -> Result<StateView, MeshError> {
+        let namespace = namespace.map(str::to_owned);
+        self.call(|reply| Command::StateView { namespace, reply }).await
     }
 
     /// Peers known to be subscribed to a topic.

@@ -11,7 +11,7 @@ use prometheus_client::{
 };
 use serde::Serialize;
 
-use crate::messaging::RejectReason;
+use crate::{messaging::RejectReason, state::EntryRejection};
 
 /// How a message travelled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -55,6 +55,8 @@ pub(crate) struct Metrics {
     dropped: [Counter; RejectReason::ALL.len()],
     peers: Gauge,
     latency: Histogram,
+    state_ingested: Counter,
+    state_rejected: [Counter; EntryRejection::ALL.len()],
 }
 
 impl Metrics {
@@ -85,8 +87,18 @@ impl Metrics {
         let (messages_in, messages_out) = (by_route(&messages_in), by_route(&messages_out));
         let dropped = RejectReason::ALL
             .map(|reason| dropped.get_or_create(&ReasonLabel { reason: reason.as_str() }).clone());
+        let state_ingested = Counter::default();
+        let state_rejected = Family::<ReasonLabel, Counter>::default();
+        sub.register(
+            "state_entries_ingested",
+            "State entries from peers that changed a value",
+            state_ingested.clone(),
+        );
+        sub.register("state_entries_rejected", "State entries refused, by reason", state_rejected.clone());
+        let state_rejected = EntryRejection::ALL
+            .map(|reason| state_rejected.get_or_create(&ReasonLabel { reason: reason.as_str() }).clone());
         register_more(&mut registry);
-        Self { registry, messages_in, messages_out, dropped, peers, latency }
+        Self { registry, messages_in, messages_out, dropped, peers, latency, state_ingested, state_rejected }
     }
 
     pub(crate) fn message_in(&self, route: Route) {
@@ -99,6 +111,14 @@ impl Metrics {
 
     pub(crate) fn dropped(&self, reason: RejectReason) {
         self.dropped[reason as usize].inc();
+    }
+
+    pub(crate) fn state_ingested(&self) {
+        self.state_ingested.inc();
+    }
+
+    pub(crate) fn state_rejected(&self, reason: EntryRejection) {
+        self.state_rejected[reason as usize].inc();
     }
 
     pub(crate) fn set_peers(&self, n: usize) {
@@ -131,6 +151,8 @@ impl Metrics {
             messages_out: sum(&self.messages_out),
             messages_dropped: dropped_by_reason.values().sum(),
             dropped_by_reason,
+            state_entries_ingested: self.state_ingested.get(),
+            state_entries_rejected: self.state_rejected.iter().map(Counter::get).sum(),
         }
     }
 }
@@ -170,6 +192,10 @@ pub struct MetricsSnapshot {
     pub messages_dropped: u64,
     /// Rejections by reason label (see [`RejectReason::as_str`]).
     pub dropped_by_reason: BTreeMap<String, u64>,
+    /// State entries from peers that changed a value.
+    pub state_entries_ingested: u64,
+    /// State entries refused (bad signature, not authorised, …).
+    pub state_entries_rejected: u64,
 }
 
 #[cfg(test)]

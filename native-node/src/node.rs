@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use infermesh_core::{
     Identity, Mesh, MeshConfig, MeshEvent, MeshEvents, MeshHandle, Multiaddr, PeerId, TransportConfig,
-    platform::TransportOptions, state::LocalState,
+    platform::TransportOptions,
 };
 use tokio::io::AsyncBufReadExt;
 
@@ -170,13 +170,7 @@ async fn start(
     config.mdns = !args.no_mdns;
 
     let store = RedbStore::open(&data.path().join("state.redb"))?;
-    let state = LocalState::open(identity.clone(), store)?;
-    if state.skipped_at_load > 0 {
-        tracing::warn!("{} stored state entries no longer verify and were skipped", state.skipped_at_load);
-    }
-
-    let (mesh, events, event_loop) = Mesh::build(config)?;
-    let ctx = repl::Context { mesh: mesh.clone(), state: Arc::new(Mutex::new(state)) };
+    let (mesh, events, event_loop) = Mesh::build_with_store(config, Box::new(store))?;
     let event_loop = tokio::spawn(event_loop.run());
     println!("node ID: {}", identity.peer_id());
 
@@ -222,9 +216,9 @@ async fn start(
         (Mode::Headless, _) => wait_for_signal().await,
         (Mode::Prompt, Some(editor)) => {
             println!("type 'help' for commands");
-            prompt_terminal(&ctx, editor).await
+            prompt_terminal(&mesh, editor).await
         }
-        (Mode::Prompt, None) => prompt_lines(&ctx).await,
+        (Mode::Prompt, None) => prompt_lines(&mesh).await,
     }
 
     if tokio::time::timeout(Duration::from_secs(5), mesh.shutdown()).await.is_err() {
@@ -290,15 +284,12 @@ async fn wait_for_signal() {
     }
 }
 
-/// The prompt's context, with the node's on-disk state.
-type PromptContext = repl::Context<RedbStore>;
-
 /// Runs one prompt line; `false` means stop.
-async fn run_line(ctx: &PromptContext, line: &str) -> bool {
+async fn run_line(mesh: &MeshHandle, line: &str) -> bool {
     match repl::parse(line) {
         Ok(repl::ReplCommand::Exit) => false,
         Ok(command) => {
-            let out = repl::execute(ctx, command).await;
+            let out = repl::execute(mesh, command).await;
             if !out.is_empty() {
                 println!("{out}");
             }
@@ -312,12 +303,12 @@ async fn run_line(ctx: &PromptContext, line: &str) -> bool {
 }
 
 /// Commands from piped stdin, one per line, until EOF, `exit` or a signal.
-async fn prompt_lines(ctx: &PromptContext) {
+async fn prompt_lines(mesh: &MeshHandle) {
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     loop {
         tokio::select! {
             line = lines.next_line() => match line {
-                Ok(Some(line)) => if !run_line(ctx, &line).await { break },
+                Ok(Some(line)) => if !run_line(mesh, &line).await { break },
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!("cannot read stdin: {e}");
@@ -331,7 +322,7 @@ async fn prompt_lines(ctx: &PromptContext) {
 
 /// The interactive prompt: rustyline runs on its own thread; each line is
 /// run to completion before the next prompt is shown.
-async fn prompt_terminal(ctx: &PromptContext, mut editor: rustyline::DefaultEditor) {
+async fn prompt_terminal(mesh: &MeshHandle, mut editor: rustyline::DefaultEditor) {
     let (lines_tx, mut lines_rx) = tokio::sync::mpsc::channel::<String>(1);
     let (done_tx, done_rx) = std::sync::mpsc::channel::<bool>();
     let history: Option<PathBuf> =
@@ -355,7 +346,7 @@ async fn prompt_terminal(ctx: &PromptContext, mut editor: rustyline::DefaultEdit
         tokio::select! {
             line = lines_rx.recv() => match line {
                 Some(line) => {
-                    let go_on = run_line(ctx, &line).await;
+                    let go_on = run_line(mesh, &line).await;
                     let _ = done_tx.send(go_on);
                     if !go_on { break }
                 }

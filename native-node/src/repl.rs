@@ -1,24 +1,10 @@
 //! The `infermesh>` prompt: parsing a line into a [`ReplCommand`] (pure)
 //! and running it against the mesh and the node's state.
 
-use std::sync::{Arc, Mutex};
-
-use infermesh_core::{
-    MeshHandle, PeerId, Sent,
-    platform::now_ms,
-    state::{LocalState, StateError, Store, parse_cli_value},
-};
+use infermesh_core::{MeshHandle, PeerId, Sent, WriteMode, state::parse_cli_value};
 use serde_json::{Value, json};
 
 use crate::output;
-
-/// What prompt commands act on.
-pub struct Context<S: Store> {
-    /// The mesh.
-    pub mesh: MeshHandle,
-    /// The node's state (writes are durable before they are acknowledged).
-    pub state: Arc<Mutex<LocalState<S>>>,
-}
 
 /// One prompt command.
 #[derive(Debug, PartialEq)]
@@ -166,31 +152,10 @@ fn node_id(text: &str) -> Result<PeerId, String> {
     text.parse().map_err(|_| format!("'{text}' is not a node ID (they look like 12D3KooW…)"))
 }
 
-/// Runs a state command on a blocking thread (a write waits for the disk).
-async fn with_state<S, T>(
-    state: &Arc<Mutex<LocalState<S>>>,
-    f: impl FnOnce(&mut LocalState<S>) -> Result<T, StateError> + Send + 'static,
-) -> Result<T, String>
-where
-    S: Store + Send + 'static,
-    T: Send + 'static,
-{
-    let state = state.clone();
-    let run = move || {
-        let mut state =
-            state.lock().map_err(|_| "the state is unavailable after an earlier failure".to_owned())?;
-        f(&mut state).map_err(|e| e.to_string())
-    };
-    tokio::task::spawn_blocking(run).await.map_err(|e| e.to_string())?
-}
-
 /// The `state` report: node ID, listen ports, connections, known replicas
 /// and the data.
-async fn state_report<S: Store + Send + 'static>(
-    ctx: &Context<S>,
-    namespace: Option<PeerId>,
-) -> Result<String, String> {
-    let status = ctx.mesh.status().await.map_err(|e| e.to_string())?;
+async fn state_report(mesh: &MeshHandle, namespace: Option<PeerId>) -> Result<String, String> {
+    let status = mesh.status().await.map_err(|e| e.to_string())?;
     let mut ports: Vec<u16> = status
         .listen_addrs
         .iter()
@@ -204,57 +169,48 @@ async fn state_report<S: Store + Send + 'static>(
         .collect();
     ports.sort_unstable();
     ports.dedup();
-    let own = status.peer_id.clone();
-    let namespace = namespace.map(|p| p.to_base58()).unwrap_or_else(|| own.clone());
-    let ns = namespace.clone();
-    let data = with_state(&ctx.state, move |s| Ok(s.data(&ns))).await?;
+    let namespace = namespace.map(|p| p.to_base58());
+    let view = mesh.state(namespace.as_deref()).await.map_err(|e| e.to_string())?;
     let report = json!({
-        "nodeId": own,
-        "namespace": namespace,
+        "nodeId": status.peer_id,
+        "namespace": view.namespace,
         "port": ports.first(),
         "ports": ports,
         "connections": status.connected_peers,
         // Peers known to hold a replica of this namespace.
-        "replicas": Vec::<String>::new(),
-        "data": data,
+        "replicas": view.replicas,
+        "data": view.data,
     });
     serde_json::to_string_pretty(&report).map_err(|e| e.to_string())
 }
 
 /// Runs a command; returns the text to print.
-pub async fn execute<S: Store + Send + 'static>(ctx: &Context<S>, command: ReplCommand) -> String {
-    let mesh = &ctx.mesh;
-    let state = &ctx.state;
+pub async fn execute(mesh: &MeshHandle, command: ReplCommand) -> String {
     let done = |r: Result<String, String>| r.unwrap_or_else(|e| format!("error: {e}"));
-    let now = now_ms();
+    let write = |key: String, value: Option<Value>, mode: WriteMode| async move {
+        mesh.state_write(&key, value, mode).await.map_err(|e| e.to_string())
+    };
     match command {
-        ReplCommand::State(namespace) => return done(state_report(ctx, namespace).await),
+        ReplCommand::State(namespace) => return done(state_report(mesh, namespace).await),
         ReplCommand::Get { key, namespace } => {
-            let k = key.clone();
-            let value = with_state(state, move |s| {
-                let ns = namespace.map(|p| p.to_base58()).unwrap_or_else(|| s.own_namespace());
-                Ok(s.get(&ns, &k))
-            })
-            .await;
+            let namespace = namespace.map(|p| p.to_base58());
+            let value = mesh.state_get(namespace.as_deref(), &key).await.map_err(|e| e.to_string());
             return done(
                 value.and_then(|v| v.map(|v| v.to_string()).ok_or(format!("key '{key}' has no value"))),
             );
         }
         ReplCommand::Update { key, value } => {
             let shown = value.to_string();
-            let k = key.clone();
-            let r = with_state(state, move |s| s.update(&k, &value, now)).await;
+            let r = write(key.clone(), Some(value), WriteMode::Update).await;
             return done(r.map(|_| format!("updated {key} = {shown}")));
         }
         ReplCommand::Create { key, value } => {
             let shown = value.to_string();
-            let k = key.clone();
-            let r = with_state(state, move |s| s.create(&k, &value, now)).await;
+            let r = write(key.clone(), Some(value), WriteMode::Create).await;
             return done(r.map(|_| format!("created {key} = {shown}")));
         }
         ReplCommand::Delete(key) => {
-            let k = key.clone();
-            let r = with_state(state, move |s| s.delete(&k, now)).await;
+            let r = write(key.clone(), None, WriteMode::Delete).await;
             return done(r.map(|_| format!("deleted {key}")));
         }
         _ => {}

@@ -1,6 +1,7 @@
 //! The node's state through the real binary's prompt: the seed's session
-//! keeps every value's JSON type and survives a restart; writes that were
-//! acknowledged survive `kill -9`.
+//! keeps every value's JSON type, survives a restart, and shows up typed on
+//! a second node that connects; writes that were acknowledged survive
+//! `kill -9`.
 
 mod common;
 
@@ -100,4 +101,56 @@ fn acknowledged_writes_survive_kill_9() {
     for i in &acked {
         assert_eq!(data[format!("k{i}")], json!({"i": i}), "acknowledged write k{i} was lost");
     }
+}
+
+#[test]
+fn the_seed_session_shows_up_typed_on_a_second_node() {
+    let dir_a = tempfile::tempdir().unwrap();
+    let dir_b = tempfile::tempdir().unwrap();
+    let mut a = NodeProcess::start("a", &argv("init", dir_a.path()), dir_a.path());
+    let addrs = a.addrs();
+    for line in [
+        "update name John",
+        "update age 25",
+        "update active true",
+        r#"update config {"theme":"dark","fontSize":14}"#,
+        r#"update tags ["ai","p2p"]"#,
+        r#"update user {"name":"Ann","address":{"city":"Paris"}}"#,
+    ] {
+        assert!(a.ask(line, &["updated ", "error:"]).starts_with("updated "), "{line}");
+    }
+    let expected = json!({
+        "name": "John",
+        "age": 25,
+        "active": true,
+        "config": {"theme": "dark", "fontSize": 14},
+        "tags": ["ai", "p2p"],
+        "user": {"name": "Ann", "address": {"city": "Paris"}},
+    });
+
+    let mut args = vec!["connect".to_owned(), addrs.tcp.clone()];
+    args.extend(loopback_args(dir_b.path()));
+    let mut b = NodeProcess::start("b", &args, dir_b.path());
+    let start = std::time::Instant::now();
+    loop {
+        let ask = format!("state {}", addrs.peer_id);
+        let opened = b.count(|l| l == "{");
+        let closed = b.count(|l| l == "}");
+        b.send(&ask);
+        b.wait_nth(closed + 1, "the end of the state report", |l| l == "}");
+        let lines = b.lines();
+        let from = lines.iter().enumerate().filter(|(_, l)| *l == "{").nth(opened).unwrap().0;
+        let to = lines.iter().enumerate().filter(|(_, l)| *l == "}").nth(closed).unwrap().0;
+        let report: Value = serde_json::from_str(&lines[from..=to].join("\n")).unwrap();
+        if report["data"] == expected {
+            assert_eq!(report["namespace"], json!(addrs.peer_id));
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "b never got a's state: {report}\n{}", b.transcript());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(b.ask(&format!("get age {}", addrs.peer_id), &["25", "error:"]), "25");
+    // b's own writes go to b's namespace, not a's.
+    b.ask("update age 99", &["updated ", "error:"]);
+    assert_eq!(b.ask(&format!("get age {}", addrs.peer_id), &["25", "99", "error:"]), "25");
 }

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use super::{
     codec::{self, DirectCodec},
     peer_limit::PeerLimit,
+    state_sync::{self, SyncRequest, SyncResponse},
 };
 use crate::{MeshConfig, MeshError, platform};
 
@@ -33,6 +34,7 @@ pub(crate) struct Behaviour {
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) direct: request_response::Behaviour<DirectCodec>,
+    pub(crate) state_sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
     pub(crate) autonat: Toggle<platform::Autonat>,
     pub(crate) dcutr: Toggle<platform::Dcutr>,
     pub(crate) mdns: Toggle<platform::Mdns>,
@@ -140,6 +142,16 @@ pub(crate) fn build(
             .with_max_concurrent_streams(config.direct_window.max(1) * 4),
     );
 
+    let state_sync = request_response::cbor::Behaviour::with_codec(
+        request_response::cbor::codec::Codec::default()
+            .set_request_size_maximum(state_sync::MAX_REQUEST_BYTES)
+            .set_response_size_maximum(state_sync::MAX_RESPONSE_BYTES),
+        [(state_sync::PROTOCOL, request_response::ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(timing.request_timeout)
+            .with_max_concurrent_streams(32),
+    );
+
     let mdns = if config.mdns {
         match platform::mdns(peer_id) {
             Ok(mdns) => Some(mdns),
@@ -162,6 +174,7 @@ pub(crate) fn build(
         kad,
         gossipsub: gossipsub(keypair, config)?,
         direct,
+        state_sync,
         autonat: config.autonat.then(|| platform::autonat(peer_id)).into(),
         dcutr: config.dcutr.then(|| platform::dcutr(peer_id)).into(),
         mdns: mdns.into(),

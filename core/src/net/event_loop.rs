@@ -3,6 +3,9 @@
 //! that arrives, and keeps the node connected (bootstrap, discovery,
 //! reconnection with backoff).
 
+#[path = "state_loop.rs"]
+mod state_loop;
+
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
@@ -36,6 +39,7 @@ use crate::{
     messaging::{PriorityQueue, RejectReason, Rejection, Validator},
     metrics::{Metrics, Route},
     platform::{self, Instant},
+    state::{EntryRejection, LocalState, Store},
 };
 
 /// Most listen addresses remembered per peer for redialling.
@@ -140,6 +144,14 @@ pub struct EventLoop {
     queues: HashMap<PeerId, PriorityQueue<QueuedSend>>,
 
     pending_publishes: Vec<PendingPublish>,
+    /// The replicated state (own namespace and replicas).
+    state: LocalState<Box<dyn Store + Send>>,
+    /// Outstanding state-sync requests.
+    syncs: HashMap<request_response::OutboundRequestId, (PeerId, state_loop::SyncStep)>,
+    /// Peers known to hold each namespace.
+    holders: HashMap<String, HashSet<PeerId>>,
+    next_state_sync: Instant,
+    logged_state_reasons: HashSet<EntryRejection>,
     /// Topics this node's user subscribed to (their messages are delivered).
     user_topics: HashSet<String>,
     /// Topics joined only to relay for peers (gossip hub).
@@ -179,6 +191,7 @@ fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
 impl EventLoop {
     pub(crate) fn new(
         swarm: Swarm<Behaviour>,
+        state: LocalState<Box<dyn Store + Send>>,
         config: MeshConfig,
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<MeshEvent>,
@@ -222,6 +235,11 @@ impl EventLoop {
             in_flight: HashMap::new(),
             queues: HashMap::new(),
             pending_publishes: Vec::new(),
+            state,
+            syncs: HashMap::new(),
+            holders: HashMap::new(),
+            next_state_sync: now + config.timing.state_sync_interval,
+            logged_state_reasons: HashSet::new(),
             user_topics: HashSet::new(),
             hub_topics: HashSet::new(),
             relays: HashSet::new(),
@@ -237,6 +255,7 @@ impl EventLoop {
     /// Runs the node until [`crate::MeshHandle::shutdown`] is called or every
     /// handle is dropped.
     pub async fn run(mut self) {
+        self.join_state_topic();
         self.on_tick();
         let mut tick = platform::sleep(TICK).fuse();
         let shutdown_reply = loop {
@@ -356,6 +375,13 @@ impl EventLoop {
             self.retry_publishes(now);
         }
         self.close_silent_connections(now);
+        if now >= self.next_state_sync {
+            self.next_state_sync = now + self.config.timing.state_sync_interval;
+            let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+            for peer in peers {
+                self.start_state_sync(peer);
+            }
+        }
         if now >= self.next_reservation_check {
             self.next_reservation_check = now + RESERVATION_RETRY;
             let relays: Vec<PeerId> = self.relays.iter().copied().collect();
@@ -536,6 +562,7 @@ impl EventLoop {
                         // learn the peers around us.
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();
                     }
+                    self.start_state_sync(peer_id);
                     self.emit(MeshEvent::PeerConnected { peer: peer_id, address });
                 }
             }
@@ -614,6 +641,7 @@ impl EventLoop {
                 self.on_gossipsub(event);
             }
             BehaviourEvent::Direct(event) => self.on_direct(event),
+            BehaviourEvent::StateSync(event) => self.on_state_sync(event),
             BehaviourEvent::Identify(event) => {
                 self.libp2p_metrics.record(&event);
                 self.on_identify(event);
@@ -660,7 +688,10 @@ impl EventLoop {
         match &event {
             gossipsub::Event::Subscribed { peer_id, topic } if self.config.gossip_hub => {
                 let topic = topic.as_str();
-                let joined = self.user_topics.contains(topic) || self.hub_topics.contains(topic);
+                // The state topic is always joined, never as a hub topic.
+                let joined = self.user_topics.contains(topic)
+                    || self.hub_topics.contains(topic)
+                    || topic == super::state_sync::STATE_TOPIC;
                 if !joined && self.hub_topics.len() < self.config.hub_topics {
                     tracing::debug!(peer = %peer_id, %topic, "joining topic as a hub");
                     if self.join_topic(topic).is_ok() {
@@ -675,6 +706,15 @@ impl EventLoop {
             self.retry_publishes(Instant::now());
         }
         if let gossipsub::Event::Message { propagation_source, message_id, message } = event {
+            if message.topic.as_str() == super::state_sync::STATE_TOPIC {
+                let acceptance = self.on_state_gossip(&message.data, message.source);
+                self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                    &message_id,
+                    &propagation_source,
+                    acceptance,
+                );
+                return;
+            }
             let topic = message.topic.as_str().to_owned();
             let now = platform::now_ms();
             let result = match &message.source {
@@ -918,6 +958,10 @@ impl EventLoop {
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            Command::Subscribe { topic, reply } if topic == super::state_sync::STATE_TOPIC => {
+                let reason = "reserved for state replication".to_owned();
+                let _ = reply.send(Err(MeshError::Subscribe { topic, reason }));
+            }
             Command::Subscribe { topic, reply } => {
                 let _ = reply.send(self.subscribe(topic));
             }
@@ -965,6 +1009,13 @@ impl EventLoop {
                 }
             }
             Command::SendDirect { peer, outbound, reply } => self.send_direct(peer, outbound, reply),
+            Command::StateWrite { key, value, mode, reply } => self.state_write(key, value, mode, reply),
+            Command::StateGet { namespace, key, reply } => {
+                let _ = reply.send(self.state_get(namespace, &key));
+            }
+            Command::StateView { namespace, reply } => {
+                let _ = reply.send(self.state_view(namespace));
+            }
             Command::Shutdown { reply } => {
                 tracing::info!("shutting down");
                 return Some(reply);
@@ -1096,6 +1147,12 @@ impl EventLoop {
     }
 
     fn publish(&mut self, topic: &str, outbound: &Outbound) -> Result<(), MeshError> {
+        if topic == super::state_sync::STATE_TOPIC {
+            return Err(MeshError::Publish {
+                topic: topic.to_owned(),
+                reason: "reserved for state replication".to_owned(),
+            });
+        }
         let ident = gossipsub::IdentTopic::new(topic);
         let topic = topic.to_owned();
         match self.swarm.behaviour_mut().gossipsub.publish(ident, outbound.bytes.clone()) {

@@ -7,6 +7,7 @@ mod codec;
 mod event_loop;
 mod peer_limit;
 mod reconnect;
+mod state_sync;
 mod transport;
 
 use std::{sync::Arc, time::Duration};
@@ -18,7 +19,7 @@ pub use event_loop::EventLoop;
 
 use crate::{
     MeshConfig, MeshError,
-    mesh::{Delivery, MeshEvent, PeerInfo, Status},
+    mesh::{Delivery, MeshEvent, PeerInfo, StateView, Status, WriteMode},
     metrics::Metrics,
     platform,
 };
@@ -34,23 +35,74 @@ pub(crate) struct Outbound {
 
 /// Requests from handles to the event loop; each carries its reply channel.
 pub(crate) enum Command {
-    Listen { addr: Multiaddr, reply: oneshot::Sender<Result<Multiaddr, MeshError>> },
-    Dial { addr: Multiaddr, reply: oneshot::Sender<Result<PeerId, MeshError>> },
-    Join { addr: Multiaddr, reply: oneshot::Sender<Result<PeerId, MeshError>> },
-    FindPeer { peer: PeerId, reply: oneshot::Sender<Result<(), MeshError>> },
-    Peers { reply: oneshot::Sender<Vec<PeerInfo>> },
-    Status { reply: oneshot::Sender<Status> },
-    Subscribe { topic: String, reply: oneshot::Sender<Result<bool, MeshError>> },
-    Unsubscribe { topic: String, reply: oneshot::Sender<bool> },
-    TopicPeers { topic: String, reply: oneshot::Sender<Vec<PeerId>> },
-    Publish { topic: String, outbound: Outbound, reply: oneshot::Sender<Result<(), MeshError>> },
-    SendDirect { peer: PeerId, outbound: Outbound, reply: oneshot::Sender<Result<Delivery, MeshError>> },
-    Shutdown { reply: oneshot::Sender<()> },
+    Listen {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<Multiaddr, MeshError>>,
+    },
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<PeerId, MeshError>>,
+    },
+    Join {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<PeerId, MeshError>>,
+    },
+    FindPeer {
+        peer: PeerId,
+        reply: oneshot::Sender<Result<(), MeshError>>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerInfo>>,
+    },
+    Status {
+        reply: oneshot::Sender<Status>,
+    },
+    Subscribe {
+        topic: String,
+        reply: oneshot::Sender<Result<bool, MeshError>>,
+    },
+    Unsubscribe {
+        topic: String,
+        reply: oneshot::Sender<bool>,
+    },
+    TopicPeers {
+        topic: String,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    Publish {
+        topic: String,
+        outbound: Outbound,
+        reply: oneshot::Sender<Result<(), MeshError>>,
+    },
+    SendDirect {
+        peer: PeerId,
+        outbound: Outbound,
+        reply: oneshot::Sender<Result<Delivery, MeshError>>,
+    },
+    StateWrite {
+        key: String,
+        value: Option<serde_json::Value>,
+        mode: WriteMode,
+        reply: oneshot::Sender<Result<(), crate::state::StateError>>,
+    },
+    StateGet {
+        namespace: Option<String>,
+        key: String,
+        reply: oneshot::Sender<Option<serde_json::Value>>,
+    },
+    StateView {
+        namespace: Option<String>,
+        reply: oneshot::Sender<StateView>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// Builds the swarm and the event loop around it.
 pub(crate) fn build(
     config: MeshConfig,
+    store: Box<dyn crate::state::Store + Send>,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<MeshEvent>,
 ) -> Result<(EventLoop, Arc<Metrics>), MeshError> {
@@ -72,6 +124,11 @@ pub(crate) fn build(
         return Err(e);
     }
     let transport = transport.expect("set when no error");
+    let state = crate::state::LocalState::open(config.identity.clone(), store)
+        .map_err(|e| MeshError::Setup(e.to_string()))?;
+    if state.skipped_at_load > 0 {
+        tracing::warn!("{} stored state entries no longer verify and were skipped", state.skipped_at_load);
+    }
     let behaviour = behaviour::build(&config, relay_client)?;
     let swarm = Swarm::new(
         transport,
@@ -81,6 +138,7 @@ pub(crate) fn build(
     );
     let event_loop = EventLoop::new(
         swarm,
+        state,
         config,
         commands,
         events,

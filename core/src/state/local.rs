@@ -17,6 +17,15 @@ pub trait Store {
     fn put(&mut self, entry: &Entry) -> Result<(), StoreError>;
 }
 
+impl<S: Store + ?Sized> Store for Box<S> {
+    fn load(&self) -> Result<Vec<Entry>, StoreError> {
+        (**self).load()
+    }
+    fn put(&mut self, entry: &Entry) -> Result<(), StoreError> {
+        (**self).put(entry)
+    }
+}
+
 /// A storage failure, with what the backend said.
 #[derive(Debug, thiserror::Error)]
 #[error("state storage: {0}")]

@@ -34,6 +34,7 @@ pub fn fast_timing() -> Timing {
         discovery_interval: Duration::from_secs(1),
         request_timeout: Duration::from_secs(5),
         idle_timeout: Duration::from_secs(600),
+        state_sync_interval: Duration::from_secs(2),
     }
 }
 

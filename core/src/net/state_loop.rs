@@ -1,0 +1,340 @@
+//! The event loop's state replication: local writes, live entries on the
+//! state topic, and catch-up with each peer (namespaces → reconcile →
+//! fetch / push). See `state_sync.rs` for the wire messages.
+
+use std::collections::HashSet;
+
+use libp2p::{PeerId, gossipsub, request_response};
+use serde_bytes::ByteBuf;
+use tokio::sync::oneshot;
+
+use super::EventLoop;
+use crate::{
+    mesh::{StateView, WriteMode},
+    net::state_sync::{
+        MAX_BATCH_BYTES, MAX_FETCH_IDS, MAX_NAMESPACES, STATE_TOPIC, SyncRequest, SyncResponse,
+    },
+    platform,
+    state::{Applied, Entry, EntryError, StateError, sync::Initiator, sync::acl_first},
+};
+
+/// What an outstanding state-sync request was for.
+pub(super) enum SyncStep {
+    Namespaces,
+    Reconcile { ns: String, initiator: Box<Initiator> },
+    Fetch,
+    Push,
+}
+
+impl EventLoop {
+    /// Joins the state topic (at start).
+    pub(super) fn join_state_topic(&mut self) {
+        let topic = gossipsub::IdentTopic::new(STATE_TOPIC);
+        if let Err(e) = self.swarm.behaviour_mut().gossipsub.subscribe(&topic) {
+            tracing::warn!("cannot join the state topic: {e}");
+        }
+    }
+
+    /// Whether this node keeps a replica of `ns`: its own always; others if
+    /// it replicates for the mesh (servers), within the quota.
+    fn replicates(&self, ns: &str) -> bool {
+        if ns == self.local_id || self.state.replica().len(ns) > 0 {
+            return true;
+        }
+        self.config.replicate && self.state.replica().namespaces().count() < self.config.replica_quota
+    }
+
+    /// A local write: durable, then announced.
+    pub(super) fn state_write(
+        &mut self,
+        key: String,
+        value: Option<serde_json::Value>,
+        mode: WriteMode,
+        reply: oneshot::Sender<Result<(), StateError>>,
+    ) {
+        let now = platform::now_ms();
+        let result = match mode {
+            WriteMode::Update => match &value {
+                Some(v) => self.state.update(&key, v, now),
+                None => self.state.write(&key, None, now),
+            },
+            WriteMode::Create => match &value {
+                Some(v) => self.state.create(&key, v, now),
+                None => self.state.write(&key, None, now),
+            },
+            WriteMode::Delete => self.state.delete(&key, now),
+        };
+        match result {
+            Ok(entry) => {
+                let _ = reply.send(Ok(()));
+                self.announce(&entry);
+            }
+            Err(e) => {
+                if let StateError::Rejected(rejection) = &e {
+                    self.metrics.state_rejected(rejection.reason);
+                }
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    fn announce(&mut self, entry: &Entry) {
+        let topic = gossipsub::IdentTopic::new(STATE_TOPIC);
+        // No peer yet is fine: reconciliation brings them up to date.
+        if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, entry.encode()) {
+            tracing::debug!("state entry not gossiped now: {e}");
+        }
+    }
+
+    pub(super) fn state_view(&self, namespace: Option<String>) -> StateView {
+        let namespace = namespace.unwrap_or_else(|| self.local_id.clone());
+        let mut replicas: Vec<String> = self
+            .holders
+            .get(&namespace)
+            .map(|h| h.iter().map(|p| p.to_base58()).collect())
+            .unwrap_or_default();
+        replicas.sort();
+        StateView { data: self.state.data(&namespace), replicas, namespace }
+    }
+
+    pub(super) fn state_get(&self, namespace: Option<String>, key: &str) -> Option<serde_json::Value> {
+        let namespace = namespace.unwrap_or_else(|| self.local_id.clone());
+        self.state.get(&namespace, key)
+    }
+
+    /// Takes an entry from a peer; counts a refusal by reason.
+    fn ingest(&mut self, entry: Entry, from: Option<&PeerId>) -> Result<Applied, EntryError> {
+        let ns = entry.namespace.clone();
+        let result = match self.state.ingest(entry, platform::now_ms()) {
+            Ok(applied) => Ok(applied),
+            Err(StateError::Rejected(e)) => Err(e),
+            Err(e) => {
+                tracing::warn!("cannot store a state entry: {e}");
+                return Ok(Applied::Superseded);
+            }
+        };
+        match &result {
+            Ok(Applied::Changed) => {
+                if let Some(peer) = from {
+                    self.holders.entry(ns.clone()).or_default().insert(*peer);
+                }
+                self.metrics.state_ingested();
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.metrics.state_rejected(e.reason);
+                if self.logged_state_reasons.insert(e.reason) {
+                    tracing::warn!(peer = ?from, "refused a state entry: {e}");
+                }
+            }
+        }
+        result
+    }
+
+    /// A gossiped entry: merged before it may be forwarded.
+    pub(super) fn on_state_gossip(
+        &mut self,
+        data: &[u8],
+        source: Option<PeerId>,
+    ) -> gossipsub::MessageAcceptance {
+        let entry = match Entry::decode(data) {
+            Ok(entry) => entry,
+            Err(e) => {
+                self.metrics.state_rejected(e.reason);
+                return gossipsub::MessageAcceptance::Reject;
+            }
+        };
+        if !self.replicates(&entry.namespace) {
+            return gossipsub::MessageAcceptance::Ignore;
+        }
+        match self.ingest(entry, source.as_ref()) {
+            Ok(_) => gossipsub::MessageAcceptance::Accept,
+            Err(_) => gossipsub::MessageAcceptance::Reject,
+        }
+    }
+
+    /// Starts catching up with a peer: ask which namespaces it holds.
+    pub(super) fn start_state_sync(&mut self, peer: PeerId) {
+        let id = self.swarm.behaviour_mut().state_sync.send_request(&peer, SyncRequest::Namespaces);
+        self.syncs.insert(id, (peer, SyncStep::Namespaces));
+    }
+
+    pub(super) fn on_state_sync(&mut self, event: request_response::Event<SyncRequest, SyncResponse>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    let response = self.serve_sync(peer, request);
+                    let _ = self.swarm.behaviour_mut().state_sync.send_response(channel, response);
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some((peer, step)) = self.syncs.remove(&request_id) {
+                        self.on_sync_response(peer, step, response);
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, peer, error, .. } => {
+                self.syncs.remove(&request_id);
+                // Peers that do not speak the protocol (other libp2p nodes) land here too.
+                tracing::debug!(%peer, "state sync request failed: {error}");
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "state sync: inbound failure: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn serve_sync(&mut self, peer: PeerId, request: SyncRequest) -> SyncResponse {
+        match request {
+            SyncRequest::Namespaces => SyncResponse::Namespaces(
+                self.state.replica().namespaces().take(MAX_NAMESPACES).map(String::from).collect(),
+            ),
+            SyncRequest::Reconcile { ns, msg } => {
+                match crate::state::sync::respond(self.state.replica(), &ns, &msg) {
+                    Ok(answer) => {
+                        self.holders.entry(ns).or_default().insert(peer);
+                        SyncResponse::Reconcile(ByteBuf::from(answer))
+                    }
+                    Err(e) => SyncResponse::Refused(e.to_string()),
+                }
+            }
+            SyncRequest::Fetch { ns, ids } => {
+                let mut out = Vec::new();
+                let mut bytes = 0;
+                for id in ids.iter().take(MAX_FETCH_IDS) {
+                    let Ok(id) = <[u8; 32]>::try_from(id.as_ref()) else { continue };
+                    let Some(entry) = self.state.replica().by_id(&id) else { continue };
+                    if entry.namespace != ns {
+                        continue;
+                    }
+                    let encoded = entry.encode();
+                    bytes += encoded.len();
+                    if bytes > MAX_BATCH_BYTES {
+                        break;
+                    }
+                    out.push(ByteBuf::from(encoded));
+                }
+                SyncResponse::Entries(out)
+            }
+            SyncRequest::Push { entries } => {
+                let (accepted, rejected) = self.ingest_batch(entries.into_iter().take(MAX_FETCH_IDS), peer);
+                SyncResponse::Pushed { accepted, rejected }
+            }
+        }
+    }
+
+    /// Decodes and merges a batch (access-list entries first).
+    fn ingest_batch(&mut self, encoded: impl Iterator<Item = ByteBuf>, peer: PeerId) -> (u32, u32) {
+        let mut rejected = 0;
+        let mut entries = Vec::new();
+        for bytes in encoded {
+            match Entry::decode(&bytes) {
+                Ok(entry) if self.replicates(&entry.namespace) => entries.push(entry),
+                Ok(_) => {}
+                Err(e) => {
+                    self.metrics.state_rejected(e.reason);
+                    rejected += 1;
+                }
+            }
+        }
+        let mut accepted = 0;
+        for entry in acl_first(entries) {
+            match self.ingest(entry, Some(&peer)) {
+                Ok(_) => accepted += 1,
+                Err(_) => rejected += 1,
+            }
+        }
+        (accepted, rejected)
+    }
+
+    fn on_sync_response(&mut self, peer: PeerId, step: SyncStep, response: SyncResponse) {
+        match (step, response) {
+            (SyncStep::Namespaces, SyncResponse::Namespaces(theirs)) => {
+                let mut wanted: HashSet<String> =
+                    self.state.replica().namespaces().map(String::from).collect();
+                wanted.insert(self.local_id.clone());
+                for ns in theirs.into_iter().take(MAX_NAMESPACES) {
+                    if ns.parse::<PeerId>().is_err() {
+                        continue;
+                    }
+                    self.holders.entry(ns.clone()).or_default().insert(peer);
+                    if self.replicates(&ns) {
+                        wanted.insert(ns);
+                    }
+                }
+                for ns in wanted {
+                    match Initiator::start(self.state.replica(), &ns) {
+                        Ok((initiator, first)) => {
+                            let request =
+                                SyncRequest::Reconcile { ns: ns.clone(), msg: ByteBuf::from(first) };
+                            let id = self.swarm.behaviour_mut().state_sync.send_request(&peer, request);
+                            self.syncs.insert(
+                                id,
+                                (peer, SyncStep::Reconcile { ns, initiator: Box::new(initiator) }),
+                            );
+                        }
+                        Err(e) => tracing::debug!(%ns, "cannot start reconciling: {e}"),
+                    }
+                }
+            }
+            (SyncStep::Reconcile { ns, mut initiator }, SyncResponse::Reconcile(answer)) => {
+                match initiator.step(&answer) {
+                    Ok(Some(next)) => {
+                        let request = SyncRequest::Reconcile { ns: ns.clone(), msg: ByteBuf::from(next) };
+                        let id = self.swarm.behaviour_mut().state_sync.send_request(&peer, request);
+                        self.syncs.insert(id, (peer, SyncStep::Reconcile { ns, initiator }));
+                    }
+                    Ok(None) => self.finish_reconcile(peer, ns, &initiator),
+                    Err(e) => tracing::debug!(%peer, %ns, "reconciliation failed: {e}"),
+                }
+            }
+            (SyncStep::Fetch, SyncResponse::Entries(entries)) => {
+                self.ingest_batch(entries.into_iter().take(MAX_FETCH_IDS), peer);
+            }
+            (SyncStep::Push, SyncResponse::Pushed { .. }) => {}
+            (_, SyncResponse::Refused(reason)) => tracing::debug!(%peer, "state sync refused: {reason}"),
+            _ => tracing::debug!(%peer, "state sync: unexpected response"),
+        }
+    }
+
+    /// Fetches what we lack and pushes what the peer lacks, in batches.
+    fn finish_reconcile(&mut self, peer: PeerId, ns: String, initiator: &Initiator) {
+        if !initiator.have.is_empty() || !initiator.need.is_empty() {
+            tracing::debug!(%peer, %ns, have = initiator.have.len(), need = initiator.need.len(), "reconciled");
+        }
+        for chunk in initiator.need.chunks(MAX_FETCH_IDS) {
+            let ids = chunk.iter().map(|id| ByteBuf::from(id.to_vec())).collect();
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .state_sync
+                .send_request(&peer, SyncRequest::Fetch { ns: ns.clone(), ids });
+            self.syncs.insert(id, (peer, SyncStep::Fetch));
+        }
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let have: Vec<Vec<u8>> = initiator
+            .have
+            .iter()
+            .filter_map(|id| self.state.replica().by_id(id))
+            .map(Entry::encode)
+            .collect();
+        for encoded in have {
+            if !batch.is_empty() && (bytes + encoded.len() > MAX_BATCH_BYTES || batch.len() >= MAX_FETCH_IDS)
+            {
+                self.push(peer, std::mem::take(&mut batch));
+                bytes = 0;
+            }
+            bytes += encoded.len();
+            batch.push(ByteBuf::from(encoded));
+        }
+        if !batch.is_empty() {
+            self.push(peer, batch);
+        }
+    }
+
+    fn push(&mut self, peer: PeerId, entries: Vec<ByteBuf>) {
+        let id = self.swarm.behaviour_mut().state_sync.send_request(&peer, SyncRequest::Push { entries });
+        self.syncs.insert(id, (peer, SyncStep::Push));
+    }
+}

@@ -1,0 +1,55 @@
+//! The wire side of state replication.
+//!
+//! - Live: every entry written is published on one gossipsub topic,
+//!   [`STATE_TOPIC`]; receivers verify and merge it before forwarding.
+//! - Catch-up: `/infermesh/state-sync/1.0.0` (request-response, CBOR). On
+//!   connecting, and periodically, a node asks a peer which namespaces it
+//!   holds, reconciles each one it replicates (negentropy, a few round
+//!   trips), then fetches what it lacks and pushes what the peer lacks, in
+//!   bounded batches.
+
+use libp2p::StreamProtocol;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+/// The protocol name.
+pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/infermesh/state-sync/1.0.0");
+/// The gossipsub topic that carries new entries.
+pub(crate) const STATE_TOPIC: &str = "/infermesh/state/1";
+/// Most entry IDs asked for in one fetch.
+pub(crate) const MAX_FETCH_IDS: usize = 256;
+/// Most bytes of entries in one fetch answer or one push.
+pub(crate) const MAX_BATCH_BYTES: usize = 512 * 1024;
+/// Most namespaces listed in one answer.
+pub(crate) const MAX_NAMESPACES: usize = 4096;
+/// Request and response size limits for the codec (checked before decoding).
+pub(crate) const MAX_REQUEST_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_RESPONSE_BYTES: u64 = 2 * 1024 * 1024;
+
+/// A request of the state-sync protocol.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum SyncRequest {
+    /// Which namespaces do you hold?
+    Namespaces,
+    /// One negentropy message for a namespace.
+    Reconcile { ns: String, msg: ByteBuf },
+    /// Send me these entries (IDs) of a namespace.
+    Fetch { ns: String, ids: Vec<ByteBuf> },
+    /// Entries you lack.
+    Push { entries: Vec<ByteBuf> },
+}
+
+/// A response of the state-sync protocol.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum SyncResponse {
+    /// The namespaces held.
+    Namespaces(Vec<String>),
+    /// The negentropy answer.
+    Reconcile(ByteBuf),
+    /// Encoded entries.
+    Entries(Vec<ByteBuf>),
+    /// How many pushed entries were taken and refused.
+    Pushed { accepted: u32, rejected: u32 },
+    /// The request could not be served (the reason, for the log).
+    Refused(String),
+}

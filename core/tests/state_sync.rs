@@ -1,0 +1,85 @@
+//! Replicated state between nodes in one process (memory transport):
+//! catch-up on connect, live updates, and an owner's state outliving the
+//! owner's device: another device with the same key gets it back from a
+//! replica and keeps writing.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use infermesh_core::{Identity, WriteMode};
+use serde_json::json;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+async fn data_of(node: &TestNode, namespace: &str) -> serde_json::Value {
+    node.mesh.state(Some(namespace)).await.unwrap().data
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_follows_the_key_through_a_replica() {
+    let owner = Identity::generate().unwrap();
+    let ns = owner.peer_id().to_base58();
+
+    // The owner writes before anyone else is around.
+    let laptop = TestNode::start(memory_config(owner.clone(), vec![]), "/memory/0".parse().unwrap()).await;
+    laptop.mesh.state_write("name", Some(json!("John")), WriteMode::Update).await.unwrap();
+    laptop.mesh.state_write("age", Some(json!(25)), WriteMode::Update).await.unwrap();
+    laptop.mesh.state_write("config", Some(json!({"theme": "dark"})), WriteMode::Create).await.unwrap();
+    assert!(laptop.mesh.state_write("age", Some(json!(1)), WriteMode::Create).await.is_err());
+
+    // A replica node joins: it catches up on connect.
+    let replica = TestNode::start(
+        memory_config(Identity::generate().unwrap(), vec![laptop.addr.clone()]),
+        "/memory/0".parse().unwrap(),
+    )
+    .await;
+    let expected = json!({"name": "John", "age": 25, "config": {"theme": "dark"}});
+    wait_until(DEADLINE, "the replica to catch up", || async { data_of(&replica, &ns).await == expected })
+        .await;
+
+    // Live: a new write reaches the replica without a reconnect.
+    laptop.mesh.state_write("active", Some(json!(true)), WriteMode::Update).await.unwrap();
+    wait_until(DEADLINE, "the live write to arrive", || async {
+        data_of(&replica, &ns).await["active"] == json!(true)
+    })
+    .await;
+    let view = laptop.mesh.state(None).await.unwrap();
+    assert!(view.replicas.contains(&replica.peer_id().to_base58()), "the laptop knows the replica: {view:?}");
+
+    // The laptop goes away; a phone with the same key finds its state on
+    // the replica and edits it.
+    laptop.mesh.shutdown().await.unwrap();
+    let phone = TestNode::start(
+        memory_config(owner.clone(), vec![replica.addr.clone()]),
+        "/memory/0".parse().unwrap(),
+    )
+    .await;
+    wait_until(DEADLINE, "the phone to get the owner's state", || async {
+        data_of(&phone, &ns).await["active"] == json!(true)
+    })
+    .await;
+    phone.mesh.state_write("age", Some(json!(26)), WriteMode::Update).await.unwrap();
+    phone.mesh.state_write("name", None, WriteMode::Delete).await.unwrap();
+    wait_until(DEADLINE, "the replica to see the phone's edits", || async {
+        data_of(&replica, &ns).await == json!({"age": 26, "config": {"theme": "dark"}, "active": true})
+    })
+    .await;
+
+    // Someone else's node holds the data too, but cannot write it: its
+    // writes only ever go to its own namespace.
+    let stranger = TestNode::start(
+        memory_config(Identity::generate().unwrap(), vec![replica.addr.clone()]),
+        "/memory/0".parse().unwrap(),
+    )
+    .await;
+    wait_until(DEADLINE, "the stranger to replicate the namespace", || async {
+        data_of(&stranger, &ns).await["age"] == json!(26)
+    })
+    .await;
+    stranger.mesh.state_write("age", Some(json!(99)), WriteMode::Update).await.unwrap();
+    assert_eq!(data_of(&stranger, &ns).await["age"], json!(26));
+    assert_eq!(stranger.mesh.state(None).await.unwrap().data, json!({"age": 99}));
+}
