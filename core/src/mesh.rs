@@ -292,6 +292,16 @@ pub enum MeshEvent {
     NewListenAddr(Multiaddr),
     /// No longer listening on this address.
     ExpiredListenAddr(Multiaddr),
+    /// A key of a namespace this node holds changed (a local write or one
+    /// that arrived); `value` is `None` when it was deleted.
+    StateChanged {
+        /// The namespace.
+        namespace: String,
+        /// The key.
+        key: String,
+        /// The new value.
+        value: Option<serde_json::Value>,
+    },
 }
 
 /// A connected peer.
@@ -524,8 +534,20 @@ impl MeshHandle {
         value: Option<serde_json::Value>,
         mode: WriteMode,
     ) -> Result<(), MeshError> {
-        let key = key.to_owned();
-        self.call(|reply| Command::StateWrite { key, value, mode, reply }).await??;
+        self.state_write_in(None, key, value, mode).await
+    }
+
+    /// Like [`MeshHandle::state_write`] in another namespace: allowed when
+    /// its owner lists this node in the access list, refused otherwise.
+    pub async fn state_write_in(
+        &self,
+        namespace: Option<&str>,
+        key: &str,
+        value: Option<serde_json::Value>,
+        mode: WriteMode,
+    ) -> Result<(), MeshError> {
+        let (namespace, key) = (namespace.map(str::to_owned), key.to_owned());
+        self.call(|reply| Command::StateWrite { namespace, key, value, mode, reply }).await??;
         Ok(())
     }
 
@@ -540,6 +562,8 @@ impl MeshHandle {
     }
 
     /// A namespace (this node's own if `None`) as this node holds it.
+    /// Asking for one this node does not replicate starts replicating it:
+    /// its values arrive from peers shortly after (as `StateChanged`).
     pub async fn state(&self, namespace: Option<&str>) -> Result<StateView, MeshError> {
         let namespace = namespace.map(str::to_owned);
         self.call(|reply| Command::StateView { namespace, reply }).await

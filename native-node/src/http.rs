@@ -1,5 +1,6 @@
 //! The local HTTP API, bound to loopback only: addresses for browsers to
-//! bootstrap from, status, peers, topic subscribers, and Prometheus metrics.
+//! bootstrap from, status, peers, topic subscribers, state, and Prometheus
+//! metrics.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -14,7 +15,7 @@ use axum::{
     response::IntoResponse,
     routing::get,
 };
-use infermesh_core::{MeshError, MeshHandle, PeerInfo, Status};
+use infermesh_core::{MeshError, MeshHandle, PeerInfo, StateView, Status};
 use serde::Serialize;
 
 type ApiResult<T> = Result<Json<T>, (StatusCode, String)>;
@@ -60,6 +61,17 @@ async fn topic_peers(
     Ok(Json(peers.iter().map(ToString::to_string).collect()))
 }
 
+/// This node's state, or a namespace it holds (`/api/state/<node-id>`).
+async fn state(State(mesh): State<MeshHandle>, namespace: Option<UrlPath<String>>) -> ApiResult<StateView> {
+    let namespace = namespace.map(|UrlPath(ns)| ns);
+    if let Some(ns) = &namespace
+        && ns.parse::<infermesh_core::PeerId>().is_err()
+    {
+        return Err((StatusCode::BAD_REQUEST, format!("'{ns}' is not a node ID")));
+    }
+    mesh.state(namespace.as_deref()).await.map(Json).map_err(unavailable)
+}
+
 async fn metrics(State(mesh): State<MeshHandle>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
@@ -75,6 +87,8 @@ pub async fn serve(mesh: MeshHandle, port: u16, www: Option<&Path>) -> Result<So
         .route("/api/status", get(status))
         .route("/api/peers", get(peers))
         .route("/api/topics/{topic}/peers", get(topic_peers))
+        .route("/api/state", get(state))
+        .route("/api/state/{namespace}", get(state))
         .route("/metrics", get(metrics))
         .with_state(mesh);
     if let Some(dir) = www {

@@ -261,6 +261,8 @@ async fn print_events(
                 addrs.push(addr.to_string());
                 write_addrs(&data, peer_id, &addrs, &api);
             }
+            // `state` shows the current values; changes are not echoed.
+            MeshEvent::StateChanged { .. } => {}
             MeshEvent::ExpiredListenAddr(addr) => {
                 addrs.retain(|a| *a != addr.to_string());
                 write_addrs(&data, peer_id, &addrs, &api);

@@ -166,3 +166,33 @@ pub(crate) fn inbound(m: &InboundMessage) -> Result<(JsValue, JsValue), JsValue>
     })?;
     Ok((message, Uint8Array::from(e.payload.as_slice()).into()))
 }
+
+/// The `{ namespace }` option of the state calls: a node ID, or absent.
+pub(crate) fn namespace_option(options: &JsValue) -> Result<Option<String>, JsValue> {
+    if options.is_undefined() || options.is_null() {
+        return Ok(None);
+    }
+    if !options.is_object() {
+        return Err(js_error("options must be an object like { namespace }"));
+    }
+    let namespace =
+        js_sys::Reflect::get(options, &JsValue::from_str("namespace")).unwrap_or(JsValue::UNDEFINED);
+    if namespace.is_undefined() || namespace.is_null() {
+        return Ok(None);
+    }
+    let Some(text) = namespace.as_string() else {
+        return Err(js_error("namespace must be a node ID string"));
+    };
+    if text.parse::<infermesh_core::PeerId>().is_err() {
+        return Err(js_error(format!("namespace '{text}' is not a node ID (they look like 12D3KooW…)")));
+    }
+    Ok(Some(text))
+}
+
+/// A JS value as JSON (objects, arrays, strings, numbers, booleans, null).
+pub(crate) fn json_value(value: JsValue) -> Result<serde_json::Value, JsValue> {
+    if value.is_undefined() {
+        return Err(js_error("value is undefined; use delete() to remove a key"));
+    }
+    serde_wasm_bindgen::from_value(value).map_err(|e| js_error(format!("value is not JSON-compatible: {e}")))
+}

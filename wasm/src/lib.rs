@@ -15,7 +15,7 @@ use convert::{js_error, to_js};
 use futures::StreamExt;
 use infermesh_core::{
     Envelope, Identity, Mesh, MeshConfig, MeshEvent, MeshHandle, MetricsSnapshot, MsgType, Multiaddr, PeerId,
-    Sent,
+    Sent, WriteMode,
 };
 use js_sys::{Function, Promise};
 use serde::Serialize;
@@ -45,6 +45,7 @@ struct Node {
 struct Shared {
     node: RefCell<Option<Node>>,
     handler: RefCell<Option<Function>>,
+    state_handler: RefCell<Option<Function>>,
     starting: RefCell<bool>,
     closed: RefCell<bool>,
 }
@@ -251,6 +252,71 @@ impl WasmP2PClient {
         to_js(&Metrics::from(self.shared.mesh()?.metrics()))
     }
 
+    /// The value of `key` (a JS value of its JSON type), or `undefined`.
+    /// `options`: `{ namespace }` to read another node's namespace (the
+    /// first read starts replicating it; values follow shortly).
+    pub fn get(&self, key: String, options: JsValue) -> Promise {
+        let shared = self.shared.clone();
+        promise(async move {
+            let namespace = convert::namespace_option(&options)?;
+            let mesh = shared.mesh()?;
+            match mesh.state_get(namespace.as_deref(), &key).await.map_err(js_error)? {
+                Some(value) => to_js(&value),
+                None => Ok(JsValue::UNDEFINED),
+            }
+        })
+    }
+
+    /// Sets `key` to `value` (any JSON-compatible JS value); resolves once
+    /// stored. `options`: `{ namespace }` to write a namespace whose owner
+    /// granted this node.
+    pub fn set(&self, key: String, value: JsValue, options: JsValue) -> Promise {
+        let shared = self.shared.clone();
+        promise(async move {
+            let namespace = convert::namespace_option(&options)?;
+            let value = convert::json_value(value)?;
+            let mesh = shared.mesh()?;
+            mesh.state_write_in(namespace.as_deref(), &key, Some(value), WriteMode::Update)
+                .await
+                .map_err(js_error)?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Removes `key`. `options`: `{ namespace }`.
+    pub fn delete(&self, key: String, options: JsValue) -> Promise {
+        let shared = self.shared.clone();
+        promise(async move {
+            let namespace = convert::namespace_option(&options)?;
+            let mesh = shared.mesh()?;
+            mesh.state_write_in(namespace.as_deref(), &key, None, WriteMode::Delete)
+                .await
+                .map_err(js_error)?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// `{ namespace, data, replicas }` of this node's namespace, or of
+    /// `options.namespace`.
+    pub fn state(&self, options: JsValue) -> Promise {
+        let shared = self.shared.clone();
+        promise(async move {
+            let namespace = convert::namespace_option(&options)?;
+            let mesh = shared.mesh()?;
+            to_js(&mesh.state(namespace.as_deref()).await.map_err(js_error)?)
+        })
+    }
+
+    /// Calls `handler({ namespace, key, value })` whenever a key of a
+    /// namespace this page holds changes (`value` is `null` when it was
+    /// deleted).
+    pub fn on_state_change(&self, handler: JsValue) -> Result<(), JsValue> {
+        let handler =
+            handler.dyn_into::<Function>().map_err(|_| js_error("the state handler must be a function"))?;
+        *self.shared.state_handler.borrow_mut() = Some(handler);
+        Ok(())
+    }
+
     /// Stops the node and closes its connections.
     pub fn close(&self) -> Promise {
         let shared = self.shared.clone();
@@ -290,6 +356,24 @@ async fn start_node(name: &str, shared: &Rc<Shared>, options: JsValue) -> JsResu
     let pump = shared.clone();
     spawn_local(async move {
         while let Some(event) = events.next().await {
+            if let MeshEvent::StateChanged { namespace, key, value } = &event {
+                let Some(handler) = pump.state_handler.borrow().clone() else { continue };
+                #[derive(Serialize)]
+                struct Change<'a> {
+                    namespace: &'a str,
+                    key: &'a str,
+                    value: &'a Option<serde_json::Value>,
+                }
+                match to_js(&Change { namespace, key, value }) {
+                    Ok(change) => {
+                        if let Err(e) = handler.call1(&JsValue::NULL, &change) {
+                            web_sys::console::error_2(&"infermesh: the state handler threw".into(), &e);
+                        }
+                    }
+                    Err(e) => web_sys::console::error_1(&e),
+                }
+                continue;
+            }
             if let MeshEvent::Message(message) = event {
                 let Some(handler) = pump.handler.borrow().clone() else { continue };
                 match convert::inbound(&message) {

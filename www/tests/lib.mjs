@@ -42,6 +42,8 @@ export async function startNode ({ mode = 'node', dataDir, extra = [] } = {}) {
   dataDir ??= mkdtempSync(join(tmpdir(), 'infermesh-browser-'))
   const args = [mode, '--data-dir', dataDir, '--listen-ip', '127.0.0.1', '--tcp-port', '0', '--quic-port', '0',
     '--ws-port', '0', '--webrtc-port', '0', '--api-port', '0', '--no-mdns', '--www', WWW, ...extra]
+  // A restarted node writes fresh addresses; do not read the old ones.
+  rmSync(join(dataDir, 'addrs.json'), { force: true })
   const proc = spawn(BIN, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.NODE_RUST_LOG ?? 'warn' } })
   const lines = []
   const stderr = []
@@ -89,10 +91,15 @@ export async function startNode ({ mode = 'node', dataDir, extra = [] } = {}) {
         return ids.every((id) => known.includes(id))
       })
     },
-    async stop () {
+    /** A namespace as the node holds it (`{ namespace, data, replicas }`). */
+    async stateOf (namespace) {
+      return (await fetch(`${addrs.api}/api/state/${namespace}`)).json()
+    },
+    /** Stops the node; `keep` leaves its data directory for a restart. */
+    async stop ({ keep = false } = {}) {
       if (proc.exitCode === null) proc.kill('SIGTERM')
       await exited
-      rmSync(dataDir, { recursive: true, force: true })
+      if (!keep) rmSync(dataDir, { recursive: true, force: true })
       // The node's output, kept as a test artifact for when a test fails.
       const name = (process.argv[1] ?? 'node').split('/').pop().replace(/\.m?js$/, '')
       writeFileSync(join(resultsDir(), `${name}.node-${node.peerId.slice(-6)}.log`), this.transcript())

@@ -152,6 +152,8 @@ pub struct EventLoop {
     holders: HashMap<String, HashSet<PeerId>>,
     next_state_sync: Instant,
     logged_state_reasons: HashSet<EntryRejection>,
+    /// Namespaces asked for that this node does not own (replicated too).
+    wanted: HashSet<String>,
     /// Topics this node's user subscribed to (their messages are delivered).
     user_topics: HashSet<String>,
     /// Topics joined only to relay for peers (gossip hub).
@@ -240,6 +242,7 @@ impl EventLoop {
             holders: HashMap::new(),
             next_state_sync: now + config.timing.state_sync_interval,
             logged_state_reasons: HashSet::new(),
+            wanted: HashSet::new(),
             user_topics: HashSet::new(),
             hub_topics: HashSet::new(),
             relays: HashSet::new(),
@@ -1009,7 +1012,9 @@ impl EventLoop {
                 }
             }
             Command::SendDirect { peer, outbound, reply } => self.send_direct(peer, outbound, reply),
-            Command::StateWrite { key, value, mode, reply } => self.state_write(key, value, mode, reply),
+            Command::StateWrite { namespace, key, value, mode, reply } => {
+                self.state_write(namespace, key, value, mode, reply)
+            }
             Command::StateGet { namespace, key, reply } => {
                 let _ = reply.send(self.state_get(namespace, &key));
             }

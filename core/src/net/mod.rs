@@ -80,6 +80,7 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<Delivery, MeshError>>,
     },
     StateWrite {
+        namespace: Option<String>,
         key: String,
         value: Option<serde_json::Value>,
         mode: WriteMode,

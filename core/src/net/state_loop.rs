@@ -38,7 +38,7 @@ impl EventLoop {
     /// Whether this node keeps a replica of `ns`: its own always; others if
     /// it replicates for the mesh (servers), within the quota.
     fn replicates(&self, ns: &str) -> bool {
-        if ns == self.local_id || self.state.replica().len(ns) > 0 {
+        if ns == self.local_id || self.wanted.contains(ns) || self.state.replica().len(ns) > 0 {
             return true;
         }
         self.config.replicate && self.state.replica().namespaces().count() < self.config.replica_quota
@@ -47,27 +47,26 @@ impl EventLoop {
     /// A local write: durable, then announced.
     pub(super) fn state_write(
         &mut self,
+        namespace: Option<String>,
         key: String,
         value: Option<serde_json::Value>,
         mode: WriteMode,
         reply: oneshot::Sender<Result<(), StateError>>,
     ) {
         let now = platform::now_ms();
-        let result = match mode {
-            WriteMode::Update => match &value {
-                Some(v) => self.state.update(&key, v, now),
-                None => self.state.write(&key, None, now),
-            },
-            WriteMode::Create => match &value {
-                Some(v) => self.state.create(&key, v, now),
-                None => self.state.write(&key, None, now),
-            },
-            WriteMode::Delete => self.state.delete(&key, now),
+        let namespace = namespace.unwrap_or_else(|| self.local_id.clone());
+        let exists = self.state.get(&namespace, &key).is_some();
+        let result = match (mode, &value) {
+            (WriteMode::Create, _) if exists => Err(StateError::Exists(key.clone())),
+            (WriteMode::Delete, _) if !exists => Err(StateError::Missing(key.clone())),
+            (WriteMode::Delete, _) => self.state.write_in(&namespace, &key, None, now),
+            (_, value) => self.state.write_in(&namespace, &key, value.as_ref(), now),
         };
         match result {
             Ok(entry) => {
                 let _ = reply.send(Ok(()));
                 self.announce(&entry);
+                self.state_changed(&entry);
             }
             Err(e) => {
                 if let StateError::Rejected(rejection) = &e {
@@ -78,6 +77,18 @@ impl EventLoop {
         }
     }
 
+    fn state_changed(&mut self, entry: &Entry) {
+        if entry.key.starts_with(crate::state::ACL_PREFIX) {
+            return;
+        }
+        let value = entry.json().ok().flatten();
+        self.emit(crate::mesh::MeshEvent::StateChanged {
+            namespace: entry.namespace.clone(),
+            key: entry.key.clone(),
+            value,
+        });
+    }
+
     fn announce(&mut self, entry: &Entry) {
         let topic = gossipsub::IdentTopic::new(STATE_TOPIC);
         // No peer yet is fine: reconciliation brings them up to date.
@@ -86,8 +97,27 @@ impl EventLoop {
         }
     }
 
-    pub(super) fn state_view(&self, namespace: Option<String>) -> StateView {
+    /// Starts replicating a namespace this node was asked about.
+    fn want(&mut self, namespace: &str) {
+        if namespace == self.local_id
+            || self.wanted.contains(namespace)
+            || namespace.parse::<PeerId>().is_err()
+        {
+            return;
+        }
+        if self.wanted.len() >= MAX_NAMESPACES {
+            return;
+        }
+        self.wanted.insert(namespace.to_owned());
+        let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+        for peer in peers {
+            self.start_state_sync(peer);
+        }
+    }
+
+    pub(super) fn state_view(&mut self, namespace: Option<String>) -> StateView {
         let namespace = namespace.unwrap_or_else(|| self.local_id.clone());
+        self.want(&namespace);
         let mut replicas: Vec<String> = self
             .holders
             .get(&namespace)
@@ -97,14 +127,16 @@ impl EventLoop {
         StateView { data: self.state.data(&namespace), replicas, namespace }
     }
 
-    pub(super) fn state_get(&self, namespace: Option<String>, key: &str) -> Option<serde_json::Value> {
+    pub(super) fn state_get(&mut self, namespace: Option<String>, key: &str) -> Option<serde_json::Value> {
         let namespace = namespace.unwrap_or_else(|| self.local_id.clone());
+        self.want(&namespace);
         self.state.get(&namespace, key)
     }
 
     /// Takes an entry from a peer; counts a refusal by reason.
     fn ingest(&mut self, entry: Entry, from: Option<&PeerId>) -> Result<Applied, EntryError> {
         let ns = entry.namespace.clone();
+        let changed = Some(entry.clone());
         let result = match self.state.ingest(entry, platform::now_ms()) {
             Ok(applied) => Ok(applied),
             Err(StateError::Rejected(e)) => Err(e),
@@ -119,6 +151,9 @@ impl EventLoop {
                     self.holders.entry(ns.clone()).or_default().insert(*peer);
                 }
                 self.metrics.state_ingested();
+                if let Some(entry) = changed {
+                    self.state_changed(&entry);
+                }
             }
             Ok(_) => {}
             Err(e) => {

@@ -107,8 +107,20 @@ impl<S: Store> LocalState<S> {
     /// returns the entry once it is durable.
     pub fn write(&mut self, key: &str, value: Option<&Value>, now_ms: u64) -> Result<Entry, StateError> {
         let namespace = self.own_namespace();
+        self.write_in(&namespace, key, value, now_ms)
+    }
+
+    /// Writes to another namespace; refused unless its owner granted this
+    /// node (access list).
+    pub fn write_in(
+        &mut self,
+        namespace: &str,
+        key: &str,
+        value: Option<&Value>,
+        now_ms: u64,
+    ) -> Result<Entry, StateError> {
         let timestamp = self.replica.next_timestamp(now_ms);
-        let entry = Entry::sign(&self.identity, &namespace, key, value, timestamp)?;
+        let entry = Entry::sign(&self.identity, namespace, key, value, timestamp)?;
         self.ingest(entry.clone(), now_ms)?;
         Ok(entry)
     }
