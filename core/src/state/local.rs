@@ -154,7 +154,7 @@ impl<S: Store> LocalState<S> {
         let applied = self.replica.check(&entry, Some(now_ms))?;
         if applied == Applied::Changed {
             self.store.put(&entry)?;
-            self.replica.load(entry)?;
+            self.replica.merge(entry);
         }
         Ok(applied)
     }

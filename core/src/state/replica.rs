@@ -103,8 +103,9 @@ impl Replica {
         })
     }
 
-    /// Makes a checked entry the winner of its key.
-    fn merge(&mut self, entry: Entry) {
+    /// Makes an entry that [`Replica::check`] found `Changed` the winner
+    /// of its key, without checking it again.
+    pub(crate) fn merge(&mut self, entry: Entry) {
         let id = entry.id();
         self.clock.observe(entry.timestamp);
         let keys = self.namespaces.entry(entry.namespace.clone()).or_default();
