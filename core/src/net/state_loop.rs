@@ -41,7 +41,7 @@ impl EventLoop {
         if ns == self.local_id || self.wanted.contains(ns) || self.state.replica().len(ns) > 0 {
             return true;
         }
-        self.config.replicate && self.state.replica().namespaces().count() < self.config.replica_quota
+        self.config.replicate && self.state.replica().namespace_count() < self.config.replica_quota
     }
 
     /// A local write: durable, then announced.

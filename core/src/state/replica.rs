@@ -163,6 +163,11 @@ impl Replica {
             .collect()
     }
 
+    /// How many namespaces this replica holds.
+    pub fn namespace_count(&self) -> usize {
+        self.namespaces.len()
+    }
+
     /// Every namespace this replica holds.
     pub fn namespaces(&self) -> impl Iterator<Item = &str> {
         self.namespaces.keys().map(String::as_str)
