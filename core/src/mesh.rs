@@ -387,16 +387,7 @@ pub fn transport_name(addr: &Multiaddr) -> &'static str {
     name
 }
 
-/// How a state write treats an existing value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WriteMode {
-    /// Set the key whether or not it has a value.
-    Update,
-    /// Set a key that has no value yet.
-    Create,
-    /// Remove a key that has a value.
-    Delete,
-}
+pub use crate::state::WriteMode;
 
 /// A namespace as this node holds it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]

@@ -193,11 +193,7 @@ async fn light_clients_reach_each_other_through_a_relay() {
     // Light clients (browser pages): no listener of their own, a reservation
     // on the relay instead.
     let client = || async {
-        let config = infermesh_core::MeshConfig {
-            transport: infermesh_core::TransportConfig::Memory,
-            timing: fast_timing(),
-            ..infermesh_core::MeshConfig::client(Identity::generate().unwrap())
-        };
+        let config = client_config(Identity::generate().unwrap());
         let identity = config.identity.clone();
         let (mesh, mut events, event_loop) = infermesh_core::Mesh::build(config).unwrap();
         tokio::spawn(event_loop.run());
@@ -247,12 +243,8 @@ async fn a_server_relays_broadcasts_between_clients_as_a_gossip_hub() {
         TestNode::start(memory_config(Identity::generate().unwrap(), vec![]), "/memory/0".parse().unwrap())
             .await;
     let client = || async {
-        let config = infermesh_core::MeshConfig {
-            transport: infermesh_core::TransportConfig::Memory,
-            timing: fast_timing(),
-            auto_relay: false,
-            ..infermesh_core::MeshConfig::client(Identity::generate().unwrap())
-        };
+        let config =
+            infermesh_core::MeshConfig { auto_relay: false, ..client_config(Identity::generate().unwrap()) };
         let node = TestNode::start(config, "/memory/0".parse().unwrap()).await;
         node.mesh.join(hub.addr.clone()).await.unwrap();
         node

@@ -186,63 +186,55 @@ async fn state_report(mesh: &MeshHandle, namespace: Option<PeerId>) -> Result<St
 
 /// Runs a command; returns the text to print.
 pub async fn execute(mesh: &MeshHandle, command: ReplCommand) -> String {
-    let done = |r: Result<String, String>| r.unwrap_or_else(|e| format!("error: {e}"));
-    let write = |key: String, value: Option<Value>, mode: WriteMode| async move {
-        mesh.state_write(&key, value, mode).await.map_err(|e| e.to_string())
-    };
-    match command {
-        ReplCommand::State(namespace) => return done(state_report(mesh, namespace).await),
-        ReplCommand::Get { key, namespace } => {
-            let namespace = namespace.map(|p| p.to_base58());
-            let value = mesh.state_get(namespace.as_deref(), &key).await.map_err(|e| e.to_string());
-            return done(
-                value.and_then(|v| v.map(|v| v.to_string()).ok_or(format!("key '{key}' has no value"))),
-            );
-        }
-        ReplCommand::Update { key, value } => {
-            let shown = value.to_string();
-            let r = write(key.clone(), Some(value), WriteMode::Update).await;
-            return done(r.map(|_| format!("updated {key} = {shown}")));
-        }
-        ReplCommand::Create { key, value } => {
-            let shown = value.to_string();
-            let r = write(key.clone(), Some(value), WriteMode::Create).await;
-            return done(r.map(|_| format!("created {key} = {shown}")));
-        }
-        ReplCommand::Delete(key) => {
-            let r = write(key.clone(), None, WriteMode::Delete).await;
-            return done(r.map(|_| format!("deleted {key}")));
-        }
-        _ => {}
-    }
-    let result = match command {
+    let error = |e: infermesh_core::MeshError| e.to_string();
+    let result: Result<String, String> = match command {
         ReplCommand::Nothing | ReplCommand::Exit => Ok(String::new()),
         ReplCommand::Help => Ok(HELP.to_owned()),
-        ReplCommand::Peers => mesh.peers().await.map(|peers| output::peers(&peers)),
-        ReplCommand::Status => mesh.status().await.map(|status| output::status(&status)),
-        ReplCommand::Subscribe(topic) => mesh.subscribe(&topic).await.map(|fresh| {
+        ReplCommand::Peers => mesh.peers().await.map(|peers| output::peers(&peers)).map_err(error),
+        ReplCommand::Status => mesh.status().await.map(|status| output::status(&status)).map_err(error),
+        ReplCommand::Subscribe(topic) => mesh.subscribe(&topic).await.map_err(error).map(|fresh| {
             if fresh { format!("subscribed to {topic}") } else { format!("already subscribed to {topic}") }
         }),
-        ReplCommand::Unsubscribe(topic) => mesh.unsubscribe(&topic).await.map(|was| {
+        ReplCommand::Unsubscribe(topic) => mesh.unsubscribe(&topic).await.map_err(error).map(|was| {
             if was { format!("unsubscribed from {topic}") } else { format!("not subscribed to {topic}") }
         }),
         ReplCommand::Publish { topic, text } => {
-            mesh.publish_text(&topic, &text).await.map(|sent| match sent {
+            mesh.publish_text(&topic, &text).await.map_err(error).map(|sent| match sent {
                 Sent::Broadcast { id, topic } => format!("published to {topic} (id {id})"),
                 Sent::Direct(d) => format!("delivered (id {})", d.id),
             })
         }
-        ReplCommand::Send { peer, text } => mesh.send_text(peer, &text).await.map(|sent| match sent {
-            Sent::Direct(d) => {
-                format!("delivered to {peer} in {:.2} ms (id {})", d.rtt.as_secs_f64() * 1000.0, d.id)
+        ReplCommand::Send { peer, text } => {
+            mesh.send_text(peer, &text).await.map_err(error).map(|sent| match sent {
+                Sent::Direct(d) => {
+                    format!("delivered to {peer} in {:.2} ms (id {})", d.rtt.as_secs_f64() * 1000.0, d.id)
+                }
+                Sent::Broadcast { id, .. } => format!("published (id {id})"),
+            })
+        }
+        ReplCommand::State(namespace) => state_report(mesh, namespace).await,
+        ReplCommand::Get { key, namespace } => {
+            let namespace = namespace.map(|p| p.to_base58());
+            match mesh.state_get(namespace.as_deref(), &key).await.map_err(error) {
+                Ok(Some(value)) => Ok(value.to_string()),
+                Ok(None) => Err(format!("key '{key}' has no value")),
+                Err(e) => Err(e),
             }
-            Sent::Broadcast { id, .. } => format!("published (id {id})"),
-        }),
-        ReplCommand::State(_)
-        | ReplCommand::Get { .. }
-        | ReplCommand::Update { .. }
-        | ReplCommand::Create { .. }
-        | ReplCommand::Delete(_) => unreachable!("handled above"),
+        }
+        ReplCommand::Update { key, value } => {
+            let shown = value.to_string();
+            let done = mesh.state_write(&key, Some(value), WriteMode::Update).await.map_err(error);
+            done.map(|()| format!("updated {key} = {shown}"))
+        }
+        ReplCommand::Create { key, value } => {
+            let shown = value.to_string();
+            let done = mesh.state_write(&key, Some(value), WriteMode::Create).await.map_err(error);
+            done.map(|()| format!("created {key} = {shown}"))
+        }
+        ReplCommand::Delete(key) => {
+            let done = mesh.state_write(&key, None, WriteMode::Delete).await.map_err(error);
+            done.map(|()| format!("deleted {key}"))
+        }
     };
     result.unwrap_or_else(|e| format!("error: {e}"))
 }

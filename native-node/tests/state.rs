@@ -12,16 +12,21 @@ fn argv(head: &str, dir: &std::path::Path) -> Vec<String> {
     std::iter::once(head.to_owned()).chain(loopback_args(dir)).collect()
 }
 
-/// Types `state` and parses the JSON report it prints.
-fn state(node: &mut NodeProcess) -> Value {
+/// Types `command` (`state` or `state <node-id>`) and parses the JSON
+/// report it prints.
+fn report(node: &mut NodeProcess, command: &str) -> Value {
     let opened = node.count(|l| l == "{");
     let closed = node.count(|l| l == "}");
-    node.send("state");
+    node.send(command);
     node.wait_nth(closed + 1, "the end of the state report", |l| l == "}");
     let lines = node.lines();
     let start = lines.iter().enumerate().filter(|(_, l)| *l == "{").nth(opened).unwrap().0;
     let end = lines.iter().enumerate().filter(|(_, l)| *l == "}").nth(closed).unwrap().0;
     serde_json::from_str(&lines[start..=end].join("\n")).expect("state prints JSON")
+}
+
+fn state(node: &mut NodeProcess) -> Value {
+    report(node, "state")
 }
 
 #[test]
@@ -131,23 +136,15 @@ fn the_seed_session_shows_up_typed_on_a_second_node() {
     let mut args = vec!["connect".to_owned(), addrs.tcp.clone()];
     args.extend(loopback_args(dir_b.path()));
     let mut b = NodeProcess::start("b", &args, dir_b.path());
+    // Each round waits for b's answer; b catches up in the background.
     let start = std::time::Instant::now();
     loop {
-        let ask = format!("state {}", addrs.peer_id);
-        let opened = b.count(|l| l == "{");
-        let closed = b.count(|l| l == "}");
-        b.send(&ask);
-        b.wait_nth(closed + 1, "the end of the state report", |l| l == "}");
-        let lines = b.lines();
-        let from = lines.iter().enumerate().filter(|(_, l)| *l == "{").nth(opened).unwrap().0;
-        let to = lines.iter().enumerate().filter(|(_, l)| *l == "}").nth(closed).unwrap().0;
-        let report: Value = serde_json::from_str(&lines[from..=to].join("\n")).unwrap();
+        let report = report(&mut b, &format!("state {}", addrs.peer_id));
         if report["data"] == expected {
             assert_eq!(report["namespace"], json!(addrs.peer_id));
             break;
         }
         assert!(start.elapsed() < DEADLINE, "b never got a's state: {report}\n{}", b.transcript());
-        std::thread::sleep(std::time::Duration::from_millis(200));
     }
     assert_eq!(b.ask(&format!("get age {}", addrs.peer_id), &["25", "error:"]), "25");
     // b's own writes go to b's namespace, not a's.

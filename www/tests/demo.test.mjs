@@ -39,7 +39,6 @@ test('the demo page: chat on a topic and a direct message between two tabs', asy
   await a.page.fill('#chat-input', 'hello from tab A')
   await waitFor('the chat line to be sent', async () => {
     await a.page.click('#chat-form button[type=submit]')
-    await a.page.waitForTimeout(0)
     return (await a.page.textContent('#chat')).includes('hello from tab A')
   })
   await b.page.waitForFunction(() => document.querySelector('#chat').textContent.includes('hello from tab A'),

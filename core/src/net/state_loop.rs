@@ -53,20 +53,13 @@ impl EventLoop {
         mode: WriteMode,
         reply: oneshot::Sender<Result<(), StateError>>,
     ) {
-        let now = platform::now_ms();
         let namespace = namespace.unwrap_or_else(|| self.local_id.clone());
-        let exists = self.state.get(&namespace, &key).is_some();
-        let result = match (mode, &value) {
-            (WriteMode::Create, _) if exists => Err(StateError::Exists(key.clone())),
-            (WriteMode::Delete, _) if !exists => Err(StateError::Missing(key.clone())),
-            (WriteMode::Delete, _) => self.state.write_in(&namespace, &key, None, now),
-            (_, value) => self.state.write_in(&namespace, &key, value.as_ref(), now),
-        };
+        let result = self.state.write(&namespace, &key, value.as_ref(), mode, platform::now_ms());
         match result {
             Ok(entry) => {
                 let _ = reply.send(Ok(()));
                 self.announce(&entry);
-                self.state_changed(&entry);
+                self.state_changed(&entry.namespace, &entry.key);
             }
             Err(e) => {
                 if let StateError::Rejected(rejection) = &e {
@@ -77,14 +70,15 @@ impl EventLoop {
         }
     }
 
-    fn state_changed(&mut self, entry: &Entry) {
-        if entry.key.starts_with(crate::state::ACL_PREFIX) {
+    /// Tells the application a key changed (access-list keys are internal).
+    fn state_changed(&mut self, namespace: &str, key: &str) {
+        if key.starts_with(crate::state::ACL_PREFIX) {
             return;
         }
-        let value = entry.json().ok().flatten();
+        let value = self.state.get(namespace, key);
         self.emit(crate::mesh::MeshEvent::StateChanged {
-            namespace: entry.namespace.clone(),
-            key: entry.key.clone(),
+            namespace: namespace.to_owned(),
+            key: key.to_owned(),
             value,
         });
     }
@@ -135,8 +129,7 @@ impl EventLoop {
 
     /// Takes an entry from a peer; counts a refusal by reason.
     fn ingest(&mut self, entry: Entry, from: Option<&PeerId>) -> Result<Applied, EntryError> {
-        let ns = entry.namespace.clone();
-        let changed = Some(entry.clone());
+        let (ns, key) = (entry.namespace.clone(), entry.key.clone());
         let result = match self.state.ingest(entry, platform::now_ms()) {
             Ok(applied) => Ok(applied),
             Err(StateError::Rejected(e)) => Err(e),
@@ -151,9 +144,7 @@ impl EventLoop {
                     self.holders.entry(ns.clone()).or_default().insert(*peer);
                 }
                 self.metrics.state_ingested();
-                if let Some(entry) = changed {
-                    self.state_changed(&entry);
-                }
+                self.state_changed(&ns, &key);
             }
             Ok(_) => {}
             Err(e) => {

@@ -48,6 +48,17 @@ pub enum StateError {
     Missing(String),
 }
 
+/// How a write treats an existing value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Set the key whether or not it has a value.
+    Update,
+    /// Set a key that has no value yet.
+    Create,
+    /// Remove a key that has a value.
+    Delete,
+}
+
 /// Entries kept in memory only.
 #[derive(Default)]
 pub struct MemoryStore(Vec<Entry>);
@@ -103,47 +114,44 @@ impl<S: Store> LocalState<S> {
         self.replica.get(namespace, key)?.json().ok()?
     }
 
-    /// Writes `value` (`None` deletes) to `key` of this node's namespace;
-    /// returns the entry once it is durable.
-    pub fn write(&mut self, key: &str, value: Option<&Value>, now_ms: u64) -> Result<Entry, StateError> {
-        let namespace = self.own_namespace();
-        self.write_in(&namespace, key, value, now_ms)
-    }
-
-    /// Writes to another namespace; refused unless its owner granted this
-    /// node (access list).
-    pub fn write_in(
+    /// Writes `key` of `namespace` (this node's own, or one whose owner
+    /// granted this node): `Update` sets it, `Create` sets a key with no
+    /// value yet, `Delete` removes a key that has one (`value` ignored).
+    /// Returns the signed entry once it is durable.
+    pub fn write(
         &mut self,
         namespace: &str,
         key: &str,
         value: Option<&Value>,
+        mode: WriteMode,
         now_ms: u64,
     ) -> Result<Entry, StateError> {
+        let exists = self.get(namespace, key).is_some();
+        let value = match mode {
+            WriteMode::Create if exists => return Err(StateError::Exists(key.to_owned())),
+            WriteMode::Delete if !exists => return Err(StateError::Missing(key.to_owned())),
+            WriteMode::Delete => None,
+            WriteMode::Update | WriteMode::Create => value,
+        };
         let timestamp = self.replica.next_timestamp(now_ms);
         let entry = Entry::sign(&self.identity, namespace, key, value, timestamp)?;
         self.ingest(entry.clone(), now_ms)?;
         Ok(entry)
     }
 
-    /// `update`: sets a key, whether or not it has a value.
+    /// `update`: sets a key of this node's namespace.
     pub fn update(&mut self, key: &str, value: &Value, now_ms: u64) -> Result<Entry, StateError> {
-        self.write(key, Some(value), now_ms)
+        self.write(&self.own_namespace(), key, Some(value), WriteMode::Update, now_ms)
     }
 
-    /// `create`: sets a key that has no value yet.
+    /// `create`: sets a key of this node's namespace that has no value yet.
     pub fn create(&mut self, key: &str, value: &Value, now_ms: u64) -> Result<Entry, StateError> {
-        if self.get(&self.own_namespace(), key).is_some() {
-            return Err(StateError::Exists(key.to_owned()));
-        }
-        self.write(key, Some(value), now_ms)
+        self.write(&self.own_namespace(), key, Some(value), WriteMode::Create, now_ms)
     }
 
-    /// `delete`: writes a tombstone for a key that has a value.
+    /// `delete`: removes a key of this node's namespace that has a value.
     pub fn delete(&mut self, key: &str, now_ms: u64) -> Result<Entry, StateError> {
-        if self.get(&self.own_namespace(), key).is_none() {
-            return Err(StateError::Missing(key.to_owned()));
-        }
-        self.write(key, None, now_ms)
+        self.write(&self.own_namespace(), key, None, WriteMode::Delete, now_ms)
     }
 
     /// Merges an entry from anywhere (a peer, a sync) and stores it if it

@@ -13,7 +13,7 @@ pub use entry::{
     ACL_PREFIX, Entry, EntryError, EntryRejection, MAX_ENTRY_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES,
 };
 pub use hlc::Hlc;
-pub use local::{LocalState, MemoryStore, StateError, Store, StoreError};
+pub use local::{LocalState, MemoryStore, StateError, Store, StoreError, WriteMode};
 pub use replica::{Applied, MAX_CLOCK_SKEW_MS, Replica, wins};
 
 /// Parses CLI input the way the prompt does: JSON when it parses (number,

@@ -49,6 +49,11 @@ pub fn memory_config(identity: Identity, bootstrap: Vec<Multiaddr>) -> MeshConfi
     }
 }
 
+/// A light node (a browser page's configuration) on the memory transport.
+pub fn client_config(identity: Identity) -> MeshConfig {
+    MeshConfig { transport: TransportConfig::Memory, timing: fast_timing(), ..MeshConfig::client(identity) }
+}
+
 impl TestNode {
     /// Starts a node on `listen` (e.g. `/memory/0`).
     pub async fn start(config: MeshConfig, listen: Multiaddr) -> TestNode {
