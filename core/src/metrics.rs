@@ -153,6 +153,10 @@ impl Metrics {
             dropped_by_reason,
             state_entries_ingested: self.state_ingested.get(),
             state_entries_rejected: self.state_rejected.iter().map(Counter::get).sum(),
+            state_rejected_by_reason: EntryRejection::ALL
+                .iter()
+                .map(|r| (r.as_str().to_owned(), self.state_rejected[*r as usize].get()))
+                .collect(),
         }
     }
 }
@@ -196,6 +200,8 @@ pub struct MetricsSnapshot {
     pub state_entries_ingested: u64,
     /// State entries refused (bad signature, not authorised, …).
     pub state_entries_rejected: u64,
+    /// State refusals by reason label (see [`EntryRejection::as_str`]).
+    pub state_rejected_by_reason: BTreeMap<String, u64>,
 }
 
 #[cfg(test)]

@@ -12,7 +12,11 @@ use std::time::Duration;
 
 use common::*;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt, channel::oneshot};
-use infermesh_core::{Envelope, Identity, MsgType, PeerId, Sent, messaging::RejectReason};
+use infermesh_core::{
+    Envelope, Identity, MsgType, PeerId, Sent,
+    messaging::RejectReason,
+    state::{Entry, EntryRejection, Hlc},
+};
 use libp2p::{
     Multiaddr, StreamProtocol, SwarmBuilder, Transport,
     core::{transport::MemoryTransport, upgrade},
@@ -20,6 +24,7 @@ use libp2p::{
     swarm::{NetworkBehaviour, SwarmEvent},
     yamux,
 };
+use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 const DIRECT: StreamProtocol = StreamProtocol::new("/infermesh/direct/1.0.0");
@@ -396,4 +401,51 @@ async fn garbage_on_every_protocol_does_not_take_the_node_down() {
     let good = envelope(&raw.id, &node.peer_id().to_base58());
     assert_eq!(raw.direct(node.peer_id(), framed(&good.encode())).await, None);
     node.expect_received(2, "both messages after the garbage are delivered", |_| true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_state_gossip_is_refused_counted_and_not_stored() {
+    const STATE_TOPIC: &str = "/infermesh/state/1";
+    let node =
+        TestNode::start(memory_config(Identity::generate().unwrap(), vec![]), "/memory/0".parse().unwrap())
+            .await;
+    let rejected = |reason: EntryRejection| node.mesh.metrics().state_rejected_by_reason[reason.as_str()];
+    let batch = |entries: &[&Entry]| {
+        let list: Vec<serde_bytes::ByteBuf> =
+            entries.iter().map(|e| serde_bytes::ByteBuf::from(e.encode())).collect();
+        let mut out = Vec::new();
+        ciborium::into_writer(&list, &mut out).unwrap();
+        out
+    };
+
+    // Not a list of entries at all.
+    let raw = gossiping_raw_peer(&node, STATE_TOPIC).await;
+    raw.publish(STATE_TOPIC, b"garbage, not entries".to_vec()).await;
+    wait_until(DEADLINE, "garbage counted", || async { rejected(EntryRejection::Malformed) == 1 }).await;
+
+    // A batch with one forged entry among good ones: the forged one is
+    // refused, the good ones are kept.
+    let raw = gossiping_raw_peer(&node, STATE_TOPIC).await;
+    let author = Identity::generate().unwrap();
+    let ns = author.peer_id().to_base58();
+    let now = Hlc::from_millis(infermesh_core::platform::now_ms());
+    let good = Entry::sign(&author, &ns, "good", Some(&json!({"kept": true})), now).unwrap();
+    let mut forged = Entry::sign(&author, &ns, "forged", Some(&json!(1)), now).unwrap();
+    forged.value = Some("2".into());
+    raw.publish(STATE_TOPIC, batch(&[&good, &forged])).await;
+    wait_until(DEADLINE, "the forged entry counted", || async {
+        rejected(EntryRejection::BadSignature) == 1
+    })
+    .await;
+    let data = node.mesh.state(Some(&ns)).await.unwrap().data;
+    assert_eq!(data, json!({"good": {"kept": true}}), "only the good entry is stored");
+
+    // The node still takes good gossip from an honest peer.
+    let raw = gossiping_raw_peer(&node, STATE_TOPIC).await;
+    let later = Entry::sign(&author, &ns, "later", Some(&json!([1, 2])), now + 1).unwrap();
+    raw.publish(STATE_TOPIC, batch(&[&later])).await;
+    wait_until(DEADLINE, "the good batch is stored", || async {
+        node.mesh.state(Some(&ns)).await.unwrap().data["later"] == json!([1, 2])
+    })
+    .await;
 }

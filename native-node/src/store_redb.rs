@@ -1,7 +1,7 @@
 //! The native state store: signed entries in a redb database
 //! (`<data-dir>/state.redb`), one row per `(namespace, key)`. Every `put`
-//! is its own committed, fsynced transaction, so an acknowledged write
-//! survives a crash.
+//! (one write, or one batch from a peer) is one committed, fsynced
+//! transaction, so an acknowledged write survives a crash.
 
 use std::path::Path;
 
@@ -47,12 +47,14 @@ impl Store for RedbStore {
         Ok(out)
     }
 
-    fn put(&mut self, entry: &Entry) -> Result<(), StoreError> {
-        let row = format!("{}\0{}", entry.namespace, entry.key);
+    fn put(&mut self, entries: &[&Entry]) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(err)?;
         {
             let mut table = tx.open_table(ENTRIES).map_err(err)?;
-            table.insert(row.as_str(), entry.encode().as_slice()).map_err(err)?;
+            for entry in entries {
+                let row = format!("{}\0{}", entry.namespace, entry.key);
+                table.insert(row.as_str(), entry.encode().as_slice()).map_err(err)?;
+            }
         }
         tx.commit().map_err(err)
     }

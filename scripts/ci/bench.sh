@@ -8,6 +8,9 @@ cargo bench --locked --workspace --bench direct
 step "replicated state: ingestion and reconciliation"
 cargo bench --locked --workspace --bench state
 
+step "replicated state: 20 nodes x 1000 writes converging"
+cargo bench --locked --workspace --bench converge
+
 step "browser: the npm package in Chromium against a release node"
 bash scripts/ci/build-wasm.sh
 cargo build --locked --release -p infermesh-node

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, future::FusedFuture};
 use libp2p::{
     Multiaddr, PeerId, Swarm,
     core::transport::ListenerId,
@@ -54,6 +54,9 @@ const MAX_RESERVATIONS: usize = 2;
 const NEW_CONNECTION: Duration = Duration::from_secs(3);
 /// How long a publish waits for subscribers from new connections.
 const PUBLISH_GRACE: Duration = Duration::from_secs(2);
+/// Least time between two state catch-ups with a peer whose gossip was
+/// dropped.
+const RESYNC_AFTER_DROPS: Duration = Duration::from_secs(2);
 /// How often missing relay reservations are retried.
 const RESERVATION_RETRY: Duration = Duration::from_secs(5);
 
@@ -65,6 +68,10 @@ struct PeerState {
     alive: HashMap<ConnectionId, Option<Instant>>,
     rtt: Option<Duration>,
     agent: Option<String>,
+    /// Gossip to this peer was dropped since the last state catch-up.
+    resync_due: bool,
+    /// When the last catch-up for dropped gossip started.
+    resynced: Option<Instant>,
 }
 
 /// Why a dial was started, so its outcome reaches the right place.
@@ -84,6 +91,8 @@ impl Default for PeerState {
             alive: HashMap::new(),
             rtt: None,
             agent: None,
+            resync_due: false,
+            resynced: None,
         }
     }
 }
@@ -115,6 +124,7 @@ enum Step {
     Swarm(SwarmEvent<BehaviourEvent>),
     Command(Option<Command>),
     Tick,
+    FlushState,
 }
 
 /// Drives one node. Obtain it from [`crate::Mesh::build`] and spawn
@@ -154,6 +164,8 @@ pub struct EventLoop {
     logged_state_reasons: HashSet<EntryRejection>,
     /// Namespaces asked for that this node does not own (replicated too).
     wanted: HashSet<String>,
+    /// Entries written here, waiting to go out together on the state topic.
+    outgoing: state_loop::Outgoing,
     /// Topics this node's user subscribed to (their messages are delivered).
     user_topics: HashSet<String>,
     /// Topics joined only to relay for peers (gossip hub).
@@ -243,6 +255,7 @@ impl EventLoop {
             next_state_sync: now + config.timing.state_sync_interval,
             logged_state_reasons: HashSet::new(),
             wanted: HashSet::new(),
+            outgoing: state_loop::Outgoing::default(),
             user_topics: HashSet::new(),
             hub_topics: HashSet::new(),
             relays: HashSet::new(),
@@ -261,11 +274,16 @@ impl EventLoop {
         self.join_state_topic();
         self.on_tick();
         let mut tick = platform::sleep(TICK).fuse();
+        let mut linger = futures::future::Fuse::terminated();
         let shutdown_reply = loop {
+            if linger.is_terminated() && self.outgoing.is_waiting() {
+                linger = platform::sleep(state_loop::LINGER).fuse();
+            }
             let step = futures::select! {
                 event = self.swarm.select_next_some() => Step::Swarm(event),
                 command = futures::future::poll_fn(|cx| self.commands.poll_recv(cx)).fuse() => Step::Command(command),
                 _ = tick => Step::Tick,
+                _ = linger => Step::FlushState,
             };
             match step {
                 Step::Swarm(event) => {
@@ -298,6 +316,7 @@ impl EventLoop {
                     tick = platform::sleep(TICK).fuse();
                     self.on_tick();
                 }
+                Step::FlushState => self.flush_state(),
             }
         };
         // Close every listener and connection before saying we are done, so
@@ -378,6 +397,7 @@ impl EventLoop {
             self.retry_publishes(now);
         }
         self.close_silent_connections(now);
+        self.resync_dropped(now);
         if now >= self.next_state_sync {
             self.next_state_sync = now + self.config.timing.state_sync_interval;
             let peers: Vec<PeerId> = self.peers.keys().copied().collect();
@@ -565,7 +585,6 @@ impl EventLoop {
                         // learn the peers around us.
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();
                     }
-                    self.start_state_sync(peer_id);
                     self.emit(MeshEvent::PeerConnected { peer: peer_id, address });
                 }
             }
@@ -687,6 +706,26 @@ impl EventLoop {
         }
     }
 
+    /// Starts a state catch-up with each peer whose gossip was dropped, at
+    /// most once per [`RESYNC_AFTER_DROPS`] each.
+    fn resync_dropped(&mut self, now: Instant) {
+        let due: Vec<PeerId> = self
+            .peers
+            .iter_mut()
+            .filter(|(_, p)| {
+                p.resync_due && p.resynced.is_none_or(|at| now.duration_since(at) >= RESYNC_AFTER_DROPS)
+            })
+            .map(|(id, p)| {
+                p.resync_due = false;
+                p.resynced = Some(now);
+                *id
+            })
+            .collect();
+        for peer in due {
+            self.start_state_sync(peer);
+        }
+    }
+
     fn on_gossipsub(&mut self, event: gossipsub::Event) {
         match &event {
             gossipsub::Event::Subscribed { peer_id, topic } if self.config.gossip_hub => {
@@ -704,6 +743,22 @@ impl EventLoop {
             }
             gossipsub::Event::Unsubscribed { topic, .. } => self.leave_hub_topic_if_unused(topic.as_str()),
             _ => {}
+        }
+        if let gossipsub::Event::Subscribed { peer_id, topic } = &event
+            && topic.as_str() == super::state_sync::STATE_TOPIC
+        {
+            // Catch up once the peer gets live entries from us: whatever we
+            // published before we knew it listened comes by reconciliation.
+            self.start_state_sync(*peer_id);
+        }
+        if let gossipsub::Event::SlowPeer { peer_id, failed_messages } = &event
+            && let Some(peer) = self.peers.get_mut(peer_id)
+        {
+            // Gossip to this peer was dropped (its queue overflowed or timed
+            // out): state entries among it come by a catch-up instead (see
+            // `resync_dropped`).
+            tracing::debug!(peer = %peer_id, ?failed_messages, "gossip dropped");
+            peer.resync_due = true;
         }
         if matches!(event, gossipsub::Event::Subscribed { .. }) && !self.pending_publishes.is_empty() {
             self.retry_publishes(Instant::now());

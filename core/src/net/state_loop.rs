@@ -2,7 +2,7 @@
 //! state topic, and catch-up with each peer (namespaces → reconcile →
 //! fetch / push). See `state_sync.rs` for the wire messages.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, time::Duration};
 
 use libp2p::{PeerId, gossipsub, request_response};
 use serde_bytes::ByteBuf;
@@ -15,8 +15,34 @@ use crate::{
         MAX_BATCH_BYTES, MAX_FETCH_IDS, MAX_NAMESPACES, STATE_TOPIC, SyncRequest, SyncResponse,
     },
     platform,
-    state::{Applied, Entry, EntryError, StateError, sync::Initiator, sync::acl_first},
+    state::{
+        Applied, Entry, EntryError, EntryRejection, StateError,
+        sync::{Initiator, digest},
+    },
 };
+
+/// How long a local write waits for others to go out with it on the state
+/// topic: writes in a burst travel as one gossip message (one signature,
+/// one round of forwarding) instead of one each.
+pub(super) const LINGER: Duration = Duration::from_millis(10);
+/// Most entries in one gossip message.
+const MAX_GOSSIP_ENTRIES: usize = 256;
+/// Most bytes of entries in one gossip message.
+const MAX_GOSSIP_BYTES: usize = 256 * 1024;
+
+/// Local entries waiting to be gossiped, already encoded.
+#[derive(Default)]
+pub(super) struct Outgoing {
+    entries: Vec<ByteBuf>,
+    bytes: usize,
+}
+
+impl Outgoing {
+    /// Whether entries wait for the linger to end.
+    pub(super) fn is_waiting(&self) -> bool {
+        !self.entries.is_empty()
+    }
+}
 
 /// What an outstanding state-sync request was for.
 pub(super) enum SyncStep {
@@ -83,11 +109,35 @@ impl EventLoop {
         });
     }
 
+    /// Queues a local entry for the state topic; a full batch goes at once,
+    /// the rest when the linger ends.
     fn announce(&mut self, entry: &Entry) {
+        let encoded = entry.encode();
+        if self.outgoing.bytes + encoded.len() > MAX_GOSSIP_BYTES {
+            self.flush_state();
+        }
+        self.outgoing.bytes += encoded.len();
+        self.outgoing.entries.push(ByteBuf::from(encoded));
+        if self.outgoing.entries.len() >= MAX_GOSSIP_ENTRIES {
+            self.flush_state();
+        }
+    }
+
+    /// Publishes the waiting entries as one gossip message.
+    pub(super) fn flush_state(&mut self) {
+        if self.outgoing.entries.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.outgoing);
+        let mut data = Vec::with_capacity(batch.bytes + 16);
+        if let Err(e) = ciborium::into_writer(&batch.entries, &mut data) {
+            tracing::warn!("cannot encode state entries: {e}");
+            return;
+        }
         let topic = gossipsub::IdentTopic::new(STATE_TOPIC);
         // No peer yet is fine: reconciliation brings them up to date.
-        if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, entry.encode()) {
-            tracing::debug!("state entry not gossiped now: {e}");
+        if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, data) {
+            tracing::debug!("state entries not gossiped now: {e}");
         }
     }
 
@@ -127,55 +177,92 @@ impl EventLoop {
         self.state.get(&namespace, key)
     }
 
-    /// Takes an entry from a peer; counts a refusal by reason.
-    fn ingest(&mut self, entry: Entry, from: Option<&PeerId>) -> Result<Applied, EntryError> {
-        let (ns, key) = (entry.namespace.clone(), entry.key.clone());
-        let result = match self.state.ingest(entry, platform::now_ms()) {
-            Ok(applied) => Ok(applied),
-            Err(StateError::Rejected(e)) => Err(e),
+    /// Takes entries from a peer (signatures verified as one batch);
+    /// counts each refusal by reason. Returns the outcome of each.
+    fn ingest(&mut self, entries: Vec<Entry>, from: Option<&PeerId>) -> Vec<Result<Applied, EntryError>> {
+        let outcomes = match self.state.ingest_all(entries, platform::now_ms()) {
+            Ok(outcomes) => outcomes,
             Err(e) => {
-                tracing::warn!("cannot store a state entry: {e}");
-                return Ok(Applied::Superseded);
+                // Not stored, so not merged; reconciliation brings them again.
+                tracing::warn!("cannot store state entries: {e}");
+                return Vec::new();
             }
         };
-        match &result {
-            Ok(Applied::Changed) => {
-                if let Some(peer) = from {
-                    self.holders.entry(ns.clone()).or_default().insert(*peer);
+        let mut results = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            match &outcome.result {
+                Ok(Applied::Changed) => {
+                    if let Some(peer) = from {
+                        self.holders.entry(outcome.namespace.clone()).or_default().insert(*peer);
+                    }
+                    self.metrics.state_ingested();
+                    self.state_changed(&outcome.namespace, &outcome.key);
                 }
-                self.metrics.state_ingested();
-                self.state_changed(&ns, &key);
-            }
-            Ok(_) => {}
-            Err(e) => {
-                self.metrics.state_rejected(e.reason);
-                if self.logged_state_reasons.insert(e.reason) {
-                    tracing::warn!(peer = ?from, "refused a state entry: {e}");
+                Ok(_) => {}
+                Err(e) => {
+                    self.metrics.state_rejected(e.reason);
+                    if self.logged_state_reasons.insert(e.reason) {
+                        tracing::warn!(peer = ?from, "refused a state entry: {e}");
+                    }
                 }
             }
+            results.push(outcome.result);
         }
-        result
+        results
     }
 
-    /// A gossiped entry: merged before it may be forwarded.
+    /// Gossiped entries (one message carries up to 256): merged before the
+    /// message may be forwarded. A message with an entry that is wrong by
+    /// itself (bad signature, malformed, too large) is rejected, which
+    /// penalises the peer; one refused only by this node's view
+    /// (authorisation, clock) is not forwarded, without penalty.
     pub(super) fn on_state_gossip(
         &mut self,
         data: &[u8],
         source: Option<PeerId>,
     ) -> gossipsub::MessageAcceptance {
-        let entry = match Entry::decode(data) {
-            Ok(entry) => entry,
+        let encoded: Vec<ByteBuf> = match ciborium::from_reader(data) {
+            Ok(list) => list,
             Err(e) => {
-                self.metrics.state_rejected(e.reason);
+                self.metrics.state_rejected(EntryRejection::Malformed);
+                tracing::debug!(peer = ?source, "undecodable state gossip: {e}");
                 return gossipsub::MessageAcceptance::Reject;
             }
         };
-        if !self.replicates(&entry.namespace) {
+        if encoded.len() > MAX_GOSSIP_ENTRIES {
+            self.metrics.state_rejected(EntryRejection::Oversize);
+            return gossipsub::MessageAcceptance::Reject;
+        }
+        let mut entries = Vec::with_capacity(encoded.len());
+        for bytes in &encoded {
+            match Entry::decode(bytes) {
+                Ok(entry) => entries.push(entry),
+                Err(e) => {
+                    self.metrics.state_rejected(e.reason);
+                    return gossipsub::MessageAcceptance::Reject;
+                }
+            }
+        }
+        entries.retain(|e| self.replicates(&e.namespace));
+        if entries.is_empty() {
             return gossipsub::MessageAcceptance::Ignore;
         }
-        match self.ingest(entry, source.as_ref()) {
-            Ok(_) => gossipsub::MessageAcceptance::Accept,
-            Err(_) => gossipsub::MessageAcceptance::Reject,
+        let results = self.ingest(entries, source.as_ref());
+        if results.is_empty() {
+            // Not stored here; it may still be good for others.
+            return gossipsub::MessageAcceptance::Ignore;
+        }
+        let reasons: Vec<EntryRejection> =
+            results.iter().filter_map(|r| r.as_ref().err().map(|e| e.reason)).collect();
+        if reasons
+            .iter()
+            .any(|r| !matches!(r, EntryRejection::Unauthorized | EntryRejection::FutureTimestamp))
+        {
+            gossipsub::MessageAcceptance::Reject
+        } else if !reasons.is_empty() {
+            gossipsub::MessageAcceptance::Ignore
+        } else {
+            gossipsub::MessageAcceptance::Accept
         }
     }
 
@@ -212,9 +299,16 @@ impl EventLoop {
 
     fn serve_sync(&mut self, peer: PeerId, request: SyncRequest) -> SyncResponse {
         match request {
-            SyncRequest::Namespaces => SyncResponse::Namespaces(
-                self.state.replica().namespaces().take(MAX_NAMESPACES).map(String::from).collect(),
-            ),
+            SyncRequest::Namespaces => {
+                let replica = self.state.replica();
+                SyncResponse::Namespaces(
+                    replica
+                        .namespaces()
+                        .take(MAX_NAMESPACES)
+                        .map(|ns| (ns.to_owned(), ByteBuf::from(digest(replica, ns).to_vec())))
+                        .collect(),
+                )
+            }
             SyncRequest::Reconcile { ns, msg } => {
                 match crate::state::sync::respond(self.state.replica(), &ns, &msg) {
                     Ok(answer) => {
@@ -264,8 +358,8 @@ impl EventLoop {
             }
         }
         let mut accepted = 0;
-        for entry in acl_first(entries) {
-            match self.ingest(entry, Some(&peer)) {
+        for result in self.ingest(entries, Some(&peer)) {
+            match result {
                 Ok(_) => accepted += 1,
                 Err(_) => rejected += 1,
             }
@@ -279,12 +373,15 @@ impl EventLoop {
                 let mut wanted: HashSet<String> =
                     self.state.replica().namespaces().map(String::from).collect();
                 wanted.insert(self.local_id.clone());
-                for ns in theirs.into_iter().take(MAX_NAMESPACES) {
+                for (ns, their_digest) in theirs.into_iter().take(MAX_NAMESPACES) {
                     if ns.parse::<PeerId>().is_err() {
                         continue;
                     }
                     self.holders.entry(ns.clone()).or_default().insert(peer);
-                    if self.replicates(&ns) {
+                    if their_digest.as_ref() == digest(self.state.replica(), &ns) {
+                        // Already the same: nothing to reconcile.
+                        wanted.remove(&ns);
+                    } else if self.replicates(&ns) {
                         wanted.insert(ns);
                     }
                 }

@@ -4,8 +4,8 @@
 //!   [`STATE_TOPIC`]; receivers verify and merge it before forwarding.
 //! - Catch-up: `/infermesh/state-sync/1.0.0` (request-response, CBOR). On
 //!   connecting, and periodically, a node asks a peer which namespaces it
-//!   holds, reconciles each one it replicates (negentropy, a few round
-//!   trips), then fetches what it lacks and pushes what the peer lacks, in
+//!   holds (with a digest of each), reconciles each one it replicates and
+//!   holds differently (negentropy, a few round trips), then fetches what it lacks and pushes what the peer lacks, in
 //!   bounded batches.
 
 use libp2p::StreamProtocol;
@@ -42,8 +42,9 @@ pub(crate) enum SyncRequest {
 /// A response of the state-sync protocol.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum SyncResponse {
-    /// The namespaces held.
-    Namespaces(Vec<String>),
+    /// The namespaces held, each with its digest (see
+    /// [`crate::state::sync::digest`]).
+    Namespaces(Vec<(String, ByteBuf)>),
     /// The negentropy answer.
     Reconcile(ByteBuf),
     /// Encoded entries.

@@ -1,7 +1,9 @@
 //! Signed entries: one `(namespace, key) → JSON value | tombstone` write,
 //! signed by its author, verifiable on its own wherever it travels.
 
-use libp2p::{PeerId, identity::PublicKey};
+use ed25519_zebra::{Signature, VerificationKeyBytes, batch};
+use getrandom::{SysRng, rand_core::UnwrapErr};
+use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -240,25 +242,78 @@ impl Entry {
     /// Checks everything an entry can prove by itself: shape, limits, JSON
     /// and signature. Authorisation and time are the replica's business.
     pub fn verify(&self) -> Result<(), EntryError> {
-        self.check_shape()?;
-        self.json()?;
-        let author = self.author_id()?;
-        let key = public_key(&author)?;
-        if !key.verify(&self.signing_bytes(), &self.signature) {
-            return Err(reject(EntryRejection::BadSignature, format!("not signed by {author}")));
+        let item = self.signature_item()?;
+        item.verify_single().map_err(|_| self.bad_signature())
+    }
+
+    /// [`Entry::verify`] for many entries at once, one result per entry.
+    /// Signatures are checked together with batch verification (about
+    /// twice as fast for entries of one author); if the batch fails, each
+    /// is checked alone so that only the bad ones are refused.
+    pub fn verify_all<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<Result<(), EntryError>> {
+        let mut results = Vec::new();
+        let mut items = Vec::new();
+        for (i, entry) in entries.into_iter().enumerate() {
+            match entry.signature_item() {
+                Ok(item) => {
+                    items.push((i, entry, item));
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(e)),
+            }
         }
-        Ok(())
+        if items.len() > 1 {
+            let mut verifier = batch::Verifier::new();
+            for (_, _, item) in &items {
+                verifier.queue(item.clone());
+            }
+            if verifier.verify(UnwrapErr(SysRng)).is_ok() {
+                return results;
+            }
+        }
+        for (i, entry, item) in items {
+            if item.verify_single().is_err() {
+                results[i] = Err(entry.bad_signature());
+            }
+        }
+        results
+    }
+
+    /// Every check but the signature itself, and the signature ready to be
+    /// verified. Signatures are verified by the ZIP-215 rules
+    /// (`ed25519-zebra`): single and batch verification accept exactly the
+    /// same signatures, so every replica admits the same entries however
+    /// they were batched.
+    fn signature_item(&self) -> Result<batch::Item, EntryError> {
+        self.check_shape()?;
+        // Validates the JSON without building it.
+        serde_json::from_str::<serde::de::IgnoredAny>(self.value.as_deref().unwrap_or("null"))
+            .map_err(|e| reject(EntryRejection::BadValue, e.to_string()))?;
+        let key = author_key(&self.author_id()?)?;
+        let signature = Signature::from_slice(&self.signature)
+            .map_err(|_| reject(EntryRejection::BadSignature, "a signature is 64 bytes"))?;
+        Ok(batch::Item::from((key, signature, &self.signing_bytes())))
+    }
+
+    fn bad_signature(&self) -> EntryError {
+        let author = self.author_id().map_or_else(|_| "its author".to_owned(), |a| a.to_base58());
+        reject(EntryRejection::BadSignature, format!("not signed by {author}"))
     }
 }
 
-/// The public key inside an Ed25519 node ID (identity multihash).
-fn public_key(peer: &PeerId) -> Result<PublicKey, EntryError> {
+/// The Ed25519 public key inside a node ID: the identity multihash of the
+/// key's protobuf encoding (`08 01 12 20` then the 32 key bytes).
+fn author_key(peer: &PeerId) -> Result<VerificationKeyBytes, EntryError> {
+    const ED25519_PROTOBUF_PREFIX: [u8; 4] = [0x08, 0x01, 0x12, 0x20];
     let hash = peer.as_ref();
-    if hash.code() != 0 {
-        return Err(reject(EntryRejection::Malformed, "author's node ID does not embed its key"));
+    match hash.digest().split_at_checked(4) {
+        Some((prefix, key)) if hash.code() == 0 && prefix == ED25519_PROTOBUF_PREFIX => {
+            <[u8; 32]>::try_from(key)
+                .map(VerificationKeyBytes::from)
+                .map_err(|_| reject(EntryRejection::Malformed, "author's Ed25519 key is not 32 bytes"))
+        }
+        _ => Err(reject(EntryRejection::Malformed, "author's node ID does not embed an Ed25519 key")),
     }
-    PublicKey::try_decode_protobuf(hash.digest())
-        .map_err(|_| reject(EntryRejection::Malformed, "author's node ID does not embed a valid key"))
 }
 
 #[cfg(test)]
@@ -330,6 +385,27 @@ mod tests {
         let mut bad_ns = good;
         bad_ns.namespace = "not-a-node".into();
         assert_eq!(bad_ns.verify().unwrap_err().reason, EntryRejection::Malformed);
+    }
+
+    #[test]
+    fn batch_verification_refuses_exactly_the_bad_entries() {
+        let id = owner();
+        let ns = id.peer_id().to_base58();
+        let mut entries: Vec<Entry> = (0..20)
+            .map(|i| Entry::sign(&id, &ns, &format!("k{i}"), Some(&json!(i)), 1 << 16).unwrap())
+            .collect();
+        assert!(Entry::verify_all(&entries).iter().all(Result::is_ok));
+        entries[3].value = Some("99".into());
+        entries[11].signature[0] ^= 1;
+        entries[15].signature.truncate(10);
+        let results = Entry::verify_all(&entries);
+        for (i, result) in results.iter().enumerate() {
+            match i {
+                3 | 11 | 15 => assert_eq!(result.as_ref().unwrap_err().reason, EntryRejection::BadSignature),
+                _ => assert!(result.is_ok(), "entry {i}: {result:?}"),
+            }
+            assert_eq!(result.is_ok(), entries[i].verify().is_ok(), "single and batch agree on {i}");
+        }
     }
 
     #[test]

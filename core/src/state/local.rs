@@ -2,9 +2,11 @@
 //! [`Store`], and writes signed with the node's own key. A write returns
 //! only after the store has made it durable.
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
-use super::{Applied, Entry, EntryError, Replica};
+use super::{Applied, Entry, EntryError, Outcome, Replica};
 use crate::Identity;
 
 /// Where entries are kept across restarts (redb natively, IndexedDB in the
@@ -12,17 +14,18 @@ use crate::Identity;
 pub trait Store {
     /// Every stored entry, to rebuild the replica at start.
     fn load(&self) -> Result<Vec<Entry>, StoreError>;
-    /// Stores the winning entry of its `(namespace, key)`, replacing the
-    /// previous one, durably.
-    fn put(&mut self, entry: &Entry) -> Result<(), StoreError>;
+    /// Stores each entry as the winner of its `(namespace, key)`, replacing
+    /// the previous one; all durably, in one transaction where the backend
+    /// has them.
+    fn put(&mut self, entries: &[&Entry]) -> Result<(), StoreError>;
 }
 
 impl<S: Store + ?Sized> Store for Box<S> {
     fn load(&self) -> Result<Vec<Entry>, StoreError> {
         (**self).load()
     }
-    fn put(&mut self, entry: &Entry) -> Result<(), StoreError> {
-        (**self).put(entry)
+    fn put(&mut self, entries: &[&Entry]) -> Result<(), StoreError> {
+        (**self).put(entries)
     }
 }
 
@@ -61,15 +64,23 @@ pub enum WriteMode {
 
 /// Entries kept in memory only.
 #[derive(Default)]
-pub struct MemoryStore(Vec<Entry>);
+pub struct MemoryStore(BTreeMap<(String, String), Entry>);
+
+impl MemoryStore {
+    /// A store holding these entries (the last of each key wins).
+    pub fn with(entries: impl IntoIterator<Item = Entry>) -> Self {
+        Self(entries.into_iter().map(|e| ((e.namespace.clone(), e.key.clone()), e)).collect())
+    }
+}
 
 impl Store for MemoryStore {
     fn load(&self) -> Result<Vec<Entry>, StoreError> {
-        Ok(self.0.clone())
+        Ok(self.0.values().cloned().collect())
     }
-    fn put(&mut self, entry: &Entry) -> Result<(), StoreError> {
-        self.0.retain(|e| !(e.namespace == entry.namespace && e.key == entry.key));
-        self.0.push(entry.clone());
+    fn put(&mut self, entries: &[&Entry]) -> Result<(), StoreError> {
+        for &entry in entries {
+            self.0.insert((entry.namespace.clone(), entry.key.clone()), entry.clone());
+        }
         Ok(())
     }
 }
@@ -88,14 +99,8 @@ impl<S: Store> LocalState<S> {
     /// file) are skipped and counted, never trusted.
     pub fn open(identity: Identity, store: S) -> Result<Self, StoreError> {
         let mut replica = Replica::new();
-        let mut skipped = 0;
-        let mut entries = store.load()?;
-        entries.sort_by_key(|e| !e.key.starts_with(super::ACL_PREFIX));
-        for entry in entries {
-            if replica.load(entry).is_err() {
-                skipped += 1;
-            }
-        }
+        let loaded = replica.apply_all(store.load()?, None, |_| Ok::<_, StoreError>(()))?;
+        let skipped = loaded.iter().filter(|o| o.result.is_err()).count();
         Ok(Self { identity, replica, store, skipped_at_load: skipped })
     }
 
@@ -157,14 +162,20 @@ impl<S: Store> LocalState<S> {
     /// Merges an entry from anywhere (a peer, a sync) and stores it if it
     /// became the winner of its key.
     pub fn ingest(&mut self, entry: Entry, now_ms: u64) -> Result<Applied, StateError> {
-        // Check, store, then merge: a write the store refused is neither
-        // visible nor acknowledged.
-        let applied = self.replica.check(&entry, Some(now_ms))?;
-        if applied == Applied::Changed {
-            self.store.put(&entry)?;
-            self.replica.merge(entry);
+        match self.ingest_all(vec![entry], now_ms)?.pop() {
+            Some(outcome) => Ok(outcome.result?),
+            None => Ok(Applied::Duplicate),
         }
-        Ok(applied)
+    }
+
+    /// Merges a batch (see [`Replica::apply_all`]): signatures verified
+    /// together, the new winners stored in one write before they become
+    /// visible. A store failure leaves the part it failed on unapplied.
+    pub fn ingest_all(&mut self, entries: Vec<Entry>, now_ms: u64) -> Result<Vec<Outcome>, StoreError> {
+        let store = &mut self.store;
+        self.replica.apply_all(entries, Some(now_ms), |winners| {
+            if winners.is_empty() { Ok(()) } else { store.put(winners) }
+        })
     }
 
     /// A namespace's data as one JSON object.
@@ -196,7 +207,7 @@ mod tests {
         state.delete("name", NOW).unwrap();
         assert!(matches!(state.delete("name", NOW), Err(StateError::Missing(_))));
 
-        let store = MemoryStore(state.store.load().unwrap());
+        let store = MemoryStore::with(state.store.load().unwrap());
         let reopened = LocalState::open(id, store).unwrap();
         assert_eq!(reopened.data(&ns), json!({"age": 25, "config": {"theme": "dark", "fontSize": 14}}));
         assert_eq!(reopened.skipped_at_load, 0);
@@ -209,7 +220,7 @@ mod tests {
             fn load(&self) -> Result<Vec<Entry>, StoreError> {
                 Ok(Vec::new())
             }
-            fn put(&mut self, _: &Entry) -> Result<(), StoreError> {
+            fn put(&mut self, _: &[&Entry]) -> Result<(), StoreError> {
                 Err(StoreError("disk full".into()))
             }
         }
@@ -225,7 +236,7 @@ mod tests {
         let good = Entry::sign(&id, &ns, "a", Some(&json!(1)), 1 << 16).unwrap();
         let mut bad = Entry::sign(&id, &ns, "b", Some(&json!(2)), 1 << 16).unwrap();
         bad.value = Some("3".into());
-        let state = LocalState::open(id, MemoryStore(vec![good, bad])).unwrap();
+        let state = LocalState::open(id, MemoryStore::with([good, bad])).unwrap();
         assert_eq!(state.skipped_at_load, 1);
         assert_eq!(state.data(&ns), json!({"a": 1}));
     }

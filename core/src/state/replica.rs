@@ -28,6 +28,17 @@ pub enum Applied {
     Superseded,
 }
 
+/// What became of one entry of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The entry's namespace.
+    pub namespace: String,
+    /// The entry's key.
+    pub key: String,
+    /// Merged, already there, superseded, or refused (and why).
+    pub result: Result<Applied, EntryError>,
+}
+
 /// The winning entry of one key.
 #[derive(Clone, Debug)]
 struct Slot {
@@ -67,27 +78,29 @@ impl Replica {
         Ok(applied)
     }
 
-    /// Like [`Replica::apply`] for entries read back from this node's own
-    /// store: verified again, but not judged against the current time.
-    pub fn load(&mut self, entry: Entry) -> Result<Applied, EntryError> {
-        let applied = self.check(&entry, None)?;
-        if applied == Applied::Changed {
-            self.merge(entry);
-        }
-        Ok(applied)
-    }
-
     /// What applying `entry` would do, without doing it: every check, then
     /// the merge decision. With `now_ms`, timestamps beyond the allowed
     /// clock skew are refused.
     pub fn check(&self, entry: &Entry, now_ms: Option<u64>) -> Result<Applied, EntryError> {
-        let current = self.namespaces.get(&entry.namespace).and_then(|keys| keys.get(&entry.key));
-        // The same entry again (gossip and reconciliation both deliver it):
-        // nothing to verify, nothing to do.
-        if current.is_some_and(|slot| slot.entry == *entry) {
+        if self.holds(entry) {
             return Ok(Applied::Duplicate);
         }
         entry.verify()?;
+        self.judge(entry, now_ms)
+    }
+
+    /// Whether this exact entry is already the winner of its key (gossip
+    /// and reconciliation both deliver it): nothing to verify, nothing to do.
+    fn holds(&self, entry: &Entry) -> bool {
+        self.namespaces
+            .get(&entry.namespace)
+            .and_then(|keys| keys.get(&entry.key))
+            .is_some_and(|slot| slot.entry == *entry)
+    }
+
+    /// The checks after the signature: time, authorisation, then the merge
+    /// decision.
+    fn judge(&self, entry: &Entry, now_ms: Option<u64>) -> Result<Applied, EntryError> {
         if let Some(now_ms) = now_ms
             && Hlc::millis(entry.timestamp) > now_ms + MAX_CLOCK_SKEW_MS
         {
@@ -97,10 +110,90 @@ impl Replica {
             });
         }
         self.authorize(entry)?;
+        let current = self.namespaces.get(&entry.namespace).and_then(|keys| keys.get(&entry.key));
         Ok(match current {
             Some(slot) if !wins(entry, &entry.id(), &slot.entry, &slot.id) => Applied::Superseded,
             _ => Applied::Changed,
         })
+    }
+
+    /// Applies a batch of entries from the network or a store: signatures
+    /// verified together ([`Entry::verify_all`]), access-list entries first
+    /// (so a grant and the writes it allows may travel together). The new
+    /// winners of each part are handed to `persist` before they become
+    /// visible; if it fails, that part changes nothing and its error is
+    /// returned. One outcome per entry, in the order applied. `now_ms` is
+    /// `None` for entries read back from this node's own store (not judged
+    /// against the current time).
+    pub fn apply_all<E>(
+        &mut self,
+        entries: Vec<Entry>,
+        now_ms: Option<u64>,
+        mut persist: impl FnMut(&[&Entry]) -> Result<(), E>,
+    ) -> Result<Vec<Outcome>, E> {
+        let (acl, rest): (Vec<Entry>, Vec<Entry>) =
+            entries.into_iter().partition(|e| e.key.starts_with(ACL_PREFIX));
+        let mut outcomes = self.apply_part(acl, now_ms, &mut persist)?;
+        outcomes.extend(self.apply_part(rest, now_ms, &mut persist)?);
+        Ok(outcomes)
+    }
+
+    fn apply_part<E>(
+        &mut self,
+        entries: Vec<Entry>,
+        now_ms: Option<u64>,
+        persist: &mut impl FnMut(&[&Entry]) -> Result<(), E>,
+    ) -> Result<Vec<Outcome>, E> {
+        let fresh: Vec<&Entry> = entries.iter().filter(|e| !self.holds(e)).collect();
+        let mut verified = Entry::verify_all(fresh.iter().copied()).into_iter();
+        let mut results = Vec::with_capacity(entries.len());
+        // Within the batch, the winner so far of each key: its index.
+        let mut winners: HashMap<(&str, &str), usize> = HashMap::new();
+        for (i, entry) in entries.iter().enumerate() {
+            let result = if self.holds(entry) {
+                Ok(Applied::Duplicate)
+            } else {
+                match verified.next() {
+                    Some(Ok(())) => self.judge(entry, now_ms),
+                    Some(Err(e)) => Err(e),
+                    None => Ok(Applied::Duplicate),
+                }
+            };
+            let result = match result {
+                Ok(Applied::Changed) => match winners.get(&(&entry.namespace, &entry.key)) {
+                    Some(&j) if entries[j] == *entry => Ok(Applied::Duplicate),
+                    Some(&j) if wins(&entries[j], &entries[j].id(), entry, &entry.id()) => {
+                        Ok(Applied::Superseded)
+                    }
+                    Some(&j) => {
+                        results[j] = Ok(Applied::Superseded);
+                        winners.insert((&entry.namespace, &entry.key), i);
+                        Ok(Applied::Changed)
+                    }
+                    None => {
+                        winners.insert((&entry.namespace, &entry.key), i);
+                        Ok(Applied::Changed)
+                    }
+                },
+                other => other,
+            };
+            results.push(result);
+        }
+        let mut changed: Vec<usize> = winners.into_values().collect();
+        changed.sort_unstable();
+        persist(&changed.iter().map(|&i| &entries[i]).collect::<Vec<_>>())?;
+        let outcomes = entries
+            .into_iter()
+            .zip(results)
+            .map(|(entry, result)| {
+                let outcome = Outcome { namespace: entry.namespace.clone(), key: entry.key.clone(), result };
+                if outcome.result == Ok(Applied::Changed) {
+                    self.merge(entry);
+                }
+                outcome
+            })
+            .collect();
+        Ok(outcomes)
     }
 
     /// Makes an entry that [`Replica::check`] found `Changed` the winner
@@ -271,6 +364,37 @@ mod tests {
         r.apply(grant, NOW).unwrap();
         assert_eq!(r.apply(intruder, NOW).unwrap(), Applied::Changed);
         assert_eq!(r.to_json(&ns).get("k"), Some(&json!(1)), "the access list is not part of the data");
+    }
+
+    #[test]
+    fn a_batch_ends_as_the_same_entries_applied_one_by_one() {
+        let (owner, other, ns) = ids();
+        let t = Hlc::from_millis(NOW);
+        let grant =
+            Entry::sign(&owner, &ns, &format!("_acl/{}", other.peer_id()), Some(&json!(true)), t).unwrap();
+        let by_other = Entry::sign(&other, &ns, "shared", Some(&json!("from other")), t + 1).unwrap();
+        let first = Entry::sign(&owner, &ns, "k", Some(&json!(1)), t + 2).unwrap();
+        let second = Entry::sign(&owner, &ns, "k", Some(&json!(2)), t + 3).unwrap();
+        let mut forged = Entry::sign(&owner, &ns, "f", Some(&json!(1)), t).unwrap();
+        forged.value = Some("2".into());
+        // The grant travels after the write it allows; the later write of k first.
+        let batch = vec![by_other, second.clone(), first, forged, grant, second];
+
+        let mut r = Replica::new();
+        let outcomes = r.apply_all(batch, Some(NOW), |_| Ok::<_, ()>(())).unwrap();
+        let result = |key: &str| {
+            outcomes.iter().filter(|o| o.key == key).map(|o| o.result.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(result("shared"), vec![Ok(Applied::Changed)], "the grant was applied first");
+        assert_eq!(result("k"), vec![Ok(Applied::Changed), Ok(Applied::Superseded), Ok(Applied::Duplicate)]);
+        assert_eq!(result("f")[0].as_ref().unwrap_err().reason, EntryRejection::BadSignature);
+        assert_eq!(r.to_json(&ns), json!({"k": 2, "shared": "from other"}).as_object().unwrap().clone());
+
+        // A store that fails leaves the part it failed on invisible.
+        let mut r2 = Replica::new();
+        let write = Entry::sign(&owner, &ns, "k", Some(&json!(1)), t).unwrap();
+        assert_eq!(r2.apply_all(vec![write], Some(NOW), |_| Err("disk full")), Err("disk full"));
+        assert!(r2.is_empty(&ns));
     }
 
     #[test]
