@@ -319,6 +319,8 @@ impl EventLoop {
                 Step::FlushState => self.flush_state(),
             }
         };
+        // Entries written in the last moments go out before the connections close.
+        self.flush_state();
         // Close every listener and connection before saying we are done, so
         // the caller may reuse the addresses at once.
         for id in std::mem::take(&mut self.listeners) {
