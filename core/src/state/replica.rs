@@ -144,13 +144,16 @@ impl Replica {
         now_ms: Option<u64>,
         persist: &mut impl FnMut(&[&Entry]) -> Result<(), E>,
     ) -> Result<Vec<Outcome>, E> {
-        let fresh: Vec<&Entry> = entries.iter().filter(|e| !self.holds(e)).collect();
-        let mut verified = Entry::verify_all(fresh.iter().copied()).into_iter();
+        // Entries already held need no verification (gossip and
+        // reconciliation both deliver them).
+        let held: Vec<bool> = entries.iter().map(|e| self.holds(e)).collect();
+        let fresh = entries.iter().zip(&held).filter(|(_, held)| !**held).map(|(e, _)| e);
+        let mut verified = Entry::verify_all(fresh).into_iter();
         let mut results = Vec::with_capacity(entries.len());
         // Within the batch, the winner so far of each key: its index.
         let mut winners: HashMap<(&str, &str), usize> = HashMap::new();
         for (i, entry) in entries.iter().enumerate() {
-            let result = if self.holds(entry) {
+            let result = if held[i] {
                 Ok(Applied::Duplicate)
             } else {
                 match verified.next() {
