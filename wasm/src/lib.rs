@@ -36,6 +36,8 @@ pub fn start() {
 /// The running node behind a client.
 struct Node {
     mesh: MeshHandle,
+    /// Waits for state writes to reach IndexedDB.
+    durability: store_idb::StateDurability,
     identity: Identity,
     bootstrap: Vec<Multiaddr>,
     quantum_resistant: bool,
@@ -57,6 +59,15 @@ impl Shared {
         }
         match &*self.node.borrow() {
             Some(node) => Ok(node.mesh.clone()),
+            None => Err(js_error("not initialized: call and await initialize() first")),
+        }
+    }
+
+    /// The handle and the state writer, for calls that write state.
+    fn writer(&self) -> Result<(MeshHandle, store_idb::StateDurability), JsValue> {
+        let mesh = self.mesh()?;
+        match &*self.node.borrow() {
+            Some(node) => Ok((mesh, node.durability.clone())),
             None => Err(js_error("not initialized: call and await initialize() first")),
         }
     }
@@ -132,7 +143,8 @@ impl From<MetricsSnapshot> for Metrics {
 
 #[wasm_bindgen]
 impl WasmP2PClient {
-    /// A client named `name`; the name keys its identity in IndexedDB.
+    /// A client named `name`; the name keys its identity and its state in
+    /// IndexedDB.
     #[wasm_bindgen(constructor)]
     pub fn new(name: String) -> WasmP2PClient {
         WasmP2PClient { name, shared: Rc::new(Shared::default()) }
@@ -268,30 +280,32 @@ impl WasmP2PClient {
     }
 
     /// Sets `key` to `value` (any JSON-compatible JS value); resolves once
-    /// stored. `options`: `{ namespace }` to write a namespace whose owner
-    /// granted this node.
+    /// it is saved in IndexedDB. `options`: `{ namespace }` to write a
+    /// namespace whose owner granted this node.
     pub fn set(&self, key: String, value: JsValue, options: JsValue) -> Promise {
         let shared = self.shared.clone();
         promise(async move {
             let namespace = convert::namespace_option(&options)?;
             let value = convert::json_value(value)?;
-            let mesh = shared.mesh()?;
+            let (mesh, durability) = shared.writer()?;
             mesh.state_write_in(namespace.as_deref(), &key, Some(value), WriteMode::Update)
                 .await
                 .map_err(js_error)?;
+            durability.flush().await.map_err(js_error)?;
             Ok(JsValue::UNDEFINED)
         })
     }
 
-    /// Removes `key`. `options`: `{ namespace }`.
+    /// Removes `key`; resolves once that is saved. `options`: `{ namespace }`.
     pub fn delete(&self, key: String, options: JsValue) -> Promise {
         let shared = self.shared.clone();
         promise(async move {
             let namespace = convert::namespace_option(&options)?;
-            let mesh = shared.mesh()?;
+            let (mesh, durability) = shared.writer()?;
             mesh.state_write_in(namespace.as_deref(), &key, None, WriteMode::Delete)
                 .await
                 .map_err(js_error)?;
+            durability.flush().await.map_err(js_error)?;
             Ok(JsValue::UNDEFINED)
         })
     }
@@ -350,7 +364,8 @@ async fn start_node(name: &str, shared: &Rc<Shared>, options: JsValue) -> JsResu
         }
         config.max_peers = max;
     }
-    let (mesh, mut events, event_loop) = Mesh::build(config).map_err(js_error)?;
+    let (store, durability) = store_idb::IdbStore::open(name).await.map_err(js_error)?;
+    let (mesh, mut events, event_loop) = Mesh::build_with_store(config, Box::new(store)).map_err(js_error)?;
     spawn_local(event_loop.run());
 
     let pump = shared.clone();
@@ -400,6 +415,7 @@ async fn start_node(name: &str, shared: &Rc<Shared>, options: JsValue) -> JsResu
     }
     *shared.node.borrow_mut() = Some(Node {
         mesh,
+        durability,
         identity: identity.clone(),
         bootstrap,
         quantum_resistant: options.quantum_resistant.unwrap_or(true),

@@ -113,3 +113,63 @@ test('state follows the key: owner offline, another device, node restart, read-o
   assertNoPageErrors(assert, c)
   await c.context.close()
 })
+
+// The same page reloaded, with no peer to catch up from: what it wrote comes
+// back from IndexedDB. A damaged record is skipped, never trusted.
+test('a page keeps its state in IndexedDB across reloads; damaged records are skipped', async () => {
+  const p = await openPage(browser, node)
+  const id = await startClient(p.page, node.ws, { name: 'diary' })
+  const written = await p.page.evaluate(async (seed) => {
+    for (const [k, v] of Object.entries(seed)) await window.client.set(k, v)
+    await window.client.set('note', 'to be damaged')
+    await window.client.delete('active')
+    // A burst, acknowledged together.
+    await Promise.all(Array.from({ length: 200 }, (_, i) => window.client.set(`burst-${i}`, i)))
+    return (await window.client.state()).data
+  }, seed)
+  assert.equal(Object.keys(written).length, Object.keys(seed).length - 1 + 1 + 200)
+
+  const restart = async () => {
+    await p.page.reload()
+    await p.page.waitForFunction(() => window.harnessReady === true, null, { timeout: 20_000 })
+    // No bootstrap peer: nothing can come from the network.
+    assert.equal(await startClient(p.page, null, { name: 'diary' }), id)
+    return p.page.evaluate(async () => ({ data: (await window.client.state()).data, peers: (await window.client.peers()).length }))
+  }
+  const reloaded = await restart()
+  assert.equal(reloaded.peers, 0)
+  assert.deepEqual(reloaded.data, written, 'every acknowledged write, typed, and the delete')
+
+  // Damage the stored state: flip a byte of one record, add two records
+  // that are not entries at all.
+  await p.page.evaluate(async () => {
+    await window.client.close()
+    const db = await new Promise((resolve, reject) => {
+      const open = indexedDB.open('infermesh-state:diary')
+      open.onsuccess = () => resolve(open.result)
+      open.onerror = () => reject(open.error)
+    })
+    const store = () => db.transaction('entries', 'readwrite').objectStore('entries')
+    const key = (await new Promise((resolve) => {
+      const req = store().getAllKeys()
+      req.onsuccess = () => resolve(req.result)
+    })).find((k) => k[1] === 'note')
+    const bytes = await new Promise((resolve) => {
+      const req = store().get(key)
+      req.onsuccess = () => resolve(new Uint8Array(req.result))
+    })
+    bytes[bytes.length - 10] ^= 0x01
+    const tx = db.transaction('entries', 'readwrite')
+    tx.objectStore('entries').put(bytes, key)
+    tx.objectStore('entries').put(new Uint8Array([0xff, 0x00, 0x13]), ['x', 'garbage'])
+    tx.objectStore('entries').put('not bytes', ['x', 'text'])
+    await new Promise((resolve, reject) => { tx.oncomplete = resolve; tx.onerror = () => reject(tx.error) })
+    db.close()
+  })
+  const damaged = await restart()
+  const expected = { ...written }
+  delete expected.note
+  assert.deepEqual(damaged.data, expected, 'the damaged entry is dropped, the rest intact')
+  assertNoPageErrors(assert, p)
+  await p.context.close()
+})
