@@ -126,8 +126,13 @@ pub struct MeshConfig {
     /// Keep a replica of every namespace seen (native nodes), so an
     /// owner's state outlives the owner's devices being offline.
     pub replicate: bool,
-    /// Most namespaces replicated for others.
+    /// Most namespaces held for others, whether seen (`replicate`) or
+    /// asked for by their owner; 0 refuses every request to hold one.
     pub replica_quota: usize,
+    /// How many peers this node wants to hold a replica of its own
+    /// namespace: while fewer connected peers are known to hold one, it asks
+    /// peers that replicate state to keep one (0: never asks).
+    pub replication_factor: usize,
 }
 
 impl MeshConfig {
@@ -154,6 +159,7 @@ impl MeshConfig {
             event_buffer: 1024,
             replicate: true,
             replica_quota: 10_000,
+            replication_factor: 3,
         }
     }
 
@@ -169,6 +175,7 @@ impl MeshConfig {
             dcutr: false,
             mdns: false,
             replicate: false,
+            replica_quota: 0,
             ..Self::server(identity)
         }
     }

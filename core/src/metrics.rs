@@ -57,6 +57,8 @@ pub(crate) struct Metrics {
     latency: Histogram,
     state_ingested: Counter,
     state_rejected: [Counter; EntryRejection::ALL.len()],
+    state_namespaces: Gauge,
+    state_entries: Gauge,
 }
 
 impl Metrics {
@@ -97,8 +99,22 @@ impl Metrics {
         sub.register("state_entries_rejected", "State entries refused, by reason", state_rejected.clone());
         let state_rejected = EntryRejection::ALL
             .map(|reason| state_rejected.get_or_create(&ReasonLabel { reason: reason.as_str() }).clone());
+        let (state_namespaces, state_entries) = (Gauge::default(), Gauge::default());
+        sub.register("state_namespaces", "Namespaces held (own and replicas)", state_namespaces.clone());
+        sub.register("state_entries", "State entries held (tombstones included)", state_entries.clone());
         register_more(&mut registry);
-        Self { registry, messages_in, messages_out, dropped, peers, latency, state_ingested, state_rejected }
+        Self {
+            registry,
+            messages_in,
+            messages_out,
+            dropped,
+            peers,
+            latency,
+            state_ingested,
+            state_rejected,
+            state_namespaces,
+            state_entries,
+        }
     }
 
     pub(crate) fn message_in(&self, route: Route) {
@@ -119,6 +135,11 @@ impl Metrics {
 
     pub(crate) fn state_rejected(&self, reason: EntryRejection) {
         self.state_rejected[reason as usize].inc();
+    }
+
+    pub(crate) fn set_state_size(&self, namespaces: usize, entries: usize) {
+        self.state_namespaces.set(namespaces as i64);
+        self.state_entries.set(entries as i64);
     }
 
     pub(crate) fn set_peers(&self, n: usize) {
@@ -153,6 +174,8 @@ impl Metrics {
             dropped_by_reason,
             state_entries_ingested: self.state_ingested.get(),
             state_entries_rejected: self.state_rejected.iter().map(Counter::get).sum(),
+            state_namespaces: self.state_namespaces.get().max(0) as u64,
+            state_entries: self.state_entries.get().max(0) as u64,
             state_rejected_by_reason: EntryRejection::ALL
                 .iter()
                 .map(|r| (r.as_str().to_owned(), self.state_rejected[*r as usize].get()))
@@ -202,6 +225,10 @@ pub struct MetricsSnapshot {
     pub state_entries_rejected: u64,
     /// State refusals by reason label (see [`EntryRejection::as_str`]).
     pub state_rejected_by_reason: BTreeMap<String, u64>,
+    /// Namespaces held (this node's own and its replicas).
+    pub state_namespaces: u64,
+    /// State entries held, tombstones included.
+    pub state_entries: u64,
 }
 
 #[cfg(test)]

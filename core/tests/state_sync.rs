@@ -83,3 +83,61 @@ async fn state_follows_the_key_through_a_replica() {
     assert_eq!(data_of(&stranger, &ns).await["age"], json!(26));
     assert_eq!(stranger.mesh.state(None).await.unwrap().data, json!({"age": 99}));
 }
+
+/// Nodes that keep replicas only on request: the owner asks for as many as
+/// its replication factor, no more, and asks another when one goes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_keeps_its_replication_factor() {
+    const FACTOR: usize = 2;
+    let on_request = |bootstrap: Vec<infermesh_core::Multiaddr>| infermesh_core::MeshConfig {
+        replicate: false,
+        replica_quota: 100,
+        ..memory_config(Identity::generate().unwrap(), bootstrap)
+    };
+    let first = TestNode::start(on_request(vec![]), "/memory/0".parse().unwrap()).await;
+    let mut nodes = vec![first];
+    for _ in 0..3 {
+        let config = on_request(vec![nodes[0].addr.clone()]);
+        nodes.push(TestNode::start(config, "/memory/0".parse().unwrap()).await);
+    }
+    let owner_config = infermesh_core::MeshConfig {
+        replicate: false,
+        replica_quota: 0,
+        replication_factor: FACTOR,
+        ..memory_config(Identity::generate().unwrap(), vec![nodes[0].addr.clone()])
+    };
+    let owner = TestNode::start(owner_config, "/memory/0".parse().unwrap()).await;
+    nodes.push(owner);
+    wait_full_mesh(&nodes, DEADLINE).await;
+    let owner = nodes.pop().unwrap();
+    owner.mesh.state_write("name", Some(json!("John")), WriteMode::Update).await.unwrap();
+    owner.mesh.state_write("age", Some(json!(25)), WriteMode::Update).await.unwrap();
+
+    // Which of `nodes` hold the owner's two entries (asking them for the
+    // data would make them replicate it: their metrics tell instead).
+    fn holding(nodes: &[TestNode]) -> Vec<String> {
+        nodes
+            .iter()
+            .filter(|n| n.mesh.metrics().state_entries == 2)
+            .map(|n| n.peer_id().to_base58())
+            .collect()
+    }
+    wait_until(DEADLINE, "two nodes to hold the owner's namespace", || async {
+        holding(&nodes).len() >= FACTOR && owner.mesh.state(None).await.unwrap().replicas.len() >= FACTOR
+    })
+    .await;
+    let mut held = holding(&nodes);
+    held.sort();
+    assert_eq!(held.len(), FACTOR, "exactly the factor, not every node: {held:?}");
+    assert_eq!(owner.mesh.state(None).await.unwrap().replicas, held, "the owner lists its replicas");
+
+    // A holder goes away: the owner asks another node.
+    let gone = nodes.iter().position(|n| n.peer_id().to_base58() == held[0]).unwrap();
+    nodes.remove(gone).mesh.shutdown().await.unwrap();
+    wait_until(DEADLINE, "a new replica to replace the one that left", || async {
+        holding(&nodes).len() == FACTOR
+    })
+    .await;
+    let replicas = owner.mesh.state(None).await.unwrap().replicas;
+    assert_eq!(replicas.len(), FACTOR + 1, "the one that left is still known to hold a copy: {replicas:?}");
+}

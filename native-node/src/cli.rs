@@ -83,6 +83,13 @@ pub struct NodeArgs {
     /// Do not discover peers on the local network with mDNS.
     #[arg(long)]
     pub no_mdns: bool,
+    /// How many other nodes should hold a replica of this node's state; it
+    /// asks peers until that many are known (0: never asks).
+    #[arg(long, default_value_t = 3)]
+    pub replication_factor: usize,
+    /// Most namespaces of others this node keeps replicas of (0: none).
+    #[arg(long, default_value_t = 10_000)]
+    pub replica_quota: usize,
 }
 
 /// Ports after defaults are applied.

@@ -168,6 +168,9 @@ async fn start(
     }
     config.max_peers = args.max_peers;
     config.mdns = !args.no_mdns;
+    config.replication_factor = args.replication_factor;
+    config.replica_quota = args.replica_quota;
+    config.replicate = args.replica_quota > 0;
 
     let store = RedbStore::open(&data.path().join("state.redb"))?;
     let (mesh, events, event_loop) = Mesh::build_with_store(config, Box::new(store))?;

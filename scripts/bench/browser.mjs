@@ -5,6 +5,9 @@
 //   page load → connected (WebSocket, WebRTC-direct)
 //   page → node → page gossip latency p50/p99 (WebSocket, WebRTC-direct)
 //   page → page direct message round trip through the node's relay circuit
+//   state: signed writes per second in a page (sign, merge, IndexedDB), and
+//   entries per second a page ingests when it catches up on a namespace the
+//   node replicates (fetch, decode, batch-verify, merge)
 //
 // Usage: INFERMESH_BIN=target/release/infermesh node scripts/bench/browser.mjs
 
@@ -17,6 +20,7 @@ const LOADS = Number(process.env.BENCH_LOADS ?? 9)
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 300)
 const ROUND_TRIPS = Number(process.env.BENCH_ROUND_TRIPS ?? 100)
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 200)
+const ENTRIES = Number(process.env.BENCH_ENTRIES ?? 10_000)
 
 const quantile = (xs, q) => {
   const s = [...xs].sort((a, b) => a - b)
@@ -103,6 +107,39 @@ try {
     await a.context.close()
     await b.context.close()
   }
+  // ---- state: writes in a page, catch-up ingest in another --------------
+  {
+    const w = await openPage(browser, node)
+    const idW = await startClient(w.page, node.ws, { name: 'writer' })
+    const writes = await w.page.evaluate(async (n) => {
+      const t0 = performance.now()
+      // 500 writes in flight at a time, as an app saving many keys would.
+      for (let i = 0; i < n; i += 500) {
+        const batch = []
+        for (let j = i; j < Math.min(n, i + 500); j++) batch.push(window.client.set(`k${j}`, { n: j, text: 'x'.repeat(40) }))
+        await Promise.all(batch)
+      }
+      return performance.now() - t0
+    }, ENTRIES)
+    await waitFor('the node to replicate the writer', async () =>
+      Object.keys((await node.stateOf(idW)).data).length >= ENTRIES, 120_000)
+    await w.context.close()
+    const r = await openPage(browser, node)
+    await startClient(r.page, node.ws, { name: 'reader' })
+    const ingest = await r.page.evaluate(async ({ ns, n }) => {
+      const t0 = performance.now()
+      await window.client.get('k0', { namespace: ns })
+      for (;;) {
+        const keys = Object.keys((await window.client.state({ namespace: ns })).data).length
+        if (keys >= n) return performance.now() - t0
+        if (performance.now() - t0 > 120_000) throw new Error(`only ${keys} of ${n} entries after 120 s`)
+        await new Promise((resolve) => setTimeout(resolve, 10))
+      }
+    }, { ns: idW, n: ENTRIES })
+    results.state = { writes: ENTRIES / (writes / 1000), ingest: ENTRIES / (ingest / 1000) }
+    await r.context.close()
+  }
+
   // ---- page load → connected ------------------------------------------
   // Last: WebRTC-direct pages that closed linger on the node until its
   // liveness check drops them (up to ~7 s); meanwhile its other connections
@@ -151,3 +188,5 @@ for (const [kind, name] of [['ws', 'WebSocket'], ['webrtc', 'WebRTC-direct']]) {
   row(`page → node → page, ${name} (p50 / p99)`, `${ms(r.p50)} / ${ms(r.p99)}`, kind === 'ws' ? 'target p50 ≤ 2 ms' : '')
 }
 row('direct, page → relay → page round trip (p50 / p99)', `${ms(results.relayed.p50)} / ${ms(results.relayed.p99)}`)
+row(`state writes in a page (${ENTRIES}, saved in IndexedDB)`, `${results.state.writes.toFixed(0)} /s`)
+row(`state entries ingested by a page catching up`, `${results.state.ingest.toFixed(0)} /s`, 'target ≥ 10,000/s')

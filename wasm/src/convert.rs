@@ -26,6 +26,7 @@ pub(crate) struct InitOptions {
     pub max_peers: Option<usize>,
     pub quantum_resistant: Option<bool>,
     pub private_key: Option<String>,
+    pub replication_factor: Option<usize>,
 }
 
 pub(crate) fn init_options(value: JsValue) -> Result<InitOptions, JsValue> {
@@ -37,7 +38,8 @@ pub(crate) fn init_options(value: JsValue) -> Result<InitOptions, JsValue> {
     }
     // serde-wasm-bindgen reads only the fields it knows, so a misspelt
     // option would pass silently: refuse it here.
-    const KNOWN: [&str; 4] = ["bootstrap_peers", "max_peers", "quantum_resistant", "private_key"];
+    const KNOWN: [&str; 5] =
+        ["bootstrap_peers", "max_peers", "quantum_resistant", "private_key", "replication_factor"];
     for key in js_sys::Object::keys(value.unchecked_ref()).iter() {
         let key = key.as_string().unwrap_or_default();
         if !KNOWN.contains(&key.as_str()) {

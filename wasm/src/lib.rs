@@ -151,7 +151,7 @@ impl WasmP2PClient {
     }
 
     /// Starts the node: `{ bootstrap_peers, max_peers, quantum_resistant,
-    /// private_key }`, all optional. Without `private_key` the identity is
+    /// private_key, replication_factor }`, all optional. Without `private_key` the identity is
     /// created once and kept in IndexedDB. Resolves with the node ID once
     /// connected to a bootstrap peer (if any were given).
     pub fn initialize(&self, options: JsValue) -> Promise {
@@ -363,6 +363,9 @@ async fn start_node(name: &str, shared: &Rc<Shared>, options: JsValue) -> JsResu
             return Err(js_error("max_peers must be at least 1"));
         }
         config.max_peers = max;
+    }
+    if let Some(factor) = options.replication_factor {
+        config.replication_factor = factor;
     }
     let (store, durability) = store_idb::IdbStore::open(name).await.map_err(js_error)?;
     let (mesh, mut events, event_loop) = Mesh::build_with_store(config, Box::new(store)).map_err(js_error)?;

@@ -164,6 +164,8 @@ pub struct EventLoop {
     logged_state_reasons: HashSet<EntryRejection>,
     /// Namespaces asked for that this node does not own (replicated too).
     wanted: HashSet<String>,
+    /// Peers asked to keep a replica of this node's namespace.
+    replica_asks: HashMap<PeerId, state_loop::ReplicaAsk>,
     /// Entries written here, waiting to go out together on the state topic.
     outgoing: state_loop::Outgoing,
     /// Topics this node's user subscribed to (their messages are delivered).
@@ -255,6 +257,7 @@ impl EventLoop {
             next_state_sync: now + config.timing.state_sync_interval,
             logged_state_reasons: HashSet::new(),
             wanted: HashSet::new(),
+            replica_asks: HashMap::new(),
             outgoing: state_loop::Outgoing::default(),
             user_topics: HashSet::new(),
             hub_topics: HashSet::new(),
@@ -272,6 +275,7 @@ impl EventLoop {
     /// handle is dropped.
     pub async fn run(mut self) {
         self.join_state_topic();
+        self.count_state();
         self.on_tick();
         let mut tick = platform::sleep(TICK).fuse();
         let mut linger = futures::future::Fuse::terminated();
@@ -400,6 +404,7 @@ impl EventLoop {
         }
         self.close_silent_connections(now);
         self.resync_dropped(now);
+        self.seek_replicas(now);
         if now >= self.next_state_sync {
             self.next_state_sync = now + self.config.timing.state_sync_interval;
             let peers: Vec<PeerId> = self.peers.keys().copied().collect();

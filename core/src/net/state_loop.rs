@@ -14,7 +14,7 @@ use crate::{
     net::state_sync::{
         MAX_BATCH_BYTES, MAX_FETCH_IDS, MAX_NAMESPACES, STATE_TOPIC, SyncRequest, SyncResponse,
     },
-    platform,
+    platform::{self, Instant},
     state::{
         Applied, Entry, EntryError, EntryRejection, StateError,
         sync::{Initiator, digest},
@@ -29,6 +29,8 @@ pub(super) const LINGER: Duration = Duration::from_millis(10);
 const MAX_GOSSIP_ENTRIES: usize = 256;
 /// Most bytes of entries in one gossip message.
 const MAX_GOSSIP_BYTES: usize = 256 * 1024;
+/// How long a peer asked to keep a replica is not asked again.
+const REPLICA_ASK_AGAIN: Duration = Duration::from_secs(60);
 
 /// Local entries waiting to be gossiped, already encoded.
 #[derive(Default)]
@@ -44,12 +46,21 @@ impl Outgoing {
     }
 }
 
+/// A request to keep a replica of this node's namespace.
+pub(super) struct ReplicaAsk {
+    /// Not answered yet (counts towards the factor meanwhile).
+    open: bool,
+    /// When this peer may be asked again.
+    again_at: Instant,
+}
+
 /// What an outstanding state-sync request was for.
 pub(super) enum SyncStep {
     Namespaces,
     Reconcile { ns: String, initiator: Box<Initiator> },
     Fetch,
     Push,
+    Replicate,
 }
 
 impl EventLoop {
@@ -64,10 +75,75 @@ impl EventLoop {
     /// Whether this node keeps a replica of `ns`: its own always; others if
     /// it replicates for the mesh (servers), within the quota.
     fn replicates(&self, ns: &str) -> bool {
-        if ns == self.local_id || self.wanted.contains(ns) || self.state.replica().len(ns) > 0 {
+        if self.holds(ns) {
             return true;
         }
-        self.config.replicate && self.state.replica().namespace_count() < self.config.replica_quota
+        self.config.replicate && self.has_room()
+    }
+
+    /// Whether `ns` is this node's own, asked for, or already held.
+    fn holds(&self, ns: &str) -> bool {
+        ns == self.local_id || self.wanted.contains(ns) || self.state.replica().len(ns) > 0
+    }
+
+    /// Whether the quota leaves room for one more namespace of others.
+    fn has_room(&self) -> bool {
+        let own = usize::from(self.state.replica().len(&self.local_id) > 0);
+        let others = self.state.replica().namespace_count().saturating_sub(own);
+        others.max(self.wanted.len()) < self.config.replica_quota
+    }
+
+    /// Connected peers known to hold `ns`.
+    fn live_holders(&self, ns: &str) -> usize {
+        self.holders.get(ns).map_or(0, |h| h.iter().filter(|p| self.peers.contains_key(p)).count())
+    }
+
+    /// Keeps the replication factor of this node's own namespace: while
+    /// fewer connected peers than wanted are known to hold it (counting
+    /// requests still open), asks more peers on the state topic, each at
+    /// most once a minute.
+    pub(super) fn seek_replicas(&mut self, now: Instant) {
+        let factor = self.config.replication_factor;
+        if factor == 0 || self.state.replica().len(&self.local_id) == 0 {
+            return;
+        }
+        let open = self.replica_asks.values().filter(|ask| ask.open).count();
+        let mut missing = factor.saturating_sub(self.live_holders(&self.local_id) + open);
+        if missing == 0 {
+            return;
+        }
+        let topic = gossipsub::IdentTopic::new(STATE_TOPIC).hash();
+        let holders = self.holders.get(&self.local_id);
+        let candidates: Vec<PeerId> = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_peers()
+            .filter(|(peer, topics)| {
+                topics.contains(&&topic)
+                    && self.peers.contains_key(peer)
+                    && !holders.is_some_and(|h| h.contains(peer))
+                    && self.replica_asks.get(peer).is_none_or(|ask| now >= ask.again_at)
+            })
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in candidates {
+            if missing == 0 {
+                break;
+            }
+            missing -= 1;
+            let ns = self.local_id.clone();
+            let id = self.swarm.behaviour_mut().state_sync.send_request(&peer, SyncRequest::Replicate { ns });
+            self.syncs.insert(id, (peer, SyncStep::Replicate));
+            self.replica_asks.insert(peer, ReplicaAsk { open: true, again_at: now + REPLICA_ASK_AGAIN });
+        }
+    }
+
+    /// An answer (or a failure) to a replication request.
+    fn replica_answered(&mut self, peer: PeerId) {
+        if let Some(ask) = self.replica_asks.get_mut(&peer) {
+            ask.open = false;
+        }
     }
 
     /// A local write: durable, then announced.
@@ -84,6 +160,7 @@ impl EventLoop {
         match result {
             Ok(entry) => {
                 let _ = reply.send(Ok(()));
+                self.count_state();
                 self.announce(&entry);
                 self.state_changed(&entry.namespace, &entry.key);
             }
@@ -208,7 +285,14 @@ impl EventLoop {
             }
             results.push(outcome.result);
         }
+        self.count_state();
         results
+    }
+
+    /// Updates the state size gauges.
+    pub(super) fn count_state(&self) {
+        let replica = self.state.replica();
+        self.metrics.set_state_size(replica.namespace_count(), replica.entry_count());
     }
 
     /// Gossiped entries (one message carries up to 256): merged before the
@@ -286,7 +370,9 @@ impl EventLoop {
                 }
             },
             request_response::Event::OutboundFailure { request_id, peer, error, .. } => {
-                self.syncs.remove(&request_id);
+                if let Some((_, SyncStep::Replicate)) = self.syncs.remove(&request_id) {
+                    self.replica_answered(peer);
+                }
                 // Peers that do not speak the protocol (other libp2p nodes) land here too.
                 tracing::debug!(%peer, "state sync request failed: {error}");
             }
@@ -339,6 +425,24 @@ impl EventLoop {
             SyncRequest::Push { entries } => {
                 let (accepted, rejected) = self.ingest_batch(entries.into_iter().take(MAX_FETCH_IDS), peer);
                 SyncResponse::Pushed { accepted, rejected }
+            }
+            SyncRequest::Replicate { ns } => {
+                if ns.parse::<PeerId>().is_err() {
+                    return SyncResponse::Refused("not a namespace".into());
+                }
+                if !self.holds(&ns) {
+                    if self.config.replica_quota == 0 {
+                        return SyncResponse::Refused("this node keeps no replicas for others".into());
+                    }
+                    if !self.has_room() {
+                        return SyncResponse::Refused("replica quota reached".into());
+                    }
+                    tracing::debug!(%peer, %ns, "keeping a replica on request");
+                    self.wanted.insert(ns);
+                    // Catch up with the asker now, not at the next round.
+                    self.start_state_sync(peer);
+                }
+                SyncResponse::Replicating
             }
         }
     }
@@ -415,6 +519,15 @@ impl EventLoop {
                 self.ingest_batch(entries.into_iter().take(MAX_FETCH_IDS), peer);
             }
             (SyncStep::Push, SyncResponse::Pushed { .. }) => {}
+            (SyncStep::Replicate, SyncResponse::Replicating) => {
+                // It has undertaken to hold our namespace and is catching up.
+                self.replica_answered(peer);
+                self.holders.entry(self.local_id.clone()).or_default().insert(peer);
+            }
+            (SyncStep::Replicate, SyncResponse::Refused(reason)) => {
+                tracing::debug!(%peer, "replica refused: {reason}");
+                self.replica_answered(peer);
+            }
             (_, SyncResponse::Refused(reason)) => tracing::debug!(%peer, "state sync refused: {reason}"),
             _ => tracing::debug!(%peer, "state sync: unexpected response"),
         }

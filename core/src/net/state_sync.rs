@@ -5,8 +5,11 @@
 //! - Catch-up: `/infermesh/state-sync/1.0.0` (request-response, CBOR). On
 //!   connecting, and periodically, a node asks a peer which namespaces it
 //!   holds (with a digest of each), reconciles each one it replicates and
-//!   holds differently (negentropy, a few round trips), then fetches what it lacks and pushes what the peer lacks, in
-//!   bounded batches.
+//!   holds differently (negentropy, a few round trips), then fetches what
+//!   it lacks and pushes what the peer lacks, in bounded batches.
+//! - Replication factor: a node whose namespace has fewer live holders than
+//!   it wants asks peers on the state topic to keep a replica (`Replicate`);
+//!   a peer that accepts catches up with it at once.
 
 use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
@@ -37,6 +40,8 @@ pub(crate) enum SyncRequest {
     Fetch { ns: String, ids: Vec<ByteBuf> },
     /// Entries you lack.
     Push { entries: Vec<ByteBuf> },
+    /// Please keep a replica of this namespace (its owner asking).
+    Replicate { ns: String },
 }
 
 /// A response of the state-sync protocol.
@@ -51,6 +56,8 @@ pub(crate) enum SyncResponse {
     Entries(Vec<ByteBuf>),
     /// How many pushed entries were taken and refused.
     Pushed { accepted: u32, rejected: u32 },
+    /// A replica will be kept (the new holder catches up at once).
+    Replicating,
     /// The request could not be served (the reason, for the log).
     Refused(String),
 }

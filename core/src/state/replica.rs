@@ -264,6 +264,11 @@ impl Replica {
         self.namespaces.len()
     }
 
+    /// How many entries (winners, tombstones included) this replica holds.
+    pub fn entry_count(&self) -> usize {
+        self.by_id.len()
+    }
+
     /// Every namespace this replica holds.
     pub fn namespaces(&self) -> impl Iterator<Item = &str> {
         self.namespaces.keys().map(String::as_str)
