@@ -127,14 +127,17 @@ try {
     const r = await openPage(browser, node)
     await startClient(r.page, node.ws, { name: 'reader' })
     const ingest = await r.page.evaluate(async ({ ns, n }) => {
+      let changes = 0
+      let done
+      const finished = new Promise((resolve) => { done = resolve })
+      window.client.on_state_change((change) => {
+        if (change.namespace === ns && ++changes === n) done(performance.now())
+      })
       const t0 = performance.now()
       await window.client.get('k0', { namespace: ns })
-      for (;;) {
-        const keys = Object.keys((await window.client.state({ namespace: ns })).data).length
-        if (keys >= n) return performance.now() - t0
-        if (performance.now() - t0 > 120_000) throw new Error(`only ${keys} of ${n} entries after 120 s`)
-        await new Promise((resolve) => setTimeout(resolve, 10))
-      }
+      const timeout = new Promise((resolve, reject) =>
+        setTimeout(() => reject(new Error(`only ${changes} of ${n} entries after 120 s`)), 120_000))
+      return (await Promise.race([finished, timeout])) - t0
     }, { ns: idW, n: ENTRIES })
     results.state = { writes: ENTRIES / (writes / 1000), ingest: ENTRIES / (ingest / 1000) }
     await r.context.close()

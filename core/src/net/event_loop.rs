@@ -164,6 +164,8 @@ pub struct EventLoop {
     logged_state_reasons: HashSet<EntryRejection>,
     /// Namespaces asked for that this node does not own (replicated too).
     wanted: HashSet<String>,
+    /// State-sync requests outstanding and waiting, per peer.
+    sync_flow: HashMap<PeerId, state_loop::SyncFlow>,
     /// Peers asked to keep a replica of this node's namespace.
     replica_asks: HashMap<PeerId, state_loop::ReplicaAsk>,
     /// Entries written here, waiting to go out together on the state topic.
@@ -258,6 +260,7 @@ impl EventLoop {
             logged_state_reasons: HashSet::new(),
             wanted: HashSet::new(),
             replica_asks: HashMap::new(),
+            sync_flow: HashMap::new(),
             outgoing: state_loop::Outgoing::default(),
             user_topics: HashSet::new(),
             hub_topics: HashSet::new(),
@@ -602,6 +605,10 @@ impl EventLoop {
                 }
                 if num_established == 0 {
                     self.peers.remove(&peer_id);
+                    // Outstanding requests fail on their own; waiting ones go.
+                    if let Some(flow) = self.sync_flow.get_mut(&peer_id) {
+                        flow.waiting.clear();
+                    }
                     self.relays.remove(&peer_id);
                     for topic in self.hub_topics.clone() {
                         self.leave_hub_topic_if_unused(&topic);

@@ -29,6 +29,11 @@ pub(super) const LINGER: Duration = Duration::from_millis(10);
 const MAX_GOSSIP_ENTRIES: usize = 256;
 /// Most bytes of entries in one gossip message.
 const MAX_GOSSIP_BYTES: usize = 256 * 1024;
+/// Most state-sync requests outstanding to one peer; more wait their turn.
+/// (A request-response connection takes at most 32 streams in both
+/// directions together and drops inbound ones beyond that, so a catch-up
+/// that sent all its fetches at once would lose most of them.)
+const SYNC_IN_FLIGHT: usize = 8;
 /// How long a peer asked to keep a replica is not asked again.
 const REPLICA_ASK_AGAIN: Duration = Duration::from_secs(60);
 
@@ -52,6 +57,14 @@ pub(super) struct ReplicaAsk {
     open: bool,
     /// When this peer may be asked again.
     again_at: Instant,
+}
+
+/// State-sync requests to one peer: how many are outstanding, and the ones
+/// waiting for a slot.
+#[derive(Default)]
+pub(super) struct SyncFlow {
+    in_flight: usize,
+    pub(super) waiting: std::collections::VecDeque<(SyncRequest, SyncStep)>,
 }
 
 /// What an outstanding state-sync request was for.
@@ -133,9 +146,39 @@ impl EventLoop {
             }
             missing -= 1;
             let ns = self.local_id.clone();
-            let id = self.swarm.behaviour_mut().state_sync.send_request(&peer, SyncRequest::Replicate { ns });
-            self.syncs.insert(id, (peer, SyncStep::Replicate));
+            self.send_sync(peer, SyncRequest::Replicate { ns }, SyncStep::Replicate);
             self.replica_asks.insert(peer, ReplicaAsk { open: true, again_at: now + REPLICA_ASK_AGAIN });
+        }
+    }
+
+    /// Sends a state-sync request, or queues it while `SYNC_IN_FLIGHT`
+    /// requests to that peer are outstanding.
+    fn send_sync(&mut self, peer: PeerId, request: SyncRequest, step: SyncStep) {
+        let flow = self.sync_flow.entry(peer).or_default();
+        if flow.in_flight >= SYNC_IN_FLIGHT {
+            flow.waiting.push_back((request, step));
+            return;
+        }
+        flow.in_flight += 1;
+        let id = self.swarm.behaviour_mut().state_sync.send_request(&peer, request);
+        self.syncs.insert(id, (peer, step));
+    }
+
+    /// A request to `peer` was answered or failed: the next waiting one
+    /// takes its slot.
+    fn sync_done(&mut self, peer: PeerId) {
+        let Some(flow) = self.sync_flow.get_mut(&peer) else { return };
+        flow.in_flight = flow.in_flight.saturating_sub(1);
+        match flow.waiting.pop_front() {
+            Some((request, step)) => {
+                flow.in_flight += 1;
+                let id = self.swarm.behaviour_mut().state_sync.send_request(&peer, request);
+                self.syncs.insert(id, (peer, step));
+            }
+            None if flow.in_flight == 0 => {
+                self.sync_flow.remove(&peer);
+            }
+            None => {}
         }
     }
 
@@ -352,8 +395,7 @@ impl EventLoop {
 
     /// Starts catching up with a peer: ask which namespaces it holds.
     pub(super) fn start_state_sync(&mut self, peer: PeerId) {
-        let id = self.swarm.behaviour_mut().state_sync.send_request(&peer, SyncRequest::Namespaces);
-        self.syncs.insert(id, (peer, SyncStep::Namespaces));
+        self.send_sync(peer, SyncRequest::Namespaces, SyncStep::Namespaces);
     }
 
     pub(super) fn on_state_sync(&mut self, event: request_response::Event<SyncRequest, SyncResponse>) {
@@ -365,13 +407,19 @@ impl EventLoop {
                 }
                 request_response::Message::Response { request_id, response } => {
                     if let Some((peer, step)) = self.syncs.remove(&request_id) {
+                        self.sync_done(peer);
                         self.on_sync_response(peer, step, response);
                     }
                 }
             },
             request_response::Event::OutboundFailure { request_id, peer, error, .. } => {
-                if let Some((_, SyncStep::Replicate)) = self.syncs.remove(&request_id) {
-                    self.replica_answered(peer);
+                match self.syncs.remove(&request_id) {
+                    Some((_, SyncStep::Replicate)) => {
+                        self.sync_done(peer);
+                        self.replica_answered(peer);
+                    }
+                    Some(_) => self.sync_done(peer),
+                    None => {}
                 }
                 // Peers that do not speak the protocol (other libp2p nodes) land here too.
                 tracing::debug!(%peer, "state sync request failed: {error}");
@@ -494,11 +542,8 @@ impl EventLoop {
                         Ok((initiator, first)) => {
                             let request =
                                 SyncRequest::Reconcile { ns: ns.clone(), msg: ByteBuf::from(first) };
-                            let id = self.swarm.behaviour_mut().state_sync.send_request(&peer, request);
-                            self.syncs.insert(
-                                id,
-                                (peer, SyncStep::Reconcile { ns, initiator: Box::new(initiator) }),
-                            );
+                            let step = SyncStep::Reconcile { ns, initiator: Box::new(initiator) };
+                            self.send_sync(peer, request, step);
                         }
                         Err(e) => tracing::debug!(%ns, "cannot start reconciling: {e}"),
                     }
@@ -508,8 +553,7 @@ impl EventLoop {
                 match initiator.step(&answer) {
                     Ok(Some(next)) => {
                         let request = SyncRequest::Reconcile { ns: ns.clone(), msg: ByteBuf::from(next) };
-                        let id = self.swarm.behaviour_mut().state_sync.send_request(&peer, request);
-                        self.syncs.insert(id, (peer, SyncStep::Reconcile { ns, initiator }));
+                        self.send_sync(peer, request, SyncStep::Reconcile { ns, initiator });
                     }
                     Ok(None) => self.finish_reconcile(peer, ns, &initiator),
                     Err(e) => tracing::debug!(%peer, %ns, "reconciliation failed: {e}"),
@@ -540,12 +584,7 @@ impl EventLoop {
         }
         for chunk in initiator.need.chunks(MAX_FETCH_IDS) {
             let ids = chunk.iter().map(|id| ByteBuf::from(id.to_vec())).collect();
-            let id = self
-                .swarm
-                .behaviour_mut()
-                .state_sync
-                .send_request(&peer, SyncRequest::Fetch { ns: ns.clone(), ids });
-            self.syncs.insert(id, (peer, SyncStep::Fetch));
+            self.send_sync(peer, SyncRequest::Fetch { ns: ns.clone(), ids }, SyncStep::Fetch);
         }
         let mut batch = Vec::new();
         let mut bytes = 0;
@@ -570,7 +609,6 @@ impl EventLoop {
     }
 
     fn push(&mut self, peer: PeerId, entries: Vec<ByteBuf>) {
-        let id = self.swarm.behaviour_mut().state_sync.send_request(&peer, SyncRequest::Push { entries });
-        self.syncs.insert(id, (peer, SyncStep::Push));
+        self.send_sync(peer, SyncRequest::Push { entries }, SyncStep::Push);
     }
 }
