@@ -348,15 +348,21 @@ impl WasmP2PClient {
 async fn start_node(name: &str, shared: &Rc<Shared>, options: JsValue) -> JsResult {
     let options = convert::init_options(options)?;
     let bootstrap = options.bootstrap_peers.iter().map(|a| parse_addr(a)).collect::<Result<Vec<_>, _>>()?;
-    let identity = match &options.private_key {
-        Some(key) => {
-            let identity =
-                Identity::from_hex(key).map_err(|e| js_error(format!("invalid private_key: {e}")))?;
-            store_idb::store_identity(name, &identity).await.map_err(js_error)?;
-            identity
+    let identity = async {
+        match &options.private_key {
+            Some(key) => {
+                let identity =
+                    Identity::from_hex(key).map_err(|e| js_error(format!("invalid private_key: {e}")))?;
+                store_idb::store_identity(name, &identity).await.map_err(js_error)?;
+                Ok::<_, JsValue>(identity)
+            }
+            None => Ok(store_idb::load_or_create_identity(name).await.map_err(js_error)?.0),
         }
-        None => store_idb::load_or_create_identity(name).await.map_err(js_error)?.0,
     };
+    // The identity and the stored state load together.
+    let (identity, state) = futures::join!(identity, store_idb::IdbStore::open(name));
+    let identity = identity?;
+    let (store, durability) = state.map_err(js_error)?;
     let mut config = MeshConfig::client(identity.clone());
     if let Some(max) = options.max_peers {
         if max == 0 {
@@ -367,7 +373,6 @@ async fn start_node(name: &str, shared: &Rc<Shared>, options: JsValue) -> JsResu
     if let Some(factor) = options.replication_factor {
         config.replication_factor = factor;
     }
-    let (store, durability) = store_idb::IdbStore::open(name).await.map_err(js_error)?;
     let (mesh, mut events, event_loop) = Mesh::build_with_store(config, Box::new(store)).map_err(js_error)?;
     spawn_local(event_loop.run());
 
