@@ -8,6 +8,11 @@ cargo bench --locked --workspace --bench direct
 step "replicated state: ingestion and reconciliation"
 cargo bench --locked --workspace --bench state
 
+step "replicated state: ingestion in wasm, in headless Chromium (the npm package's build profile)"
+CHROMEDRIVER="${CHROMEDRIVER:-$(command -v chromedriver)}" \
+  cargo test --locked --profile wasm -p infermesh-core --target wasm32-unknown-unknown \
+  --test wasm_ingest -- --include-ignored --nocapture
+
 step "replicated state: 20 nodes x 1000 writes converging"
 cargo bench --locked --workspace --bench converge
 
