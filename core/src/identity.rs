@@ -58,6 +58,11 @@ impl Identity {
         hex::encode(self.seed)
     }
 
+    /// The 32-byte seed (for keys derived from the identity).
+    pub(crate) fn seed(&self) -> &[u8; 32] {
+        &self.seed
+    }
+
     /// The libp2p key pair.
     pub fn keypair(&self) -> &Keypair {
         &self.keypair

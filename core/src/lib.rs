@@ -27,6 +27,7 @@
 #[cfg(all(test, target_arch = "wasm32"))]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
+pub mod crypto;
 mod identity;
 mod mesh;
 pub mod messaging;

@@ -5,6 +5,9 @@ source "$(dirname "$0")/env.sh"
 step "direct messages: InferMesh vs bare rust-libp2p request-response"
 cargo bench --locked --workspace --bench direct
 
+step "hybrid post-quantum KEM (X-Wing and levels 1/5): cost per handshake side"
+cargo bench --locked --workspace --bench kem
+
 step "replicated state: ingestion and reconciliation"
 cargo bench --locked --workspace --bench state
 

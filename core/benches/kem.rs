@@ -1,0 +1,98 @@
+//! Hybrid KEM cost per side of a handshake, at each level: the initiator
+//! encapsulates to the peer's public key, the responder decapsulates.
+//! Prints medians; asserts nothing.
+//!
+//! `cargo bench -p infermesh-core --bench kem` (or `make bench`).
+
+use std::time::Instant;
+
+use infermesh_core::{
+    Identity,
+    crypto::{KemPublicKey, KemSecret, Level},
+};
+
+const ROUNDS: usize = 9;
+const PER_ROUND: usize = 200;
+
+fn median_us(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    samples[samples.len() / 2]
+}
+
+fn time_us(mut f: impl FnMut()) -> f64 {
+    median_us(
+        (0..ROUNDS)
+            .map(|_| {
+                let start = Instant::now();
+                for _ in 0..PER_ROUND {
+                    f();
+                }
+                start.elapsed().as_secs_f64() * 1e6 / PER_ROUND as f64
+            })
+            .collect(),
+    )
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let identity = Identity::from_seed([7; 32]);
+    let bytes_of = |level: Level| KemSecret::derive(&identity, level).public_key().to_bytes();
+    println!("hybrid KEM, median of {ROUNDS} rounds of {PER_ROUND} (microseconds per operation)");
+    println!(
+        "{:<6} {:>10} {:>12} {:>12} {:>14} {:>10} {:>8}",
+        "level", "derive", "encapsulate", "decapsulate", "parse pk", "pk bytes", "ct bytes"
+    );
+    for level in [Level::L1, Level::L3, Level::L5] {
+        let secret = KemSecret::derive(&identity, level);
+        let public = secret.public_key();
+        let (ct, _) = public.encapsulate().unwrap();
+        let encoded = bytes_of(level);
+        let derive = time_us(|| {
+            std::hint::black_box(KemSecret::derive(&identity, level).public_key());
+        });
+        let encapsulate = time_us(|| {
+            std::hint::black_box(public.encapsulate().unwrap());
+        });
+        let decapsulate = time_us(|| {
+            std::hint::black_box(secret.decapsulate(&ct).unwrap());
+        });
+        let parse = time_us(|| {
+            std::hint::black_box(KemPublicKey::from_bytes(level, &encoded).unwrap());
+        });
+        println!(
+            "{:<6} {:>10.1} {:>12.1} {:>12.1} {:>14.1} {:>10} {:>8}",
+            level.number(),
+            derive,
+            encapsulate,
+            decapsulate,
+            parse,
+            level.public_key_len(),
+            level.ciphertext_len()
+        );
+    }
+    // The two halves of level 3 on their own.
+    let dh_secret = x25519_dalek::StaticSecret::from([5; 32]);
+    let dh_public = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from([6; 32]));
+    let x25519 = time_us(|| {
+        std::hint::black_box(dh_secret.diffie_hellman(&dh_public));
+    });
+    let (dk, ek) = {
+        use ml_kem::FromSeed as _;
+        ml_kem::MlKem768::from_seed(&[3u8; 64].into())
+    };
+    let encaps = time_us(|| {
+        std::hint::black_box(ek.encapsulate_deterministic(&[4u8; 32].into()));
+    });
+    let (ct, _) = ek.encapsulate_deterministic(&[4u8; 32].into());
+    let decaps = time_us(|| {
+        use ml_kem::Decapsulate as _;
+        std::hint::black_box(dk.decapsulate(&ct));
+    });
+    println!("of which: X25519 DH {x25519:.1}, ML-KEM-768 encaps {encaps:.1}, decaps {decaps:.1}");
+    println!(
+        "handshake per side = encapsulate (initiator) or decapsulate (responder), the peer's key parsed once"
+    );
+    println!("target: level 3, each side <= 200 us natively");
+}
