@@ -1,6 +1,9 @@
-//! End-to-end cryptography: the hybrid post-quantum KEM every end-to-end
-//! session starts from.
+//! End-to-end cryptography: the hybrid post-quantum KEM, and the sessions
+//! built on it (signed KEM keys, handshake, directional keys, AEAD with a
+//! replay window, rotation).
 
 pub mod kem;
+pub mod session;
 
 pub use kem::{KemError, KemPublicKey, KemSecret, Level, SharedSecret};
+pub use session::{Handshake, Role, Sealed, Session, SessionError, SignedKemKey};
