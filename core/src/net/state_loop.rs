@@ -120,6 +120,8 @@ impl EventLoop {
         if factor == 0 || self.state.replica().len(&self.local_id) == 0 {
             return;
         }
+        // Forget answered asks once they may be repeated.
+        self.replica_asks.retain(|_, ask| ask.open || now < ask.again_at);
         let open = self.replica_asks.values().filter(|ask| ask.open).count();
         let mut missing = factor.saturating_sub(self.live_holders(&self.local_id) + open);
         if missing == 0 {
