@@ -2,7 +2,9 @@
 //! signed by its author, verifiable on its own wherever it travels.
 
 use ed25519_zebra::{Signature, VerificationKeyBytes, batch};
-use getrandom::{SysRng, rand_core::UnwrapErr};
+use std::convert::Infallible;
+
+use getrandom::rand_core::{TryCryptoRng, TryRng, utils};
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -262,12 +264,17 @@ impl Entry {
                 Err(e) => results.push(Err(e)),
             }
         }
-        if items.len() > 1 {
+        // The batch check draws 16 random bytes per signature: all of them
+        // in one call to the OS (one JS call in the browser). Without them,
+        // each signature is checked alone.
+        if items.len() > 1
+            && let Some(rng) = BatchRandomness::new(16 * items.len())
+        {
             let mut verifier = batch::Verifier::new();
             for (_, _, item) in &items {
                 verifier.queue(item.clone());
             }
-            if verifier.verify(UnwrapErr(SysRng)).is_ok() {
+            if verifier.verify(rng).is_ok() {
                 return results;
             }
         }
@@ -315,6 +322,51 @@ fn author_key(peer: &PeerId) -> Result<VerificationKeyBytes, EntryError> {
         _ => Err(reject(EntryRejection::Malformed, "author's node ID does not embed an Ed25519 key")),
     }
 }
+
+/// Randomness for one batch verification, read from the OS in one call
+/// (sized for the batch: 16 bytes per signature).
+struct BatchRandomness {
+    bytes: Vec<u8>,
+    at: usize,
+}
+
+impl BatchRandomness {
+    fn new(len: usize) -> Option<Self> {
+        let mut bytes = vec![0; len];
+        getrandom::fill(&mut bytes).ok()?;
+        Some(Self { bytes, at: 0 })
+    }
+}
+
+impl TryRng for BatchRandomness {
+    type Error = Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        utils::next_word_via_fill(self)
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        utils::next_word_via_fill(self)
+    }
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), Infallible> {
+        if self.at + dest.len() > self.bytes.len() {
+            // More than the batch was sized for: stretch the secret bytes
+            // already read (SHA-256 in counter mode) rather than fail.
+            let key = Sha256::digest(&self.bytes);
+            let blocks = dest.len().div_ceil(32).max(2) as u64;
+            self.bytes = (0..blocks)
+                .flat_map(|i| Sha256::new().chain_update(key).chain_update(i.to_be_bytes()).finalize())
+                .collect();
+            self.at = 0;
+        }
+        dest.copy_from_slice(&self.bytes[self.at..self.at + dest.len()]);
+        self.at += dest.len();
+        Ok(())
+    }
+}
+
+impl TryCryptoRng for BatchRandomness {}
 
 #[cfg(test)]
 mod tests {
@@ -416,5 +468,21 @@ mod tests {
         let b = Entry::sign(&id, &ns, "k", Some(&json!(2)), 1).unwrap();
         assert_ne!(a.id(), b.id());
         assert_eq!(a.id(), Entry::decode(&a.encode()).unwrap().id());
+    }
+
+    #[test]
+    fn batch_randomness_is_read_once_and_stretches_past_its_size() {
+        use getrandom::rand_core::Rng as _;
+        let mut rng = BatchRandomness::new(32).unwrap();
+        let mut draws = Vec::new();
+        for _ in 0..6 {
+            let mut block = [0u8; 16];
+            rng.fill_bytes(&mut block);
+            draws.push(block);
+        }
+        assert!(draws.iter().all(|d| d != &[0; 16]));
+        for (i, a) in draws.iter().enumerate() {
+            assert!(draws[i + 1..].iter().all(|b| b != a), "draws repeat");
+        }
     }
 }
