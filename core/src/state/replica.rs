@@ -14,6 +14,26 @@ use super::{
     entry::{ACL_PREFIX, Entry, EntryError, EntryRejection},
 };
 
+/// `sum += id` (mod 2^256, little-endian).
+fn add_id(sum: &mut [u8; 32], id: &[u8; 32]) {
+    let mut carry = 0u16;
+    for (acc, byte) in sum.iter_mut().zip(id) {
+        let total = u16::from(*acc) + u16::from(*byte) + carry;
+        *acc = total as u8;
+        carry = total >> 8;
+    }
+}
+
+/// `sum -= id` (mod 2^256, little-endian).
+fn sub_id(sum: &mut [u8; 32], id: &[u8; 32]) {
+    let mut borrow = 0i16;
+    for (acc, byte) in sum.iter_mut().zip(id) {
+        let total = i16::from(*acc) - i16::from(*byte) - borrow;
+        *acc = total.rem_euclid(256) as u8;
+        borrow = i16::from(total < 0);
+    }
+}
+
 /// How far in the future an entry's timestamp may be (clock skew allowed).
 pub const MAX_CLOCK_SKEW_MS: u64 = 30_000;
 
@@ -59,6 +79,9 @@ pub struct Replica {
     namespaces: BTreeMap<String, BTreeMap<String, Slot>>,
     /// entry ID → where it is the winner.
     by_id: HashMap<[u8; 32], (String, String)>,
+    /// namespace → sum of its winners' IDs (mod 2^256, little-endian),
+    /// kept up to date on every merge for [`super::sync::digest`].
+    id_sums: HashMap<String, [u8; 32]>,
     clock: Hlc,
 }
 
@@ -205,9 +228,12 @@ impl Replica {
         let id = entry.id();
         self.clock.observe(entry.timestamp);
         let keys = self.namespaces.entry(entry.namespace.clone()).or_default();
+        let sum = self.id_sums.entry(entry.namespace.clone()).or_insert([0; 32]);
         if let Some(old) = keys.get(&entry.key) {
             self.by_id.remove(&old.id);
+            sub_id(sum, &old.id);
         }
+        add_id(sum, &id);
         self.by_id.insert(id, (entry.namespace.clone(), entry.key.clone()));
         keys.insert(entry.key.clone(), Slot { entry, id });
     }
@@ -287,6 +313,11 @@ impl Replica {
             .get(namespace)
             .map(|keys| keys.values().map(|s| (s.entry.timestamp, s.id)).collect())
             .unwrap_or_default()
+    }
+
+    /// The sum of a namespace's winning entry IDs (mod 2^256).
+    pub fn id_sum(&self, namespace: &str) -> [u8; 32] {
+        self.id_sums.get(namespace).copied().unwrap_or([0; 32])
     }
 
     /// How many keys (tombstones included) a namespace holds.
