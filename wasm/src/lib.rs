@@ -151,9 +151,10 @@ impl WasmP2PClient {
     }
 
     /// Starts the node: `{ bootstrap_peers, max_peers, quantum_resistant,
-    /// private_key, replication_factor }`, all optional. Without `private_key` the identity is
-    /// created once and kept in IndexedDB. Resolves with the node ID once
-    /// connected to a bootstrap peer (if any were given).
+    /// private_key, replication_factor }`, all optional. Without
+    /// `private_key` the identity is created once and kept in IndexedDB.
+    /// Resolves with the node ID once connected to a bootstrap peer (if any
+    /// were given).
     pub fn initialize(&self, options: JsValue) -> Promise {
         let (name, shared) = (self.name.clone(), self.shared.clone());
         promise(async move {

@@ -605,10 +605,7 @@ impl EventLoop {
                 }
                 if num_established == 0 {
                     self.peers.remove(&peer_id);
-                    // Outstanding requests fail on their own; waiting ones go.
-                    if let Some(flow) = self.sync_flow.get_mut(&peer_id) {
-                        flow.waiting.clear();
-                    }
+                    self.state_peer_gone(&peer_id);
                     self.relays.remove(&peer_id);
                     for topic in self.hub_topics.clone() {
                         self.leave_hub_topic_if_unused(&topic);

@@ -64,7 +64,7 @@ pub(super) struct ReplicaAsk {
 #[derive(Default)]
 pub(super) struct SyncFlow {
     in_flight: usize,
-    pub(super) waiting: std::collections::VecDeque<(SyncRequest, SyncStep)>,
+    waiting: std::collections::VecDeque<(SyncRequest, SyncStep)>,
 }
 
 /// What an outstanding state-sync request was for.
@@ -162,6 +162,10 @@ impl EventLoop {
             return;
         }
         flow.in_flight += 1;
+        self.dispatch_sync(peer, request, step);
+    }
+
+    fn dispatch_sync(&mut self, peer: PeerId, request: SyncRequest, step: SyncStep) {
         let id = self.swarm.behaviour_mut().state_sync.send_request(&peer, request);
         self.syncs.insert(id, (peer, step));
     }
@@ -174,13 +178,20 @@ impl EventLoop {
         match flow.waiting.pop_front() {
             Some((request, step)) => {
                 flow.in_flight += 1;
-                let id = self.swarm.behaviour_mut().state_sync.send_request(&peer, request);
-                self.syncs.insert(id, (peer, step));
+                self.dispatch_sync(peer, request, step);
             }
             None if flow.in_flight == 0 => {
                 self.sync_flow.remove(&peer);
             }
             None => {}
+        }
+    }
+
+    /// The last connection to `peer` closed: its outstanding requests fail
+    /// on their own (freeing their slots); the waiting ones are dropped.
+    pub(super) fn state_peer_gone(&mut self, peer: &PeerId) {
+        if let Some(flow) = self.sync_flow.get_mut(peer) {
+            flow.waiting.clear();
         }
     }
 
@@ -415,13 +426,11 @@ impl EventLoop {
                 }
             },
             request_response::Event::OutboundFailure { request_id, peer, error, .. } => {
-                match self.syncs.remove(&request_id) {
-                    Some((_, SyncStep::Replicate)) => {
-                        self.sync_done(peer);
+                if let Some((_, step)) = self.syncs.remove(&request_id) {
+                    self.sync_done(peer);
+                    if matches!(step, SyncStep::Replicate) {
                         self.replica_answered(peer);
                     }
-                    Some(_) => self.sync_done(peer),
-                    None => {}
                 }
                 // Peers that do not speak the protocol (other libp2p nodes) land here too.
                 tracing::debug!(%peer, "state sync request failed: {error}");
