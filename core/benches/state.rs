@@ -8,58 +8,25 @@ use std::time::Instant;
 
 use infermesh_core::{
     Identity,
-    state::{Entry, Hlc, Replica, sync::sync_pair},
+    state::{Entry, Replica, sync::sync_pair},
 };
-use serde_json::json;
 
-const NOW: u64 = 1_700_000_000_000;
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    xs[xs.len() / 2]
-}
+#[path = "shared/ingest.rs"]
+mod ingest;
+use ingest::{NOW, ingest_rate, signed_entries};
 
 fn main() {
     let owner = Identity::from_seed([9; 32]);
     let ns = owner.peer_id().to_base58();
     const N: usize = 100_000;
-    let start = Instant::now();
-    let entries: Vec<Entry> = (0..N)
-        .map(|i| {
-            let value = json!({ "n": i, "name": format!("user-{i}"), "active": i % 2 == 0 });
-            Entry::sign(
-                &owner,
-                &ns,
-                &format!("key-{i:06}"),
-                Some(&value),
-                Hlc::from_millis(NOW - 1_000_000) + i as u64,
-            )
-            .unwrap()
-        })
-        .collect();
-    let sign_rate = N as f64 / start.elapsed().as_secs_f64();
+    let (entries, sign_rate) = signed_entries(&owner, N);
 
     // Ingest: decode from bytes, verify, merge (what a replica does with
     // entries from the network): in batches of up to 256, as reconciliation
     // fetches them, and one at a time, as live gossip brings them.
     let encoded: Vec<Vec<u8>> = entries.iter().map(Entry::encode).collect();
-    let ingest = |batch: usize| {
-        let mut rates = Vec::new();
-        for _ in 0..3 {
-            let mut replica = Replica::new();
-            let start = Instant::now();
-            for chunk in encoded.chunks(batch) {
-                let decoded = chunk.iter().map(|b| Entry::decode(b).unwrap()).collect();
-                let outcomes = replica.apply_all(decoded, Some(NOW), |_| Ok::<_, ()>(())).unwrap();
-                assert!(outcomes.iter().all(|o| o.result.is_ok()));
-            }
-            rates.push(N as f64 / start.elapsed().as_secs_f64());
-            assert_eq!(replica.len(&ns), N);
-        }
-        median(rates)
-    };
-    let ingest_batched = ingest(256);
-    let ingest_single = ingest(1);
+    let ingest_batched = ingest_rate(&encoded, 256);
+    let ingest_single = ingest_rate(&encoded, 1);
 
     // Reconcile two replicas of 100,000 entries that differ in 10 (5 on
     // each side): spread across the history, and among the latest writes
