@@ -215,8 +215,10 @@ impl EventLoop {
         let result = self.state.write(&namespace, &key, value.as_ref(), mode, platform::now_ms());
         match result {
             Ok(entry) => {
-                let _ = reply.send(Ok(()));
+                // Counted before the reply: a caller that reads the metrics
+                // after its write sees the write.
                 self.count_state();
+                let _ = reply.send(Ok(()));
                 self.announce(&entry);
                 self.state_changed(&entry.namespace, &entry.key);
             }
