@@ -2,8 +2,10 @@
 //! built on it (signed KEM keys, handshake, directional keys, AEAD with a
 //! replay window, rotation).
 
+pub mod e2e;
 pub mod kem;
 pub mod session;
 
+pub use e2e::{E2e, E2eBody, OpenError, Opened, SealError, Sealing};
 pub use kem::{KemError, KemPublicKey, KemSecret, Level, SharedSecret};
 pub use session::{Handshake, Role, Sealed, Session, SessionError, SignedKemKey};

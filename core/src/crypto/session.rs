@@ -108,7 +108,11 @@ fn key_statement(level: Level, key: &[u8]) -> Vec<u8> {
 impl SignedKemKey {
     /// `identity`'s own KEM key at `level`, signed.
     pub fn new(identity: &Identity, level: Level) -> Self {
-        let key = KemSecret::derive(identity, level).public_key().to_bytes();
+        Self::sign(identity, level, KemSecret::derive(identity, level).public_key().to_bytes())
+    }
+
+    /// Signs `key`, an encoded KEM public key at `level`, as `identity`'s.
+    pub fn sign(identity: &Identity, level: Level, key: Vec<u8>) -> Self {
         let signature =
             identity.keypair().sign(&key_statement(level, &key)).expect("Ed25519 signing cannot fail");
         Self { level, key, signature }
@@ -303,6 +307,12 @@ impl Session {
     /// Whether the initiator should rotate now (message count or age).
     pub fn needs_rekey(&self) -> bool {
         self.sent >= REKEY_AFTER_MESSAGES || self.started.elapsed() >= REKEY_AFTER
+    }
+
+    /// Marks the key as used up, so the next message rotates (tests).
+    #[cfg(test)]
+    pub(crate) fn force_rekey(&mut self) {
+        self.sent = self.sent.max(REKEY_AFTER_MESSAGES);
     }
 
     fn nonce(counter: u64) -> [u8; 12] {

@@ -145,6 +145,10 @@ pub struct Envelope {
     /// Optional human-readable text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// The end-to-end encrypted payload and content of a direct message
+    /// on the wire (both are then empty); `None` once opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) e2e: Option<Box<crate::crypto::E2eBody>>,
 }
 
 /// The highest priority.
@@ -164,6 +168,7 @@ impl Envelope {
             timestamp: 0,
             payload: Vec::new(),
             content: None,
+            e2e: None,
         }
     }
 
@@ -182,6 +187,29 @@ impl Envelope {
     /// Milliseconds since the epoch at which the message expires.
     pub fn expires_at_ms(&self) -> u64 {
         self.timestamp.saturating_add(u64::from(self.ttl) * 1000)
+    }
+
+    /// Whether the payload and content are end-to-end encrypted (as the
+    /// envelope travels; opened envelopes say no).
+    pub fn is_sealed(&self) -> bool {
+        self.e2e.is_some()
+    }
+
+    /// Bytes of [`Envelope::encode`]'s output, without encoding.
+    pub fn encoded_len(&self) -> usize {
+        struct Count(usize);
+        impl std::io::Write for Count {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut count = Count(0);
+        ciborium::into_writer(self, &mut count).expect("counting bytes cannot fail");
+        count.0
     }
 
     /// Encodes the envelope for the wire.
