@@ -133,6 +133,19 @@ pub struct MeshConfig {
     /// namespace: while fewer connected peers are known to hold one, it asks
     /// peers that replicate state to keep one (0: never asks).
     pub replication_factor: usize,
+    /// End-to-end encrypt direct messages with the hybrid post-quantum KEM
+    /// (on by default). Off: direct messages rely on the transport's
+    /// encryption only (Noise / DTLS), which every hop-by-hop relay and a
+    /// future quantum adversary recording traffic could undo.
+    pub quantum_resistant: bool,
+    /// The KEM level this node encapsulates at: 1 (ML-KEM-512), 3
+    /// (ML-KEM-768, X-Wing, the default) or 5 (ML-KEM-1024), each with X25519.
+    pub kem_level: crate::crypto::Level,
+    /// Hold sealed direct messages for offline peers and deliver them when
+    /// they connect (native nodes).
+    pub mailbox: bool,
+    /// Bounds of that mailbox.
+    pub mailbox_limits: crate::messaging::MailboxLimits,
 }
 
 impl MeshConfig {
@@ -160,6 +173,10 @@ impl MeshConfig {
             replicate: true,
             replica_quota: 10_000,
             replication_factor: 3,
+            quantum_resistant: true,
+            kem_level: crate::crypto::Level::L3,
+            mailbox: true,
+            mailbox_limits: crate::messaging::MailboxLimits::default(),
         }
     }
 
@@ -176,6 +193,7 @@ impl MeshConfig {
             mdns: false,
             replicate: false,
             replica_quota: 0,
+            mailbox: false,
             ..Self::server(identity)
         }
     }
@@ -265,6 +283,9 @@ pub enum Via {
     Topic(String),
     /// Sent directly to this node.
     Direct,
+    /// Sent directly while this node was offline, held and delivered by
+    /// this node (a mailbox holder, which could not read it).
+    Mailbox(PeerId),
 }
 
 /// A validated inbound message.
@@ -276,10 +297,17 @@ pub struct InboundMessage {
     pub sender: PeerId,
     /// How it arrived.
     pub via: Via,
+    /// The KEM level of the end-to-end encryption it arrived under, or
+    /// `None` when only the transport encrypted it (broadcasts, and direct
+    /// messages from nodes with `quantum_resistant` off).
+    pub e2e: Option<crate::crypto::Level>,
 }
 
 /// Something that happened in the mesh.
 #[derive(Clone, Debug)]
+// Messages are most events: boxing them would allocate once per message to
+// save a few hundred bytes of copying for the rare other events.
+#[allow(clippy::large_enum_variant)]
 pub enum MeshEvent {
     /// A message arrived and passed validation.
     Message(InboundMessage),
@@ -325,6 +353,11 @@ pub struct PeerInfo {
     pub rtt_ms: Option<f64>,
     /// The peer's software, from identify.
     pub agent: Option<String>,
+    /// Whether an end-to-end session with this peer exists: direct
+    /// messages are then sealed with the hybrid post-quantum KEM.
+    pub quantum_secure: bool,
+    /// The KEM level (1, 3 or 5) of that session.
+    pub kem_level: Option<u8>,
 }
 
 /// A node's status.
@@ -348,6 +381,12 @@ pub struct Status {
     pub dht_server: bool,
     /// Whether this node relays for others.
     pub relay_server: bool,
+    /// Whether direct messages are end-to-end encrypted.
+    pub quantum_resistant: bool,
+    /// The KEM level (1, 3 or 5) this node encapsulates at.
+    pub kem_level: u8,
+    /// Whether this node holds messages for offline peers.
+    pub mailbox: bool,
     /// Metrics summary.
     pub metrics: MetricsSnapshot,
 }
@@ -359,6 +398,12 @@ pub struct Delivery {
     pub id: String,
     /// Time from sending to the acknowledgement.
     pub rtt: Duration,
+    /// `None` when the recipient acknowledged. `Some(holder)` when the
+    /// recipient was offline and `holder` took the sealed message, to
+    /// deliver when the recipient connects.
+    pub held_by: Option<PeerId>,
+    /// Whether it went end-to-end encrypted.
+    pub encrypted: bool,
 }
 
 /// What [`MeshHandle::send`] did.
@@ -426,6 +471,7 @@ impl Mesh {
     ) -> Result<(MeshHandle, MeshEvents, EventLoop), MeshError> {
         let peer_id = config.identity.peer_id();
         let limits = config.limits.clone();
+        let quantum_resistant = config.quantum_resistant;
         let (command_tx, command_rx) = mpsc::channel(64);
         let (event_tx, event_rx) = mpsc::channel(config.event_buffer);
         let (event_loop, metrics) = net::build(config, store, command_rx, event_tx)?;
@@ -435,6 +481,7 @@ impl Mesh {
             peer_id_text: peer_id.to_base58().into(),
             metrics,
             limits,
+            quantum_resistant,
         };
         Ok((handle, MeshEvents { inner: event_rx }, event_loop))
     }
@@ -463,6 +510,7 @@ pub struct MeshHandle {
     peer_id_text: Arc<str>,
     metrics: Arc<Metrics>,
     limits: Limits,
+    quantum_resistant: bool,
 }
 
 impl MeshHandle {
@@ -567,6 +615,12 @@ impl MeshHandle {
         self.call(|reply| Command::StateView { namespace, reply }).await
     }
 
+    /// The sealed messages this node holds for offline peers, exactly as it
+    /// keeps them (to audit that a holder has ciphertext only).
+    pub async fn held_mail(&self) -> Result<Vec<Vec<u8>>, MeshError> {
+        self.call(|reply| Command::HeldMail { reply }).await
+    }
+
     /// Peers known to be subscribed to a topic.
     pub async fn topic_peers(&self, topic: &str) -> Result<Vec<PeerId>, MeshError> {
         let topic = topic.to_owned();
@@ -577,18 +631,23 @@ impl MeshHandle {
     /// (acknowledged), anything else is a topic to publish on. An empty
     /// `from` becomes this node's ID; a zero `timestamp` becomes now.
     pub async fn send(&self, mut envelope: Envelope) -> Result<Sent, MeshError> {
-        let bytes = self.prepare(&mut envelope)?;
+        let direct = envelope.to.parse::<PeerId>().ok();
+        // Direct messages are sealed by the event loop, which holds the
+        // sessions; the envelope goes there unencoded.
+        let sealed = direct.is_some() && self.quantum_resistant;
+        let bytes = self.prepare(&mut envelope, sealed)?;
         let outbound = net::Outbound {
-            id: envelope.id,
+            id: envelope.id.clone(),
             priority: envelope.priority,
             expires_at_ms: envelope.timestamp.saturating_add(u64::from(envelope.ttl) * 1000),
             bytes,
+            seal: sealed.then(|| Box::new(envelope.clone())),
         };
-        match envelope.to.parse::<PeerId>() {
-            Ok(peer) => {
+        match direct {
+            Some(peer) => {
                 self.call(|reply| Command::SendDirect { peer, outbound, reply }).await?.map(Sent::Direct)
             }
-            Err(_) => {
+            None => {
                 let (id, topic) = (outbound.id.clone(), envelope.to);
                 let publish_topic = topic.clone();
                 self.call(|reply| Command::Publish { topic: publish_topic, outbound, reply }).await??;
@@ -608,8 +667,9 @@ impl MeshHandle {
     }
 
     /// Fills in `from` and `timestamp`, checks the envelope the way a
-    /// receiver will, and encodes it (once).
-    fn prepare(&self, envelope: &mut Envelope) -> Result<Vec<u8>, MeshError> {
+    /// receiver will, and encodes it (once), unless it is to be sealed
+    /// (then its size is checked with room for the encryption).
+    fn prepare(&self, envelope: &mut Envelope, sealed: bool) -> Result<Vec<u8>, MeshError> {
         if envelope.from.is_empty() {
             envelope.from = self.peer_id_text.to_string();
         }
@@ -620,13 +680,19 @@ impl MeshHandle {
         // error instead of a silent drop on the far side.
         self.limits.check_schema(envelope).map_err(MeshError::InvalidMessage)?;
         self.limits.check_time(envelope, platform::now_ms()).map_err(MeshError::InvalidMessage)?;
-        let bytes = envelope.encode();
-        if bytes.len() > self.limits.max_envelope_bytes {
+        let (bytes, len) = if sealed {
+            (Vec::new(), envelope.encoded_len() + crate::crypto::MAX_SEAL_OVERHEAD)
+        } else {
+            let bytes = envelope.encode();
+            let len = bytes.len();
+            (bytes, len)
+        };
+        if len > self.limits.max_envelope_bytes {
             return Err(MeshError::InvalidMessage(Rejection {
                 reason: crate::messaging::RejectReason::Oversize,
                 detail: format!(
-                    "message is {} bytes encoded, limit {}",
-                    bytes.len(),
+                    "message is {len} bytes encoded{}, limit {}",
+                    if sealed { " and sealed" } else { "" },
                     self.limits.max_envelope_bytes
                 ),
             }));

@@ -59,6 +59,12 @@ pub(crate) struct Metrics {
     state_rejected: [Counter; EntryRejection::ALL.len()],
     state_namespaces: Gauge,
     state_entries: Gauge,
+    e2e_sessions: Gauge,
+    e2e_rekeys: Counter,
+    e2e_decrypt_failures: Counter,
+    e2e_replays: Counter,
+    mailbox_held: Gauge,
+    mailbox_delivered: Counter,
 }
 
 impl Metrics {
@@ -102,6 +108,31 @@ impl Metrics {
         let (state_namespaces, state_entries) = (Gauge::default(), Gauge::default());
         sub.register("state_namespaces", "Namespaces held (own and replicas)", state_namespaces.clone());
         sub.register("state_entries", "State entries held (tombstones included)", state_entries.clone());
+        let (e2e_sessions, mailbox_held) = (Gauge::default(), Gauge::default());
+        let [e2e_rekeys, e2e_decrypt_failures, e2e_replays, mailbox_delivered] =
+            std::array::from_fn(|_| Counter::default());
+        sub.register(
+            "e2e_sessions",
+            "Peers with a quantum-secure end-to-end session (hybrid ML-KEM + X25519)",
+            e2e_sessions.clone(),
+        );
+        sub.register("e2e_rekeys", "End-to-end session keys rotated", e2e_rekeys.clone());
+        sub.register(
+            "e2e_decrypt_failures",
+            "End-to-end encrypted messages that did not decrypt",
+            e2e_decrypt_failures.clone(),
+        );
+        sub.register(
+            "e2e_replays_rejected",
+            "End-to-end encrypted messages refused as replays",
+            e2e_replays.clone(),
+        );
+        sub.register("mailbox_held", "Sealed messages held for offline peers", mailbox_held.clone());
+        sub.register(
+            "mailbox_delivered",
+            "Held messages delivered to their recipient",
+            mailbox_delivered.clone(),
+        );
         register_more(&mut registry);
         Self {
             registry,
@@ -114,7 +145,29 @@ impl Metrics {
             state_rejected,
             state_namespaces,
             state_entries,
+            e2e_sessions,
+            e2e_rekeys,
+            e2e_decrypt_failures,
+            e2e_replays,
+            mailbox_held,
+            mailbox_delivered,
         }
+    }
+
+    pub(crate) fn set_e2e_sessions(&self, n: usize) {
+        self.e2e_sessions.set(n as i64);
+    }
+
+    pub(crate) fn e2e_rekeyed(&self) {
+        self.e2e_rekeys.inc();
+    }
+
+    pub(crate) fn set_mailbox_held(&self, n: usize) {
+        self.mailbox_held.set(n as i64);
+    }
+
+    pub(crate) fn mailbox_delivered(&self, n: u64) {
+        self.mailbox_delivered.inc_by(n);
     }
 
     pub(crate) fn message_in(&self, route: Route) {
@@ -127,6 +180,11 @@ impl Metrics {
 
     pub(crate) fn dropped(&self, reason: RejectReason) {
         self.dropped[reason as usize].inc();
+        match reason {
+            RejectReason::Decrypt => self.e2e_decrypt_failures.inc(),
+            RejectReason::Replay => self.e2e_replays.inc(),
+            _ => 0,
+        };
     }
 
     pub(crate) fn state_ingested(&self) {
@@ -176,6 +234,12 @@ impl Metrics {
             state_entries_rejected: self.state_rejected.iter().map(Counter::get).sum(),
             state_namespaces: self.state_namespaces.get().max(0) as u64,
             state_entries: self.state_entries.get().max(0) as u64,
+            e2e_sessions: self.e2e_sessions.get().max(0) as u64,
+            e2e_rekeys: self.e2e_rekeys.get(),
+            e2e_decrypt_failures: self.e2e_decrypt_failures.get(),
+            e2e_replays_rejected: self.e2e_replays.get(),
+            mailbox_held: self.mailbox_held.get().max(0) as u64,
+            mailbox_delivered: self.mailbox_delivered.get(),
             state_rejected_by_reason: EntryRejection::ALL
                 .iter()
                 .map(|r| (r.as_str().to_owned(), self.state_rejected[*r as usize].get()))
@@ -229,6 +293,18 @@ pub struct MetricsSnapshot {
     pub state_namespaces: u64,
     /// State entries held, tombstones included.
     pub state_entries: u64,
+    /// Peers with a quantum-secure end-to-end session.
+    pub e2e_sessions: u64,
+    /// End-to-end session keys rotated.
+    pub e2e_rekeys: u64,
+    /// End-to-end encrypted messages that did not decrypt.
+    pub e2e_decrypt_failures: u64,
+    /// End-to-end encrypted messages refused as replays.
+    pub e2e_replays_rejected: u64,
+    /// Sealed messages held for offline peers.
+    pub mailbox_held: u64,
+    /// Held messages delivered to their recipient.
+    pub mailbox_delivered: u64,
 }
 
 #[cfg(test)]

@@ -89,6 +89,7 @@ enum RawCommand {
 /// The foreign peer, running in its own task.
 struct RawPeer {
     id: PeerId,
+    identity: Identity,
     commands: futures::channel::mpsc::Sender<RawCommand>,
     control: libp2p_stream::Control,
 }
@@ -97,7 +98,8 @@ impl RawPeer {
     fn start() -> RawPeer {
         let identity = Identity::generate().unwrap();
         let id = identity.peer_id();
-        let mut swarm = SwarmBuilder::with_existing_identity(identity.keypair().clone())
+        let keypair = identity.keypair().clone();
+        let mut swarm = SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_other_transport(|kp| {
                 Ok(MemoryTransport::default()
@@ -171,7 +173,7 @@ impl RawPeer {
                 }
             }
         });
-        RawPeer { id, commands, control }
+        RawPeer { id, identity, commands, control }
     }
 
     async fn send(&self, command: RawCommand) {
@@ -295,6 +297,74 @@ async fn bad_direct_messages_are_rejected_with_their_reason() {
     assert_eq!(node.received(|m| m.envelope.id == good.id), 1);
 }
 
+/// Sealed direct messages are opened before delivery: one that does not
+/// decrypt (tampered, or sealed for another node) or that names a session
+/// the node does not have is refused with its reason, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_messages_that_do_not_open_are_rejected_with_their_reason() {
+    use infermesh_core::crypto::{E2e, Level, SignedKemKey};
+    let (node, raw) = node_and_raw_peer().await;
+    let to = node.peer_id().to_base58();
+    let mut e2e = E2e::new(raw.identity.clone(), Level::L3);
+    e2e.learn_key(node.peer_id(), SignedKemKey::new(&node.identity, Level::L3)).unwrap();
+    let sealed = |e2e: &mut E2e, content: &str| {
+        let mut env = envelope(&raw.id, &to).with_content(content);
+        e2e.seal(&node.peer_id(), &mut env).unwrap();
+        env
+    };
+
+    // A session the node never saw the start of (its first message lost).
+    let mut unseen = E2e::new(raw.identity.clone(), Level::L3);
+    unseen.learn_key(node.peer_id(), SignedKemKey::new(&node.identity, Level::L3)).unwrap();
+    let _never_sent = sealed(&mut unseen, "first");
+    unseen.confirm(&node.peer_id(), 0);
+    let orphan = sealed(&mut unseen, "second");
+    assert_eq!(raw.direct(node.peer_id(), framed(&orphan.encode())).await.as_deref(), Some("e2e_no_session"));
+
+    let good = sealed(&mut e2e, "secret");
+    assert!(!good.encode().windows(6).any(|w| w == b"secret"));
+    assert_eq!(raw.direct(node.peer_id(), framed(&good.encode())).await, None);
+    node.expect_received(1, "the sealed message, opened", |m| {
+        m.envelope.id == good.id
+            && m.envelope.content.as_deref() == Some("secret")
+            && m.e2e == Some(Level::L3)
+    })
+    .await;
+
+    // Tampered: one bit of the ciphertext (the bytes are found by value).
+    let tampered = sealed(&mut e2e, "tamper me");
+    let mut bytes = tampered.encode();
+    let clean = Envelope::decode(&bytes).unwrap();
+    let mut flipped = false;
+    for i in (0..bytes.len()).rev() {
+        bytes[i] ^= 1;
+        if Envelope::decode(&bytes).is_ok_and(|e| e.id == clean.id && e != clean) {
+            flipped = true;
+            break;
+        }
+        bytes[i] ^= 1;
+    }
+    assert!(flipped);
+    assert_eq!(raw.direct(node.peer_id(), framed(&bytes)).await.as_deref(), Some("decrypt_failed"));
+
+    // Sealed for another node, then addressed to this one.
+    let other = Identity::generate().unwrap();
+    let mut for_other = E2e::new(raw.identity.clone(), Level::L3);
+    for_other.learn_key(other.peer_id(), SignedKemKey::new(&other, Level::L3)).unwrap();
+    let mut misdirected = envelope(&raw.id, &other.peer_id().to_base58()).with_content("not yours");
+    for_other.seal(&other.peer_id(), &mut misdirected).unwrap();
+    misdirected.to = to.clone();
+    assert_eq!(
+        raw.direct(node.peer_id(), framed(&misdirected.encode())).await.as_deref(),
+        Some("decrypt_failed")
+    );
+
+    assert_eq!(dropped(&node, RejectReason::Decrypt), 2);
+    assert_eq!(dropped(&node, RejectReason::NoSession), 1);
+    assert_eq!(node.mesh.metrics().e2e_decrypt_failures, 2);
+    assert_eq!(node.received(|_| true), 1, "nothing else was delivered");
+}
+
 /// A fresh foreign peer, connected to `node` and subscribed to `topic`.
 async fn gossiping_raw_peer(node: &TestNode, topic: &str) -> RawPeer {
     let raw = RawPeer::start();
@@ -364,6 +434,8 @@ async fn garbage_on_every_protocol_does_not_take_the_node_down() {
     getrandom::fill(&mut garbage).unwrap();
     let protocols = [
         "/infermesh/direct/1.0.0",
+        "/infermesh/e2e/1.0.0",
+        "/infermesh/state-sync/1.0.0",
         "/meshsub/1.2.0",
         "/meshsub/1.1.0",
         "/infermesh/kad/1.0.0",

@@ -90,6 +90,23 @@ pub struct NodeArgs {
     /// Most namespaces of others this node keeps replicas of (0: none).
     #[arg(long, default_value_t = 10_000)]
     pub replica_quota: usize,
+    /// Security level of the end-to-end encryption's hybrid KEM: 1
+    /// (ML-KEM-512), 3 (ML-KEM-768, X-Wing) or 5 (ML-KEM-1024), each with
+    /// X25519.
+    #[arg(long, default_value = "3", value_parser = parse_level)]
+    pub level: infermesh_core::crypto::Level,
+    /// Send direct messages with transport encryption only (no end-to-end
+    /// post-quantum encryption).
+    #[arg(long)]
+    pub no_quantum: bool,
+    /// Do not hold messages for offline peers.
+    #[arg(long)]
+    pub no_mailbox: bool,
+}
+
+fn parse_level(text: &str) -> Result<infermesh_core::crypto::Level, String> {
+    let level = text.parse::<u8>().map_err(|_| format!("'{text}' is not 1, 3 or 5"))?;
+    infermesh_core::crypto::Level::try_from(level).map_err(|e| e.to_string())
 }
 
 /// Ports after defaults are applied.

@@ -171,6 +171,9 @@ async fn start(
     config.replication_factor = args.replication_factor;
     config.replica_quota = args.replica_quota;
     config.replicate = args.replica_quota > 0;
+    config.quantum_resistant = !args.no_quantum;
+    config.kem_level = args.level;
+    config.mailbox = !args.no_mailbox;
 
     let store = RedbStore::open(&data.path().join("state.redb"))?;
     let (mesh, events, event_loop) = Mesh::build_with_store(config, Box::new(store))?;

@@ -191,7 +191,10 @@ pub async fn execute(mesh: &MeshHandle, command: ReplCommand) -> String {
         ReplCommand::Nothing | ReplCommand::Exit => Ok(String::new()),
         ReplCommand::Help => Ok(HELP.to_owned()),
         ReplCommand::Peers => mesh.peers().await.map(|peers| output::peers(&peers)).map_err(error),
-        ReplCommand::Status => mesh.status().await.map(|status| output::status(&status)).map_err(error),
+        ReplCommand::Status => match (mesh.status().await, mesh.peers().await) {
+            (Ok(status), Ok(peers)) => Ok(output::status(&status, &peers)),
+            (Err(e), _) | (_, Err(e)) => Err(error(e)),
+        },
         ReplCommand::Subscribe(topic) => mesh.subscribe(&topic).await.map_err(error).map(|fresh| {
             if fresh { format!("subscribed to {topic}") } else { format!("already subscribed to {topic}") }
         }),

@@ -25,6 +25,7 @@ pub(crate) struct InitOptions {
     pub bootstrap_peers: Vec<String>,
     pub max_peers: Option<usize>,
     pub quantum_resistant: Option<bool>,
+    pub mlkem_security_level: Option<u8>,
     pub private_key: Option<String>,
     pub replication_factor: Option<usize>,
 }
@@ -38,8 +39,14 @@ pub(crate) fn init_options(value: JsValue) -> Result<InitOptions, JsValue> {
     }
     // serde-wasm-bindgen reads only the fields it knows, so a misspelt
     // option would pass silently: refuse it here.
-    const KNOWN: [&str; 5] =
-        ["bootstrap_peers", "max_peers", "quantum_resistant", "private_key", "replication_factor"];
+    const KNOWN: [&str; 6] = [
+        "bootstrap_peers",
+        "max_peers",
+        "quantum_resistant",
+        "mlkem_security_level",
+        "private_key",
+        "replication_factor",
+    ];
     for key in js_sys::Object::keys(value.unchecked_ref()).iter() {
         let key = key.as_string().unwrap_or_default();
         if !KNOWN.contains(&key.as_str()) {
@@ -146,6 +153,13 @@ struct JsInbound<'a> {
     sender: String,
     /// The topic it was published on; `null` for a direct message.
     topic: Option<&'a str>,
+    /// End-to-end encrypted (hybrid post-quantum KEM), not just by the
+    /// transport.
+    encrypted: bool,
+    /// The KEM level (1, 3 or 5) when encrypted.
+    kem_level: Option<u8>,
+    /// The node that held it while this one was offline, if any.
+    held_by: Option<String>,
 }
 
 /// `(message, payload)` for the message handler.
@@ -163,7 +177,13 @@ pub(crate) fn inbound(m: &InboundMessage) -> Result<(JsValue, JsValue), JsValue>
         sender: m.sender.to_base58(),
         topic: match &m.via {
             Via::Topic(topic) => Some(topic),
-            Via::Direct => None,
+            Via::Direct | Via::Mailbox(_) => None,
+        },
+        encrypted: m.e2e.is_some(),
+        kem_level: m.e2e.map(|level| level.number()),
+        held_by: match &m.via {
+            Via::Mailbox(holder) => Some(holder.to_base58()),
+            _ => None,
         },
     })?;
     Ok((message, Uint8Array::from(e.payload.as_slice()).into()))

@@ -103,15 +103,32 @@ fn sent_to_js(sent: Sent) -> JsResult {
     #[derive(Serialize)]
     struct Outcome {
         id: String,
+        /// Acknowledged by the recipient.
         delivered: bool,
         rtt_ms: Option<f64>,
         topic: Option<String>,
+        /// End-to-end encrypted.
+        encrypted: bool,
+        /// The recipient was offline: this node holds it for them.
+        held_by: Option<String>,
     }
     let outcome = match sent {
-        Sent::Direct(d) => {
-            Outcome { id: d.id, delivered: true, rtt_ms: Some(d.rtt.as_secs_f64() * 1000.0), topic: None }
-        }
-        Sent::Broadcast { id, topic } => Outcome { id, delivered: false, rtt_ms: None, topic: Some(topic) },
+        Sent::Direct(d) => Outcome {
+            id: d.id,
+            delivered: d.held_by.is_none(),
+            rtt_ms: Some(d.rtt.as_secs_f64() * 1000.0),
+            topic: None,
+            encrypted: d.encrypted,
+            held_by: d.held_by.map(|p| p.to_base58()),
+        },
+        Sent::Broadcast { id, topic } => Outcome {
+            id,
+            delivered: false,
+            rtt_ms: None,
+            topic: Some(topic),
+            encrypted: false,
+            held_by: None,
+        },
     };
     to_js(&outcome)
 }
@@ -125,6 +142,10 @@ struct Metrics {
     messages_out: u64,
     messages_dropped: u64,
     dropped_by_reason: std::collections::BTreeMap<String, u64>,
+    e2e_sessions: u64,
+    e2e_rekeys: u64,
+    e2e_decrypt_failures: u64,
+    e2e_replays_rejected: u64,
 }
 
 impl From<MetricsSnapshot> for Metrics {
@@ -137,6 +158,10 @@ impl From<MetricsSnapshot> for Metrics {
             messages_out: m.messages_out,
             messages_dropped: m.messages_dropped,
             dropped_by_reason: m.dropped_by_reason,
+            e2e_sessions: m.e2e_sessions,
+            e2e_rekeys: m.e2e_rekeys,
+            e2e_decrypt_failures: m.e2e_decrypt_failures,
+            e2e_replays_rejected: m.e2e_replays_rejected,
         }
     }
 }
@@ -151,7 +176,8 @@ impl WasmP2PClient {
     }
 
     /// Starts the node: `{ bootstrap_peers, max_peers, quantum_resistant,
-    /// private_key, replication_factor }`, all optional. Without
+    /// mlkem_security_level, private_key, replication_factor }`, all
+    /// optional. Without
     /// `private_key` the identity is created once and kept in IndexedDB.
     /// Resolves with the node ID once connected to a bootstrap peer (if any
     /// were given).
@@ -374,6 +400,10 @@ async fn start_node(name: &str, shared: &Rc<Shared>, options: JsValue) -> JsResu
     if let Some(factor) = options.replication_factor {
         config.replication_factor = factor;
     }
+    config.quantum_resistant = options.quantum_resistant.unwrap_or(true);
+    if let Some(level) = options.mlkem_security_level {
+        config.kem_level = infermesh_core::crypto::Level::try_from(level).map_err(js_error)?;
+    }
     let (mesh, mut events, event_loop) = Mesh::build_with_store(config, Box::new(store)).map_err(js_error)?;
     spawn_local(event_loop.run());
 
@@ -447,7 +477,16 @@ async fn status(name: &str, shared: &Rc<Shared>) -> JsResult {
         /// Where others reach this page: `<relay>/p2p-circuit/p2p/<id>`.
         relay_addrs: Vec<String>,
         quantum_resistant: bool,
+        /// The KEM level this page encapsulates at (1, 3 or 5).
+        mlkem_security_level: u8,
+        /// Peers with an end-to-end session: `[{ peer_id, kem_level }]`.
+        sessions: Vec<Session>,
         metrics: Metrics,
+    }
+    #[derive(Serialize)]
+    struct Session {
+        peer_id: String,
+        kem_level: Option<u8>,
     }
     let mesh = shared.mesh()?;
     let (bootstrap, quantum_resistant) = match &*shared.node.borrow() {
@@ -479,6 +518,12 @@ async fn status(name: &str, shared: &Rc<Shared>) -> JsResult {
         topics: status.topics,
         relay_addrs: status.listen_addrs.into_iter().filter(|a| a.contains("/p2p-circuit")).collect(),
         quantum_resistant,
+        mlkem_security_level: status.kem_level,
+        sessions: peers
+            .iter()
+            .filter(|p| p.quantum_secure)
+            .map(|p| Session { peer_id: p.peer_id.clone(), kem_level: p.kem_level })
+            .collect(),
         metrics: status.metrics.into(),
     })
 }

@@ -34,6 +34,10 @@ use super::{
 };
 use crate::{Identity, messaging::Envelope};
 
+/// The most a sealed envelope's encoding exceeds its plaintext encoding's
+/// (a level-5 handshake with its signature, counters, tag, framing).
+pub const MAX_SEAL_OVERHEAD: usize = 2048;
+
 /// Most peers with a session in each direction; beyond it the table
 /// forgets one (a forgotten session is re-established on the next message).
 const MAX_SESSIONS: usize = 4096;
@@ -580,6 +584,20 @@ mod tests {
         // Without the peer's key nothing can be sealed.
         let mut stranger = E2e::new(Identity::from_seed([5; 32]), Level::L3);
         assert_eq!(stranger.seal(&pb, &mut message(pa, pb, "x")), Err(SealError::NeedKey(pb)));
+    }
+
+    #[test]
+    fn sealing_adds_at_most_the_documented_overhead() {
+        for level in [Level::L1, Level::L3, Level::L5] {
+            let (mut a, b) = pair(level);
+            let (pa, pb) = (a.local, b.local);
+            for size in [0, 1000, 70_000] {
+                let plain = message(pa, pb, "").with_payload(vec![7; size]);
+                let (sealed, _) = wire(&mut a, pb, plain.clone());
+                assert!(sealed.encoded_len() <= plain.encoded_len() + MAX_SEAL_OVERHEAD);
+                assert_eq!(sealed.encoded_len(), sealed.encode().len());
+            }
+        }
     }
 
     #[test]

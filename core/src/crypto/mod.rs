@@ -6,6 +6,6 @@ pub mod e2e;
 pub mod kem;
 pub mod session;
 
-pub use e2e::{E2e, E2eBody, OpenError, Opened, SealError, Sealing};
+pub use e2e::{E2e, E2eBody, MAX_SEAL_OVERHEAD, OpenError, Opened, SealError, Sealing};
 pub use kem::{KemError, KemPublicKey, KemSecret, Level, SharedSecret};
 pub use session::{Handshake, Role, Sealed, Session, SessionError, SignedKemKey};

@@ -1,10 +1,13 @@
-//! Messaging: the envelope, its validation and the outbound priority queue.
+//! Messaging: the envelope, its validation, the outbound priority queue and
+//! the mailbox for offline peers.
 //! Everything here is pure and I/O-free.
 
 mod envelope;
+mod mailbox;
 mod queue;
 mod validate;
 
 pub use envelope::{Envelope, InvalidMsgType, MAX_MSG_TYPE_LEN, MAX_PRIORITY, MsgType, new_message_id};
+pub use mailbox::{Held, Mailbox, MailboxError, MailboxLimits};
 pub use queue::{PriorityQueue, QueueFull};
 pub use validate::{Limits, RejectReason, Rejection, Validator};

@@ -32,11 +32,19 @@ pub enum RejectReason {
     Duplicate,
     /// The local delivery queue was full (backpressure, not the peer's fault).
     QueueFull,
+    /// An end-to-end encrypted body that does not decrypt or authenticate
+    /// (tampered, forged handshake, not for this node).
+    Decrypt,
+    /// An end-to-end encrypted body whose counter was already seen.
+    Replay,
+    /// Sealed under a session this node does not have (it restarted); the
+    /// sender starts a new one and sends again.
+    NoSession,
 }
 
 impl RejectReason {
     /// Every reason, for metrics that list all of them.
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 12] = [
         RejectReason::Oversize,
         RejectReason::Malformed,
         RejectReason::Schema,
@@ -46,6 +54,9 @@ impl RejectReason {
         RejectReason::FutureTimestamp,
         RejectReason::Duplicate,
         RejectReason::QueueFull,
+        RejectReason::Decrypt,
+        RejectReason::Replay,
+        RejectReason::NoSession,
     ];
 
     /// A stable snake_case label.
@@ -60,6 +71,9 @@ impl RejectReason {
             RejectReason::FutureTimestamp => "future_timestamp",
             RejectReason::Duplicate => "duplicate",
             RejectReason::QueueFull => "queue_full",
+            RejectReason::Decrypt => "decrypt_failed",
+            RejectReason::Replay => "replay",
+            RejectReason::NoSession => "e2e_no_session",
         }
     }
 
@@ -71,7 +85,13 @@ impl RejectReason {
     /// Whether the sender is at fault (and may be penalised), as opposed to a
     /// benign repeat or local overload.
     pub fn is_peer_fault(self) -> bool {
-        !matches!(self, RejectReason::Duplicate | RejectReason::QueueFull | RejectReason::Expired)
+        !matches!(
+            self,
+            RejectReason::Duplicate
+                | RejectReason::QueueFull
+                | RejectReason::Expired
+                | RejectReason::NoSession
+        )
     }
 }
 
@@ -92,7 +112,8 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
+    /// A rejection for `reason`, with a detail for people.
+    pub fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
         Self { reason, detail: detail.into() }
     }
 }
@@ -241,6 +262,21 @@ impl Validator {
         to: &str,
         now_ms: u64,
     ) -> Result<Envelope, Rejection> {
+        let env = self.check(bytes, sender, to, now_ms)?;
+        self.remember(sender, &env, now_ms);
+        Ok(env)
+    }
+
+    /// [`Validator::accept`] without remembering the ID: for envelopes that
+    /// must pass a further check (decryption) before they count as seen.
+    /// Call [`Validator::remember`] once they do.
+    pub fn check(
+        &mut self,
+        bytes: &[u8],
+        sender: &PeerId,
+        to: &str,
+        now_ms: u64,
+    ) -> Result<Envelope, Rejection> {
         self.check_size(bytes.len())?;
         let env =
             Envelope::decode(bytes).map_err(|e| Rejection::new(RejectReason::Malformed, truncate(&e)))?;
@@ -262,12 +298,15 @@ impl Validator {
             ));
         }
         self.limits.check_time(&env, now_ms)?;
-        let key = (*sender, env.id.clone());
-        if self.seen.contains(&key, now_ms) {
+        if self.seen.contains(&(*sender, env.id.clone()), now_ms) {
             return Err(Rejection::new(RejectReason::Duplicate, format!("id {} already seen", env.id)));
         }
-        self.seen.insert(key, env.expires_at_ms(), now_ms, self.limits.seen_capacity);
         Ok(env)
+    }
+
+    /// Remembers `env`'s ID from `sender`, so another copy is a duplicate.
+    pub fn remember(&mut self, sender: &PeerId, env: &Envelope, now_ms: u64) {
+        self.seen.insert((*sender, env.id.clone()), env.expires_at_ms(), now_ms, self.limits.seen_capacity);
     }
 
     /// Rejects a byte length over the limit; callers that know a length

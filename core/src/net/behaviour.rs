@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     codec::{self, DirectCodec},
+    e2e_proto::{self, E2eRequest, E2eResponse},
     peer_limit::PeerLimit,
     state_sync::{self, SyncRequest, SyncResponse},
 };
@@ -35,6 +36,7 @@ pub(crate) struct Behaviour {
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) direct: request_response::Behaviour<DirectCodec>,
     pub(crate) state_sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
+    pub(crate) e2e: request_response::cbor::Behaviour<E2eRequest, E2eResponse>,
     pub(crate) autonat: Toggle<platform::Autonat>,
     pub(crate) dcutr: Toggle<platform::Dcutr>,
     pub(crate) mdns: Toggle<platform::Mdns>,
@@ -152,6 +154,16 @@ pub(crate) fn build(
             .with_max_concurrent_streams(32),
     );
 
+    let e2e = request_response::cbor::Behaviour::with_codec(
+        request_response::cbor::codec::Codec::default()
+            .set_request_size_maximum(e2e_proto::MAX_REQUEST_BYTES)
+            .set_response_size_maximum(e2e_proto::MAX_RESPONSE_BYTES),
+        [(e2e_proto::PROTOCOL, request_response::ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(timing.request_timeout)
+            .with_max_concurrent_streams(32),
+    );
+
     let mdns = if config.mdns {
         match platform::mdns(peer_id) {
             Ok(mdns) => Some(mdns),
@@ -175,6 +187,7 @@ pub(crate) fn build(
         gossipsub: gossipsub(keypair, config)?,
         direct,
         state_sync,
+        e2e,
         autonat: config.autonat.then(|| platform::autonat(peer_id)).into(),
         dcutr: config.dcutr.then(|| platform::dcutr(peer_id)).into(),
         mdns: mdns.into(),

@@ -3,6 +3,8 @@
 //! that arrives, and keeps the node connected (bootstrap, discovery,
 //! reconnection with backoff).
 
+#[path = "e2e_loop.rs"]
+mod e2e_loop;
 #[path = "state_loop.rs"]
 mod state_loop;
 
@@ -35,8 +37,9 @@ use super::{
 };
 use crate::{
     MeshConfig, MeshError,
+    crypto::E2e,
     mesh::{Delivery, InboundMessage, MeshEvent, PeerInfo, Status, Via},
-    messaging::{PriorityQueue, RejectReason, Rejection, Validator},
+    messaging::{Mailbox, PriorityQueue, RejectReason, Rejection, Validator},
     metrics::{Metrics, Route},
     platform::{self, Instant},
     state::{EntryRejection, LocalState, Store},
@@ -110,6 +113,12 @@ struct PendingSend {
     id: String,
     started: Instant,
     reply: oneshot::Sender<Result<Delivery, MeshError>>,
+    /// The plaintext of a sealed message (to send again with a new
+    /// session, or to leave with a mailbox), and its key epoch.
+    plain: Option<Box<crate::messaging::Envelope>>,
+    epoch: Option<u32>,
+    /// Already sent again once after the peer lost its session.
+    retried: bool,
 }
 
 struct QueuedSend {
@@ -186,6 +195,24 @@ pub struct EventLoop {
 
     next_discovery: Instant,
     logged_reasons: HashSet<RejectReason>,
+
+    /// End-to-end sessions and known KEM keys.
+    e2e: E2e,
+    /// Sealed sends waiting for their recipient's KEM key.
+    awaiting_key: HashMap<PeerId, Vec<QueuedSend>>,
+    /// Key requests outstanding, per node whose key is asked for.
+    key_asks_open: HashMap<PeerId, usize>,
+    /// Outstanding requests of the e2e protocol.
+    e2e_asks: HashMap<request_response::OutboundRequestId, e2e_loop::E2eAsk>,
+    /// Messages left with mailbox holders, waiting for their answers.
+    deposits: HashMap<u64, e2e_loop::Deposit>,
+    next_deposit: u64,
+    /// This node's own signed KEM key is in its namespace.
+    kem_key_published: bool,
+    /// Messages held for offline peers.
+    mailbox: Mailbox,
+    /// Recipients with a delivery of held messages under way.
+    mail_in_flight: HashSet<PeerId>,
 }
 
 fn random_u64() -> u64 {
@@ -270,6 +297,15 @@ impl EventLoop {
             find_queries: HashMap::new(),
             find_waiters: HashMap::new(),
             logged_reasons: HashSet::new(),
+            e2e: E2e::new(config.identity.clone(), config.kem_level),
+            awaiting_key: HashMap::new(),
+            key_asks_open: HashMap::new(),
+            e2e_asks: HashMap::new(),
+            deposits: HashMap::new(),
+            next_deposit: 0,
+            kem_key_published: false,
+            mailbox: Mailbox::new(config.mailbox_limits.clone()),
+            mail_in_flight: HashSet::new(),
             config,
         }
     }
@@ -408,6 +444,7 @@ impl EventLoop {
         self.close_silent_connections(now);
         self.resync_dropped(now);
         self.seek_replicas(now);
+        self.expire_mail();
         if now >= self.next_state_sync {
             self.next_state_sync = now + self.config.timing.state_sync_interval;
             let peers: Vec<PeerId> = self.peers.keys().copied().collect();
@@ -596,6 +633,7 @@ impl EventLoop {
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();
                     }
                     self.emit(MeshEvent::PeerConnected { peer: peer_id, address });
+                    self.flush_mail(peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, cause, .. } => {
@@ -675,6 +713,7 @@ impl EventLoop {
             }
             BehaviourEvent::Direct(event) => self.on_direct(event),
             BehaviourEvent::StateSync(event) => self.on_state_sync(event),
+            BehaviourEvent::E2e(event) => self.on_e2e(event),
             BehaviourEvent::Identify(event) => {
                 self.libp2p_metrics.record(&event);
                 self.on_identify(event);
@@ -798,7 +837,7 @@ impl EventLoop {
                     let sender = message.source.expect("validated messages are signed");
                     // Hub topics are relayed, not delivered.
                     if self.user_topics.contains(&topic) {
-                        self.deliver(InboundMessage { envelope, sender, via: Via::Topic(topic) });
+                        self.deliver(InboundMessage { envelope, sender, via: Via::Topic(topic), e2e: None });
                     }
                     gossipsub::MessageAcceptance::Accept
                 }
@@ -831,15 +870,13 @@ impl EventLoop {
                                 self.validator.limits().max_envelope_bytes
                             ),
                         }),
-                        DirectRequest::Frame(bytes) => {
-                            self.validator.accept(&bytes, &peer, &self.local_id, platform::now_ms())
-                        }
+                        DirectRequest::Frame(bytes) => self.accept_direct(&bytes, &peer),
                     };
                     let ack = match outcome {
-                        Ok(envelope) => {
+                        Ok(message) => {
                             self.metrics.message_in(Route::Direct);
-                            let id = envelope.id.clone();
-                            self.deliver(InboundMessage { envelope, sender: peer, via: Via::Direct });
+                            let id = message.envelope.id.clone();
+                            self.deliver(message);
                             Ack { id, rejected: None }
                         }
                         Err(rejection) => {
@@ -852,11 +889,26 @@ impl EventLoop {
                 }
                 request_response::Message::Response { request_id, response } => {
                     if let Some(pending) = self.sends.remove(&request_id) {
+                        let peer = pending.peer;
                         let rtt = pending.started.elapsed();
+                        if response.rejected.as_deref() == Some(RejectReason::NoSession.as_str()) {
+                            let Some(pending) = self.retry_sealed(pending) else {
+                                self.send_finished(peer);
+                                return;
+                            };
+                            let reason = RejectReason::NoSession.as_str().to_owned();
+                            let _ = pending.reply.send(Err(MeshError::RejectedByPeer { peer, reason }));
+                            self.send_finished(peer);
+                            return;
+                        }
                         let result = match response.rejected {
                             None => {
                                 self.metrics.delivered(rtt.as_secs_f64());
-                                Ok(Delivery { id: pending.id, rtt })
+                                if let Some(epoch) = pending.epoch {
+                                    self.e2e.confirm(&peer, epoch);
+                                }
+                                let encrypted = pending.epoch.is_some();
+                                Ok(Delivery { id: pending.id, rtt, held_by: None, encrypted })
                             }
                             Some(reason) => Err(MeshError::RejectedByPeer {
                                 peer: pending.peer,
@@ -870,6 +922,19 @@ impl EventLoop {
             },
             request_response::Event::OutboundFailure { request_id, error, .. } => {
                 if let Some(pending) = self.sends.remove(&request_id) {
+                    let peer = pending.peer;
+                    // Unreachable: a sealed message may wait in a mailbox.
+                    let pending = if matches!(error, request_response::OutboundFailure::DialFailure) {
+                        match self.deposit(pending) {
+                            Some(pending) => pending,
+                            None => {
+                                self.send_finished(peer);
+                                return;
+                            }
+                        }
+                    } else {
+                        pending
+                    };
                     let reason = match &error {
                         request_response::OutboundFailure::DialFailure => {
                             "not connected and could not be reached".to_owned()
@@ -1087,6 +1152,9 @@ impl EventLoop {
             Command::StateView { namespace, reply } => {
                 let _ = reply.send(self.state_view(namespace));
             }
+            Command::HeldMail { reply } => {
+                let _ = reply.send(self.mailbox.frames().map(<[u8]>::to_vec).collect());
+            }
             Command::Shutdown { reply } => {
                 tracing::info!("shutting down");
                 return Some(reply);
@@ -1250,6 +1318,14 @@ impl EventLoop {
             let _ = reply.send(Err(MeshError::Delivery { peer, reason: "that is this node".into() }));
             return;
         }
+        let (outbound, reply) = if outbound.seal.is_some() {
+            match self.await_kem_key(peer, outbound, reply) {
+                Some(ready) => ready,
+                None => return,
+            }
+        } else {
+            (outbound, reply)
+        };
         if self.in_flight.get(&peer).copied().unwrap_or(0) < self.config.direct_window {
             self.start_send(peer, outbound, reply);
             return;
@@ -1267,7 +1343,27 @@ impl EventLoop {
         outbound: Outbound,
         reply: oneshot::Sender<Result<Delivery, MeshError>>,
     ) {
-        let request = DirectRequest::Frame(outbound.bytes);
+        self.start_send_with(peer, outbound, reply, false)
+    }
+
+    fn start_send_with(
+        &mut self,
+        peer: PeerId,
+        outbound: Outbound,
+        reply: oneshot::Sender<Result<Delivery, MeshError>>,
+        retried: bool,
+    ) {
+        let (bytes, plain, epoch) = match outbound.seal {
+            Some(plain) => match self.seal_for(&peer, &plain) {
+                Ok((bytes, epoch)) => (bytes, Some(plain), Some(epoch)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            },
+            None => (outbound.bytes, None, None),
+        };
+        let request = DirectRequest::Frame(bytes);
         let request_id = if self.peers.contains_key(&peer) {
             self.swarm.behaviour_mut().direct.send_request(&peer, request)
         } else {
@@ -1279,7 +1375,10 @@ impl EventLoop {
         };
         *self.in_flight.entry(peer).or_default() += 1;
         self.metrics.message_out(Route::Direct);
-        self.sends.insert(request_id, PendingSend { peer, id: outbound.id, started: Instant::now(), reply });
+        self.sends.insert(
+            request_id,
+            PendingSend { peer, id: outbound.id, started: Instant::now(), reply, plain, epoch, retried },
+        );
     }
 
     /// A send to `peer` completed: let the next queued one (highest
@@ -1333,6 +1432,8 @@ impl EventLoop {
                     .collect(),
                 rtt_ms: state.rtt.map(|d| d.as_secs_f64() * 1000.0),
                 agent: state.agent.clone(),
+                quantum_secure: self.e2e.session_with(peer).is_some(),
+                kem_level: self.e2e.session_with(peer).map(|(level, _)| level.number()),
             })
             .collect();
         infos.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
@@ -1358,6 +1459,9 @@ impl EventLoop {
             },
             dht_server: self.config.kad_server,
             relay_server: self.config.relay_server,
+            quantum_resistant: self.config.quantum_resistant,
+            kem_level: self.config.kem_level.number(),
+            mailbox: self.config.mailbox,
             metrics: self.metrics.snapshot(),
         }
     }

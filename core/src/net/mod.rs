@@ -4,6 +4,7 @@
 
 mod behaviour;
 mod codec;
+mod e2e_proto;
 mod event_loop;
 mod peer_limit;
 mod reconnect;
@@ -30,7 +31,10 @@ pub(crate) struct Outbound {
     pub id: String,
     pub priority: u8,
     pub expires_at_ms: u64,
+    /// The encoded envelope; empty when it is to be sealed.
     pub bytes: Vec<u8>,
+    /// A direct message to seal end-to-end before it goes.
+    pub seal: Option<Box<crate::messaging::Envelope>>,
 }
 
 /// Requests from handles to the event loop; each carries its reply channel.
@@ -94,6 +98,9 @@ pub(crate) enum Command {
     StateView {
         namespace: Option<String>,
         reply: oneshot::Sender<StateView>,
+    },
+    HeldMail {
+        reply: oneshot::Sender<Vec<Vec<u8>>>,
     },
     Shutdown {
         reply: oneshot::Sender<()>,

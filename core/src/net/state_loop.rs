@@ -233,7 +233,7 @@ impl EventLoop {
 
     /// Tells the application a key changed (access-list keys are internal).
     fn state_changed(&mut self, namespace: &str, key: &str) {
-        if key.starts_with(crate::state::ACL_PREFIX) {
+        if crate::state::is_internal_key(key) {
             return;
         }
         let value = self.state.get(namespace, key);
@@ -246,7 +246,7 @@ impl EventLoop {
 
     /// Queues a local entry for the state topic; a full batch goes at once,
     /// the rest when the linger ends.
-    fn announce(&mut self, entry: &Entry) {
+    pub(super) fn announce(&mut self, entry: &Entry) {
         let encoded = entry.encode();
         if self.outgoing.bytes + encoded.len() > MAX_GOSSIP_BYTES {
             self.flush_state();

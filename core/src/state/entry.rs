@@ -21,6 +21,17 @@ pub const MAX_ENTRY_BYTES: usize = MAX_VALUE_BYTES + MAX_KEY_BYTES + 1024;
 /// `_acl/<node-id>` → `true` lets that node write.
 pub const ACL_PREFIX: &str = "_acl/";
 
+/// Keys under this prefix hold the owner's signed KEM public keys:
+/// `_kem/<level>` → `{ level, key, signature }` (hex), for end-to-end
+/// encryption to the owner while it is offline.
+pub const KEM_PREFIX: &str = "_kem/";
+
+/// Whether a key is kept by InferMesh itself (access list, KEM keys)
+/// rather than by the application: such keys are left out of the data.
+pub fn is_internal_key(key: &str) -> bool {
+    key.starts_with(ACL_PREFIX) || key.starts_with(KEM_PREFIX)
+}
+
 /// Domain separation for entry signatures.
 const SIGNING_CONTEXT: &[u8] = b"infermesh/state/entry/v1\0";
 

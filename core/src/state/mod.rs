@@ -10,7 +10,8 @@ mod replica;
 pub mod sync;
 
 pub use entry::{
-    ACL_PREFIX, Entry, EntryError, EntryRejection, MAX_ENTRY_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES,
+    ACL_PREFIX, Entry, EntryError, EntryRejection, KEM_PREFIX, MAX_ENTRY_BYTES, MAX_KEY_BYTES,
+    MAX_VALUE_BYTES, is_internal_key,
 };
 pub use hlc::Hlc;
 pub use local::{LocalState, MemoryStore, StateError, Store, StoreError, WriteMode};

@@ -280,7 +280,7 @@ impl Replica {
     /// access list left out).
     pub fn to_json(&self, namespace: &str) -> serde_json::Map<String, serde_json::Value> {
         self.entries(namespace)
-            .filter(|e| !e.key.starts_with(ACL_PREFIX))
+            .filter(|e| !super::entry::is_internal_key(&e.key))
             .filter_map(|e| Some((e.key.clone(), e.json().ok()??)))
             .collect()
     }

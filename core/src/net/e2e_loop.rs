@@ -1,0 +1,513 @@
+//! The event loop's end-to-end encryption: sealing direct messages (after
+//! finding the recipient's KEM key), opening inbound ones, the KEM key
+//! publication, and the mailbox for offline peers. The cryptography itself
+//! is in [`crate::crypto`]; this is the I/O around it.
+
+use libp2p::{PeerId, request_response};
+use serde_bytes::ByteBuf;
+use tokio::sync::oneshot;
+
+use super::{EventLoop, PendingSend, QueuedSend};
+use crate::{
+    MeshError,
+    crypto::{Level, OpenError, SealError, SessionError, SignedKemKey},
+    mesh::{Delivery, InboundMessage, Via},
+    messaging::{Envelope, RejectReason, Rejection},
+    net::{
+        Outbound,
+        e2e_proto::{E2eRequest, E2eResponse, MAX_MAIL_BYTES},
+    },
+    platform::{self, Instant},
+    state::{KEM_PREFIX, WriteMode},
+};
+
+/// Most peers asked for a KEM key when its owner does not answer.
+const KEY_ASK_FALLBACKS: usize = 3;
+/// Most mailbox holders one message is deposited with.
+const DEPOSIT_HOLDERS: usize = 3;
+
+/// The state key under which a node publishes its KEM key at a level.
+pub(super) fn kem_state_key(level: Level) -> String {
+    format!("{KEM_PREFIX}{}", level.number())
+}
+
+fn kem_key_to_json(key: &SignedKemKey) -> serde_json::Value {
+    serde_json::json!({
+        "level": key.level.number(),
+        "key": hex::encode(&key.key),
+        "signature": hex::encode(&key.signature),
+    })
+}
+
+fn kem_key_from_json(value: &serde_json::Value) -> Option<SignedKemKey> {
+    let level = Level::try_from(u8::try_from(value.get("level")?.as_u64()?).ok()?).ok()?;
+    let key = hex::decode(value.get("key")?.as_str()?).ok()?;
+    let signature = hex::decode(value.get("signature")?.as_str()?).ok()?;
+    Some(SignedKemKey { level, key, signature })
+}
+
+/// The counted reason for a message that did not open.
+fn open_rejection(error: &OpenError) -> Rejection {
+    let reason = match error {
+        OpenError::NoSession(_) | OpenError::Session(SessionError::Epoch { .. }) => RejectReason::NoSession,
+        OpenError::Session(SessionError::Replay(_)) => RejectReason::Replay,
+        _ => RejectReason::Decrypt,
+    };
+    Rejection::new(reason, error.to_string())
+}
+
+/// A message deposited with mailbox holders, waiting for their answers.
+pub(super) struct Deposit {
+    id: String,
+    recipient: PeerId,
+    started: Instant,
+    reply: Option<oneshot::Sender<Result<Delivery, MeshError>>>,
+    outstanding: usize,
+    refusals: Vec<String>,
+}
+
+/// What an outstanding e2e request was for.
+pub(super) enum E2eAsk {
+    /// The KEM key of a node, asked of that node or of another.
+    Key { subject: PeerId, of_subject: bool },
+    /// A deposit (its number in `deposits`) with this holder.
+    Deposit { deposit: u64, holder: PeerId },
+    /// Held messages delivered to their recipient.
+    Mail { recipient: PeerId, held: Vec<crate::messaging::Held> },
+}
+
+impl EventLoop {
+    // ---- keys ---------------------------------------------------------
+
+    /// Whether the KEM key of `peer` is known, looking in the replicated
+    /// state (a node's published key) if not yet learnt.
+    fn have_kem_key(&mut self, peer: &PeerId) -> bool {
+        if self.e2e.knows(peer) {
+            return true;
+        }
+        let level = self.e2e.level();
+        let published = self.state.get(&peer.to_base58(), &kem_state_key(level));
+        match published.as_ref().and_then(kem_key_from_json) {
+            Some(signed) => self.e2e.learn_key(*peer, signed).is_ok(),
+            None => false,
+        }
+    }
+
+    /// A direct message to seal whose recipient's key is not known yet:
+    /// parks it and asks for the key.
+    pub(super) fn await_kem_key(
+        &mut self,
+        peer: PeerId,
+        outbound: Outbound,
+        reply: oneshot::Sender<Result<Delivery, MeshError>>,
+    ) -> Option<(Outbound, oneshot::Sender<Result<Delivery, MeshError>>)> {
+        if self.have_kem_key(&peer) {
+            return Some((outbound, reply));
+        }
+        let parked = self.awaiting_key.entry(peer).or_default();
+        if parked.len() >= self.config.direct_queue {
+            let _ = reply.send(Err(MeshError::QueueFull(peer)));
+            return None;
+        }
+        parked.push(QueuedSend { outbound, reply });
+        if parked.len() == 1 {
+            self.ask_kem_key(peer, peer);
+        }
+        None
+    }
+
+    fn ask_kem_key(&mut self, subject: PeerId, of: PeerId) {
+        let request =
+            E2eRequest::KemKey { peer: ByteBuf::from(subject.to_bytes()), level: self.e2e.level().number() };
+        let id = if of == subject && !self.peers.contains_key(&of) {
+            let via = self.circuit_addrs(of);
+            self.swarm.behaviour_mut().e2e.send_request_with_addresses(&of, request, via)
+        } else {
+            self.swarm.behaviour_mut().e2e.send_request(&of, request)
+        };
+        *self.key_asks_open.entry(subject).or_default() += 1;
+        self.e2e_asks.insert(id, E2eAsk::Key { subject, of_subject: of == subject });
+    }
+
+    /// An answer (or none) to a key request about `subject`.
+    fn on_kem_key(&mut self, subject: PeerId, of_subject: bool, key: Option<SignedKemKey>) {
+        let open = self.key_asks_open.entry(subject).or_default();
+        *open = open.saturating_sub(1);
+        let learnt = match key {
+            Some(key) => match self.e2e.learn_key(subject, key) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(%subject, "refused a KEM key: {e}");
+                    false
+                }
+            },
+            None => false,
+        };
+        if learnt {
+            self.key_asks_open.remove(&subject);
+            for parked in self.awaiting_key.remove(&subject).unwrap_or_default() {
+                self.send_direct(subject, parked.outbound, parked.reply);
+            }
+            return;
+        }
+        if of_subject {
+            // The node itself did not answer: ask the peers we have, whose
+            // replicas may hold its published key.
+            let others: Vec<PeerId> =
+                self.peers.keys().filter(|p| **p != subject).take(KEY_ASK_FALLBACKS).copied().collect();
+            for other in others {
+                self.ask_kem_key(subject, other);
+            }
+        }
+        if self.key_asks_open.get(&subject).copied().unwrap_or(0) == 0 {
+            self.key_asks_open.remove(&subject);
+            for parked in self.awaiting_key.remove(&subject).unwrap_or_default() {
+                let _ = parked.reply.send(Err(MeshError::Delivery {
+                    peer: subject,
+                    reason: "its end-to-end encryption key is unknown: it could not be reached and no \
+                             connected node knows the key"
+                        .into(),
+                }));
+            }
+        }
+    }
+
+    /// Publishes this node's signed KEM key in its own namespace, the first
+    /// time end-to-end encryption is used (so that idle nodes write nothing).
+    fn publish_kem_key(&mut self) {
+        if self.kem_key_published {
+            return;
+        }
+        self.kem_key_published = true;
+        let level = self.e2e.level();
+        let value = kem_key_to_json(&self.e2e.own_key(level));
+        let key = kem_state_key(level);
+        let local = self.local_id.clone();
+        if self.state.get(&local, &key).as_ref() == Some(&value) {
+            return;
+        }
+        match self.state.write(&local, &key, Some(&value), WriteMode::Update, platform::now_ms()) {
+            Ok(entry) => self.announce(&entry),
+            Err(e) => tracing::warn!("could not publish the end-to-end key: {e}"),
+        }
+    }
+
+    fn count_sessions(&self) {
+        self.metrics.set_e2e_sessions(self.e2e.session_count());
+    }
+
+    // ---- sending ------------------------------------------------------
+
+    /// Seals a direct message for `peer`: the encoded frame and the epoch.
+    pub(super) fn seal_for(&mut self, peer: &PeerId, plain: &Envelope) -> Result<(Vec<u8>, u32), MeshError> {
+        let mut sealed = plain.clone();
+        let sealing = self.e2e.seal(peer, &mut sealed).map_err(|e| match e {
+            SealError::NeedKey(_) | SealError::Session(_) => {
+                MeshError::Delivery { peer: *peer, reason: format!("cannot encrypt: {e}") }
+            }
+        })?;
+        if sealing.new_epoch.is_some_and(|epoch| epoch > 0) {
+            self.metrics.e2e_rekeyed();
+        }
+        if sealing.new_epoch.is_some() {
+            self.count_sessions();
+            self.publish_kem_key();
+        }
+        Ok((sealed.encode(), sealing.epoch))
+    }
+
+    /// The recipient lost its session (it restarted): start a new one and
+    /// send again, once. Returns the pending send if it is not retried.
+    pub(super) fn retry_sealed(&mut self, pending: PendingSend) -> Option<PendingSend> {
+        let Some(plain) = pending.plain.as_ref().filter(|_| !pending.retried) else {
+            return Some(pending);
+        };
+        self.e2e.reset(&pending.peer);
+        let outbound = Outbound {
+            id: pending.id.clone(),
+            priority: plain.priority,
+            expires_at_ms: plain.expires_at_ms(),
+            bytes: Vec::new(),
+            seal: Some(plain.clone()),
+        };
+        self.start_send_with(pending.peer, outbound, pending.reply, true);
+        None
+    }
+
+    /// The recipient could not be reached: leave the message, sealed, with
+    /// mailbox holders. Returns the pending send if that is not possible.
+    pub(super) fn deposit(&mut self, pending: PendingSend) -> Option<PendingSend> {
+        let Some(plain) = pending.plain.as_ref() else { return Some(pending) };
+        let holders: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(peer, state)| {
+                **peer != pending.peer && state.agent.as_deref().is_some_and(|a| a.contains("(native)"))
+            })
+            .map(|(peer, _)| *peer)
+            .take(DEPOSIT_HOLDERS)
+            .collect();
+        if holders.is_empty() {
+            return Some(pending);
+        }
+        let mut sealed = (**plain).clone();
+        if let Err(e) = self.e2e.seal_once(&pending.peer, &mut sealed) {
+            tracing::debug!(peer = %pending.peer, "cannot seal for the mailbox: {e}");
+            return Some(pending);
+        }
+        let frame = ByteBuf::from(sealed.encode());
+        let number = self.next_deposit;
+        self.next_deposit += 1;
+        for holder in &holders {
+            let request = E2eRequest::Deposit { frame: frame.clone() };
+            let id = self.swarm.behaviour_mut().e2e.send_request(holder, request);
+            self.e2e_asks.insert(id, E2eAsk::Deposit { deposit: number, holder: *holder });
+        }
+        self.deposits.insert(
+            number,
+            Deposit {
+                id: pending.id,
+                recipient: pending.peer,
+                started: pending.started,
+                reply: Some(pending.reply),
+                outstanding: holders.len(),
+                refusals: Vec::new(),
+            },
+        );
+        None
+    }
+
+    fn on_deposit_answer(&mut self, number: u64, holder: PeerId, outcome: Result<(), String>) {
+        let Some(deposit) = self.deposits.get_mut(&number) else { return };
+        deposit.outstanding -= 1;
+        match outcome {
+            Ok(()) => {
+                if let Some(reply) = deposit.reply.take() {
+                    let _ = reply.send(Ok(Delivery {
+                        id: deposit.id.clone(),
+                        rtt: deposit.started.elapsed(),
+                        held_by: Some(holder),
+                        encrypted: true,
+                    }));
+                }
+            }
+            Err(reason) => deposit.refusals.push(format!("{holder}: {reason}")),
+        }
+        if deposit.outstanding == 0 {
+            let deposit = self.deposits.remove(&number).expect("present");
+            if let Some(reply) = deposit.reply {
+                let _ = reply.send(Err(MeshError::Delivery {
+                    peer: deposit.recipient,
+                    reason: format!(
+                        "not reachable, and no node would hold the message ({})",
+                        deposit.refusals.join("; ")
+                    ),
+                }));
+            }
+        }
+    }
+
+    // ---- receiving ----------------------------------------------------
+
+    /// Validates a direct frame from `peer` and opens it if sealed.
+    pub(super) fn accept_direct(&mut self, bytes: &[u8], peer: &PeerId) -> Result<InboundMessage, Rejection> {
+        let now = platform::now_ms();
+        let mut envelope = self.validator.check(bytes, peer, &self.local_id, now)?;
+        let opened = self.e2e.open(peer, &mut envelope).map_err(|e| open_rejection(&e))?;
+        self.validator.remember(peer, &envelope, now);
+        if let Some(epoch) = opened.and_then(|o| o.new_epoch) {
+            if epoch > 0 {
+                self.metrics.e2e_rekeyed();
+            }
+            self.count_sessions();
+            self.publish_kem_key();
+        }
+        Ok(InboundMessage { envelope, sender: *peer, via: Via::Direct, e2e: opened.map(|o| o.level) })
+    }
+
+    pub(super) fn on_e2e(&mut self, event: request_response::Event<E2eRequest, E2eResponse>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    let response = self.on_e2e_request(peer, request);
+                    let _ = self.swarm.behaviour_mut().e2e.send_response(channel, response);
+                }
+                request_response::Message::Response { request_id, response } => {
+                    let Some(ask) = self.e2e_asks.remove(&request_id) else { return };
+                    match (ask, response) {
+                        (E2eAsk::Key { subject, of_subject }, E2eResponse::KemKey(key)) => {
+                            self.on_kem_key(subject, of_subject, key)
+                        }
+                        (E2eAsk::Key { subject, of_subject }, _) => {
+                            self.on_kem_key(subject, of_subject, None)
+                        }
+                        (E2eAsk::Deposit { deposit, holder }, E2eResponse::Held) => {
+                            self.on_deposit_answer(deposit, holder, Ok(()))
+                        }
+                        (E2eAsk::Deposit { deposit, holder }, other) => {
+                            let reason = match other {
+                                E2eResponse::Refused(reason) => reason.chars().take(200).collect(),
+                                _ => "unexpected answer".to_owned(),
+                            };
+                            self.on_deposit_answer(deposit, holder, Err(reason))
+                        }
+                        (E2eAsk::Mail { recipient, held }, E2eResponse::Taken { accepted, rejected }) => {
+                            // Refused ones (expired, duplicates) would be refused again.
+                            tracing::debug!(%recipient, accepted, rejected, "held messages delivered");
+                            self.metrics.mailbox_delivered(u64::from(accepted));
+                            drop(held);
+                            self.mail_in_flight.remove(&recipient);
+                            self.flush_mail(recipient);
+                        }
+                        (E2eAsk::Mail { recipient, held }, _) => {
+                            self.mail_in_flight.remove(&recipient);
+                            self.mailbox.give_back(recipient, held);
+                        }
+                    }
+                    self.metrics.set_mailbox_held(self.mailbox.len());
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, .. } => {
+                let Some(ask) = self.e2e_asks.remove(&request_id) else { return };
+                match ask {
+                    E2eAsk::Key { subject, of_subject } => self.on_kem_key(subject, of_subject, None),
+                    E2eAsk::Deposit { deposit, holder } => {
+                        self.on_deposit_answer(deposit, holder, Err(error.to_string()))
+                    }
+                    E2eAsk::Mail { recipient, held } => {
+                        tracing::debug!(%recipient, "held messages not delivered: {error}");
+                        self.mail_in_flight.remove(&recipient);
+                        self.mailbox.give_back(recipient, held);
+                        self.metrics.set_mailbox_held(self.mailbox.len());
+                    }
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "inbound e2e request failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_e2e_request(&mut self, peer: PeerId, request: E2eRequest) -> E2eResponse {
+        match request {
+            E2eRequest::KemKey { peer: subject, level } => {
+                let (Ok(subject), Ok(level)) = (PeerId::from_bytes(&subject), Level::try_from(level)) else {
+                    return E2eResponse::Refused("not a node ID and a level of 1, 3 or 5".into());
+                };
+                if subject == *self.swarm.local_peer_id() {
+                    self.publish_kem_key_if(level);
+                }
+                let known = self.e2e.key_of(&subject, level).or_else(|| {
+                    let published = self.state.get(&subject.to_base58(), &kem_state_key(level));
+                    published.as_ref().and_then(kem_key_from_json)
+                });
+                E2eResponse::KemKey(known)
+            }
+            E2eRequest::Deposit { frame } => match self.hold(peer, frame.into_vec()) {
+                Ok(()) => E2eResponse::Held,
+                Err(reason) => {
+                    tracing::debug!(%peer, "refused a deposit: {reason}");
+                    E2eResponse::Refused(reason)
+                }
+            },
+            E2eRequest::Mail { frames } => {
+                let (mut accepted, mut rejected) = (0u32, 0u32);
+                for frame in frames {
+                    match self.accept_held(&frame, peer) {
+                        Ok(message) => {
+                            accepted += 1;
+                            self.metrics.message_in(crate::metrics::Route::Direct);
+                            self.deliver(message);
+                        }
+                        Err(rejection) => {
+                            rejected += 1;
+                            self.count_rejection(Some(&peer), &rejection);
+                        }
+                    }
+                }
+                E2eResponse::Taken { accepted, rejected }
+            }
+        }
+    }
+
+    /// Someone asked for this node's key at a level it does not use: it
+    /// answers (the key derives from the identity), and publishes nothing.
+    fn publish_kem_key_if(&mut self, level: Level) {
+        if level == self.e2e.level() {
+            self.publish_kem_key();
+        }
+    }
+
+    /// A held message delivered by `holder`: its author's handshake
+    /// signature proves who wrote it, whoever delivers it.
+    fn accept_held(&mut self, frame: &[u8], holder: PeerId) -> Result<InboundMessage, Rejection> {
+        let now = platform::now_ms();
+        self.validator.check_size(frame.len())?;
+        let author = Envelope::decode(frame)
+            .ok()
+            .and_then(|env| env.from.parse::<PeerId>().ok())
+            .ok_or_else(|| Rejection::new(RejectReason::Malformed, "a held message must name its author"))?;
+        let mut envelope = self.validator.check(frame, &author, &self.local_id, now)?;
+        let level = self.e2e.open_once(&author, &mut envelope).map_err(|e| open_rejection(&e))?;
+        self.validator.remember(&author, &envelope, now);
+        Ok(InboundMessage { envelope, sender: author, via: Via::Mailbox(holder), e2e: Some(level) })
+    }
+
+    // ---- holding ------------------------------------------------------
+
+    /// Takes a deposit from `depositor`: a sealed envelope it wrote, for a
+    /// peer other than this node.
+    fn hold(&mut self, depositor: PeerId, frame: Vec<u8>) -> Result<(), String> {
+        if !self.config.mailbox {
+            return Err("this node keeps no mailbox".into());
+        }
+        self.validator.check_size(frame.len()).map_err(|e| e.to_string())?;
+        let env = Envelope::decode(&frame).map_err(|e| format!("malformed: {e}"))?;
+        let limits = self.validator.limits();
+        limits.check_schema(&env).map_err(|e| e.to_string())?;
+        limits.check_time(&env, platform::now_ms()).map_err(|e| e.to_string())?;
+        if env.from != depositor.to_base58() {
+            return Err("only its author may deposit a message".into());
+        }
+        let recipient: PeerId = env.to.parse().map_err(|_| "the recipient must be a node ID".to_owned())?;
+        if recipient == *self.swarm.local_peer_id() {
+            return Err("addressed to this node: send it directly".into());
+        }
+        if env.e2e.as_ref().is_none_or(|body| body.handshake.is_none()) {
+            return Err("only end-to-end sealed messages with their handshake are held".into());
+        }
+        self.mailbox
+            .hold(recipient, depositor, &env.id, env.expires_at_ms(), frame)
+            .map_err(|e| e.to_string())?;
+        self.metrics.set_mailbox_held(self.mailbox.len());
+        if self.peers.contains_key(&recipient) {
+            self.flush_mail(recipient);
+        }
+        Ok(())
+    }
+
+    /// Delivers what is held for `recipient` (connected), one batch at a time.
+    pub(super) fn flush_mail(&mut self, recipient: PeerId) {
+        if !self.mailbox.has(&recipient) || self.mail_in_flight.contains(&recipient) {
+            return;
+        }
+        let held = self.mailbox.take(&recipient, MAX_MAIL_BYTES, platform::now_ms());
+        self.metrics.set_mailbox_held(self.mailbox.len());
+        if held.is_empty() {
+            return;
+        }
+        let frames = held.iter().map(|h| ByteBuf::from(h.frame.clone())).collect();
+        let id = self.swarm.behaviour_mut().e2e.send_request(&recipient, E2eRequest::Mail { frames });
+        self.mail_in_flight.insert(recipient);
+        self.e2e_asks.insert(id, E2eAsk::Mail { recipient, held });
+    }
+
+    /// Drops expired held messages.
+    pub(super) fn expire_mail(&mut self) {
+        if !self.mailbox.is_empty() {
+            self.mailbox.expire(platform::now_ms());
+            self.metrics.set_mailbox_held(self.mailbox.len());
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! End-to-end encryption between nodes in one process (memory transport):
+//! sealed direct messages and their status, a recipient that lost its
+//! session, the transport-only fallback, and the offline mailbox.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use infermesh_core::{Delivery, Identity, MeshConfig, MeshError, Sent, Via, crypto::Level};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn memory() -> infermesh_core::Multiaddr {
+    "/memory/0".parse().unwrap()
+}
+
+async fn send(from: &TestNode, to: &TestNode, text: &str) -> Result<Delivery, MeshError> {
+    match from.mesh.send_text(to.peer_id(), text).await? {
+        Sent::Direct(delivery) => Ok(delivery),
+        other => panic!("a node ID means a direct message, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_messages_are_sealed_end_to_end_and_the_status_says_so() {
+    let x = TestNode::start(memory_config(Identity::generate().unwrap(), vec![]), memory()).await;
+    let y_identity = Identity::generate().unwrap();
+    let y = TestNode::start(memory_config(y_identity.clone(), vec![x.addr.clone()]), memory()).await;
+    wait_until(DEADLINE, "y connects", || async { x.connected_to(&y.peer_id()).await }).await;
+
+    let delivery = send(&x, &y, "quantum hello").await.unwrap();
+    assert!(delivery.encrypted && delivery.held_by.is_none());
+    y.expect_received(1, "y gets it, opened", |m| {
+        m.envelope.content.as_deref() == Some("quantum hello")
+            && m.e2e == Some(Level::L3)
+            && m.via == Via::Direct
+    })
+    .await;
+    let peers = x.mesh.peers().await.unwrap();
+    let y_info = peers.iter().find(|p| p.peer_id == y.peer_id().to_base58()).unwrap();
+    assert!(y_info.quantum_secure && y_info.kem_level == Some(3), "{y_info:?}");
+    assert_eq!(x.mesh.metrics().e2e_sessions, 1);
+    let status = x.mesh.status().await.unwrap();
+    assert!(status.quantum_resistant && status.kem_level == 3);
+
+    // Each side published its signed KEM key in its namespace, out of the
+    // application's data.
+    let ns = y.peer_id().to_base58();
+    wait_until(DEADLINE, "y's KEM key to be in y's namespace", || async {
+        y.mesh.state_get(Some(&ns), "_kem/3").await.unwrap().is_some()
+    })
+    .await;
+    assert_eq!(y.mesh.state(None).await.unwrap().data, serde_json::json!({}));
+
+    // y restarts: it has lost the session; x's next message is refused
+    // once, then goes again with a fresh handshake.
+    y.mesh.shutdown().await.unwrap();
+    let y = TestNode::start(memory_config(y_identity, vec![x.addr.clone()]), memory()).await;
+    wait_until(DEADLINE, "y reconnects", || async { x.connected_to(&y.peer_id()).await }).await;
+    let delivery = send(&x, &y, "after your restart").await.unwrap();
+    assert!(delivery.encrypted);
+    y.expect_received(1, "the message after the restart", |m| {
+        m.envelope.content.as_deref() == Some("after your restart")
+    })
+    .await;
+    assert_eq!(y.mesh.metrics().dropped_by_reason["e2e_no_session"], 1);
+
+    // A node with quantum resistance off: transport encryption only.
+    let plain_config = MeshConfig {
+        quantum_resistant: false,
+        ..memory_config(Identity::generate().unwrap(), vec![x.addr.clone()])
+    };
+    let z = TestNode::start(plain_config, memory()).await;
+    wait_until(DEADLINE, "z connects", || async { x.connected_to(&z.peer_id()).await }).await;
+    let delivery = send(&z, &x, "in the clear").await.unwrap();
+    assert!(!delivery.encrypted);
+    x.expect_received(1, "x gets it, not end-to-end encrypted", |m| {
+        m.envelope.content.as_deref() == Some("in the clear") && m.e2e.is_none()
+    })
+    .await;
+    assert!(!z.mesh.status().await.unwrap().quantum_resistant);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_to_an_offline_peer_waits_sealed_in_a_mailbox() {
+    // A native holder; light clients (browser pages' configuration) that
+    // reach each other through it.
+    let holder = TestNode::start(memory_config(Identity::generate().unwrap(), vec![]), memory()).await;
+    let client =
+        |identity: Identity| MeshConfig { bootstrap: vec![holder.addr.clone()], ..client_config(identity) };
+    let alice = TestNode::start(client(Identity::generate().unwrap()), memory()).await;
+    let bob_identity = Identity::generate().unwrap();
+    let bob = TestNode::start(client(bob_identity.clone()), memory()).await;
+    for node in [&alice, &bob] {
+        wait_until(DEADLINE, "clients connect to the holder", || async {
+            holder.connected_to(&node.peer_id()).await
+        })
+        .await;
+    }
+    let delivery = send(&alice, &bob, "hello bob").await.unwrap();
+    assert!(delivery.encrypted && delivery.held_by.is_none());
+    bob.expect_received(1, "bob online", |m| m.envelope.content.as_deref() == Some("hello bob")).await;
+    // Bob's KEM key reached the holder's replica of his namespace.
+    let bob_ns = bob.peer_id().to_base58();
+    wait_until(DEADLINE, "the holder to replicate bob's key", || async {
+        holder.mesh.state_get(Some(&bob_ns), "_kem/3").await.unwrap().is_some()
+    })
+    .await;
+
+    bob.mesh.shutdown().await.unwrap();
+    wait_until(DEADLINE, "bob to be gone", || async { !holder.connected_to(&bob.peer_id()).await }).await;
+
+    // Alice knows bob's key; carol never met bob and finds it at the holder.
+    let held = send(&alice, &bob, "while you were out").await.unwrap();
+    assert_eq!(held.held_by, Some(holder.peer_id()));
+    let carol = TestNode::start(client(Identity::generate().unwrap()), memory()).await;
+    wait_until(DEADLINE, "carol connects", || async { holder.connected_to(&carol.peer_id()).await }).await;
+    let from_carol = send(&carol, &bob, "hi from carol").await.unwrap();
+    assert_eq!(from_carol.held_by, Some(holder.peer_id()));
+
+    let stored = holder.mesh.held_mail().await.unwrap();
+    assert_eq!(stored.len(), 2);
+    for frame in &stored {
+        for plain in [&b"while you were out"[..], b"hi from carol"] {
+            assert!(!frame.windows(plain.len()).any(|w| w == plain), "the holder keeps ciphertext only");
+        }
+    }
+    assert_eq!(holder.mesh.metrics().mailbox_held, 2);
+
+    // Bob comes back (the same key, a new device): the mail is delivered.
+    let bob = TestNode::start(client(bob_identity), memory()).await;
+    bob.expect_received(2, "bob's mail", |m| {
+        m.via == Via::Mailbox(holder.peer_id()) && m.e2e == Some(Level::L3)
+    })
+    .await;
+    let senders: Vec<_> = {
+        let inbox = bob.inbox.lock().unwrap();
+        let mut s: Vec<_> = inbox.iter().map(|m| (m.envelope.content.clone().unwrap(), m.sender)).collect();
+        s.sort();
+        s
+    };
+    assert_eq!(
+        senders,
+        [("hi from carol".to_owned(), carol.peer_id()), ("while you were out".to_owned(), alice.peer_id())]
+    );
+    wait_until(DEADLINE, "the holder to let go", || async {
+        holder.mesh.held_mail().await.unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(holder.mesh.metrics().mailbox_delivered, 2);
+
+    // Nobody knows a stranger's key: a clear error, nothing held.
+    let stranger = Identity::generate().unwrap().peer_id();
+    let err = alice.mesh.send_text(stranger, "hello?").await.unwrap_err();
+    assert!(err.to_string().contains("key is unknown"), "{err}");
+}
