@@ -210,7 +210,17 @@ pub async fn execute(mesh: &MeshHandle, command: ReplCommand) -> String {
         ReplCommand::Send { peer, text } => {
             mesh.send_text(peer, &text).await.map_err(error).map(|sent| match sent {
                 Sent::Direct(d) => {
-                    format!("delivered to {peer} in {:.2} ms (id {})", d.rtt.as_secs_f64() * 1000.0, d.id)
+                    let sealed = if d.encrypted { ", end-to-end encrypted" } else { "" };
+                    match d.held_by {
+                        Some(holder) => {
+                            format!("{peer} is offline: held for it by {holder}{sealed} (id {})", d.id)
+                        }
+                        None => format!(
+                            "delivered to {peer} in {:.2} ms{sealed} (id {})",
+                            d.rtt.as_secs_f64() * 1000.0,
+                            d.id
+                        ),
+                    }
                 }
                 Sent::Broadcast { id, .. } => format!("published (id {id})"),
             })

@@ -59,11 +59,12 @@ fn two_nodes_talk_through_their_prompts_and_rejoin_after_restarts() {
     publish_until_delivered(&mut a, "chat", "hello from a");
     b.wait_line("B receives A's broadcast", |l| l == format!("[chat] {}: hello from a", a_addrs.peer_id));
 
-    // A direct message, acknowledged.
+    // A direct message, acknowledged, end-to-end encrypted (hybrid KEM, level 3).
     let answer = b.ask(&format!("send {} just for you", a_addrs.peer_id), &["delivered to", "error:"]);
     assert!(answer.starts_with(&format!("delivered to {} in ", a_addrs.peer_id)), "{answer}");
+    assert!(answer.contains(", end-to-end encrypted (id "), "{answer}");
     a.wait_line("A receives the direct message", |l| {
-        l == format!("[direct] {}: just for you", b_addrs.peer_id)
+        l == format!("[direct, e2e L3] {}: just for you", b_addrs.peer_id)
     });
 
     // `peers` and `status` answer.
@@ -71,6 +72,7 @@ fn two_nodes_talk_through_their_prompts_and_rejoin_after_restarts() {
     assert_eq!(peers, "1 peer");
     let status = a.ask("status", &["node ID:"]);
     assert_eq!(status, format!("node ID:   {}", a_addrs.peer_id));
+    a.wait_line("the status shows the session", |l| l.trim() == format!("{}  e2e L3", b_addrs.peer_id));
 
     // B exits and comes back with the same identity; A sees it rejoin.
     let a_disconnects = a.count(|l| l == format!("disconnected {}", b_addrs.peer_id));
