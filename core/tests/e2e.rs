@@ -8,7 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use infermesh_core::{Delivery, Identity, MeshConfig, MeshError, Sent, Via, crypto::Level};
+use infermesh_core::{
+    Delivery, Envelope, Identity, MeshConfig, MeshError, MsgType, Sent, Via, crypto::Level,
+};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -117,7 +119,11 @@ async fn a_message_to_an_offline_peer_waits_sealed_in_a_mailbox() {
     assert_eq!(held.held_by, Some(holder.peer_id()));
     let carol = TestNode::start(client(Identity::generate().unwrap()), memory()).await;
     wait_until(DEADLINE, "carol connects", || async { holder.connected_to(&carol.peer_id()).await }).await;
-    let from_carol = send(&carol, &bob, "hi from carol").await.unwrap();
+    // Carol writes as an agent: the name is kept, the node behind it proven.
+    let mut as_agent =
+        Envelope::new(MsgType::Thought, bob.peer_id().to_base58(), 5, 60).with_content("hi from carol");
+    as_agent.from = "carol-agent".into();
+    let Sent::Direct(from_carol) = carol.mesh.send(as_agent).await.unwrap() else { panic!("direct") };
     assert_eq!(from_carol.held_by, Some(holder.peer_id()));
 
     let stored = holder.mesh.held_mail().await.unwrap();
@@ -145,6 +151,7 @@ async fn a_message_to_an_offline_peer_waits_sealed_in_a_mailbox() {
         senders,
         [("hi from carol".to_owned(), carol.peer_id()), ("while you were out".to_owned(), alice.peer_id())]
     );
+    assert_eq!(bob.received(|m| m.envelope.from == "carol-agent"), 1);
     wait_until(DEADLINE, "the holder to let go", || async {
         holder.mesh.held_mail().await.unwrap().is_empty()
     })

@@ -1,6 +1,6 @@
 // Pages talking through the real node: gossip over WebSocket and
 // WebRTC-direct (page ↔ page and node → page), and direct messages page →
-// page through a relay circuit.
+// page through a relay circuit, end-to-end encrypted.
 
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
@@ -106,12 +106,18 @@ for (const kind of ['ws', 'webrtc']) {
     const outcome = await a.page.evaluate((to) =>
       window.client.send_direct(to, new TextEncoder().encode('psst, b')), idB)
     assert.equal(outcome.delivered, true)
+    assert.equal(outcome.encrypted, true)
     assert.ok(outcome.rtt_ms > 0)
     const m = await waitFor('b to receive the direct message', async () =>
       (await received(b.page)).find((m) => m.message.id === outcome.id))
     assert.equal(m.message.topic, null)
     assert.equal(m.message.sender, idA)
     assert.equal(decode(m.payload), 'psst, b')
+    // End-to-end: the relay carried ciphertext it cannot open.
+    assert.equal(m.message.encrypted, true)
+    assert.equal(m.message.kem_level, 3)
+    const sessions = (await a.page.evaluate(() => window.client.status())).sessions
+    assert.ok(sessions.some((s) => s.peer_id === idB && s.kem_level === 3), JSON.stringify(sessions))
 
     // send_message with a node ID as `to` is direct too, and it goes both ways.
     const back = await b.page.evaluate(async (to) => {

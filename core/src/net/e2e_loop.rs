@@ -15,7 +15,7 @@ use crate::{
     messaging::{Envelope, RejectReason, Rejection},
     net::{
         Outbound,
-        e2e_proto::{E2eRequest, E2eResponse, MAX_MAIL_BYTES},
+        e2e_proto::{E2eRequest, E2eResponse, HeldFrame, MAX_MAIL_BYTES},
     },
     platform::{self, Instant},
     state::{KEM_PREFIX, WriteMode},
@@ -411,10 +411,14 @@ impl EventLoop {
                     E2eResponse::Refused(reason)
                 }
             },
-            E2eRequest::Mail { frames } => {
+            E2eRequest::Mail { held } => {
                 let (mut accepted, mut rejected) = (0u32, 0u32);
-                for frame in frames {
-                    match self.accept_held(&frame, peer) {
+                for HeldFrame { author, frame } in held {
+                    let result = match PeerId::from_bytes(&author) {
+                        Ok(author) => self.accept_held(&frame, author, peer),
+                        Err(_) => Err(Rejection::new(RejectReason::Malformed, "the author is not a node ID")),
+                    };
+                    match result {
                         Ok(message) => {
                             accepted += 1;
                             self.metrics.message_in(crate::metrics::Route::Direct);
@@ -441,13 +445,13 @@ impl EventLoop {
 
     /// A held message delivered by `holder`: its author's handshake
     /// signature proves who wrote it, whoever delivers it.
-    fn accept_held(&mut self, frame: &[u8], holder: PeerId) -> Result<InboundMessage, Rejection> {
+    fn accept_held(
+        &mut self,
+        frame: &[u8],
+        author: PeerId,
+        holder: PeerId,
+    ) -> Result<InboundMessage, Rejection> {
         let now = platform::now_ms();
-        self.validator.check_size(frame.len())?;
-        let author = Envelope::decode(frame)
-            .ok()
-            .and_then(|env| env.from.parse::<PeerId>().ok())
-            .ok_or_else(|| Rejection::new(RejectReason::Malformed, "a held message must name its author"))?;
         let mut envelope = self.validator.check(frame, &author, &self.local_id, now)?;
         let level = self.e2e.open_once(&author, &mut envelope).map_err(|e| open_rejection(&e))?;
         self.validator.remember(&author, &envelope, now);
@@ -467,7 +471,7 @@ impl EventLoop {
         let limits = self.validator.limits();
         limits.check_schema(&env).map_err(|e| e.to_string())?;
         limits.check_time(&env, platform::now_ms()).map_err(|e| e.to_string())?;
-        if env.from != depositor.to_base58() {
+        if env.from.parse::<PeerId>().is_ok_and(|from| from != depositor) {
             return Err("only its author may deposit a message".into());
         }
         let recipient: PeerId = env.to.parse().map_err(|_| "the recipient must be a node ID".to_owned())?;
@@ -497,8 +501,14 @@ impl EventLoop {
         if held.is_empty() {
             return;
         }
-        let frames = held.iter().map(|h| ByteBuf::from(h.frame.clone())).collect();
-        let id = self.swarm.behaviour_mut().e2e.send_request(&recipient, E2eRequest::Mail { frames });
+        let frames = held
+            .iter()
+            .map(|h| HeldFrame {
+                author: ByteBuf::from(h.author.to_bytes()),
+                frame: ByteBuf::from(h.frame.clone()),
+            })
+            .collect();
+        let id = self.swarm.behaviour_mut().e2e.send_request(&recipient, E2eRequest::Mail { held: frames });
         self.mail_in_flight.insert(recipient);
         self.e2e_asks.insert(id, E2eAsk::Mail { recipient, held });
     }

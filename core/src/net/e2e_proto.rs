@@ -5,7 +5,8 @@
 //!   itself, or of any peer when it is offline; whoever answers, the asker
 //!   verifies the identity's signature, so a wrong answer is only useless.
 //! - `Deposit`: hold this sealed direct message for its offline recipient
-//!   (nodes with a mailbox; the depositor must be the author).
+//!   (nodes with a mailbox; the depositor is recorded as its author, which
+//!   the recipient checks against the handshake signature).
 //! - `Mail`: messages held for you, delivered when you connect.
 
 use libp2p::StreamProtocol;
@@ -29,8 +30,16 @@ pub(crate) enum E2eRequest {
     KemKey { peer: ByteBuf, level: u8 },
     /// Hold this encoded, sealed envelope until its recipient connects.
     Deposit { frame: ByteBuf },
-    /// Encoded, sealed envelopes held for the receiver.
-    Mail { frames: Vec<ByteBuf> },
+    /// Sealed envelopes held for the receiver.
+    Mail { held: Vec<HeldFrame> },
+}
+
+/// A held message as delivered: its author (who deposited it; its
+/// handshake signature proves it) and the encoded, sealed envelope.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct HeldFrame {
+    pub author: ByteBuf,
+    pub frame: ByteBuf,
 }
 
 /// A response of the e2e protocol.
