@@ -593,7 +593,25 @@ impl MeshHandle {
         mode: WriteMode,
     ) -> Result<(), MeshError> {
         let (namespace, key) = (namespace.map(str::to_owned), key.to_owned());
-        self.call(|reply| Command::StateWrite { namespace, key, value, mode, reply }).await??;
+        self.call(|reply| Command::StateWrite { namespace, key, value, mode, private: false, reply })
+            .await??;
+        Ok(())
+    }
+
+    /// Like [`MeshHandle::state_write`] with the value sealed to this
+    /// node's own KEM key: replicas store and sync only ciphertext; this
+    /// node, and any device with its private key, reads it back in the
+    /// clear.
+    pub async fn state_write_private(
+        &self,
+        key: &str,
+        value: serde_json::Value,
+        mode: WriteMode,
+    ) -> Result<(), MeshError> {
+        let key = key.to_owned();
+        let value = Some(value);
+        self.call(|reply| Command::StateWrite { namespace: None, key, value, mode, private: true, reply })
+            .await??;
         Ok(())
     }
 

@@ -101,6 +101,13 @@ async fn a_message_to_an_offline_peer_waits_sealed_in_a_mailbox() {
         })
         .await;
     }
+    // Pages reach each other through circuits on the holder.
+    for node in [&alice, &bob] {
+        wait_until(DEADLINE, "a relay reservation", || async {
+            node.mesh.status().await.unwrap().listen_addrs.iter().any(|a| a.contains("/p2p-circuit"))
+        })
+        .await;
+    }
     let delivery = send(&alice, &bob, "hello bob").await.unwrap();
     assert!(delivery.encrypted && delivery.held_by.is_none());
     bob.expect_received(1, "bob online", |m| m.envelope.content.as_deref() == Some("hello bob")).await;
@@ -162,4 +169,59 @@ async fn a_message_to_an_offline_peer_waits_sealed_in_a_mailbox() {
     let stranger = Identity::generate().unwrap().peer_id();
     let err = alice.mesh.send_text(stranger, "hello?").await.unwrap_err();
     assert!(err.to_string().contains("key is unknown"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_value_is_ciphertext_on_a_replica_and_clear_on_the_owners_other_device() {
+    use infermesh_core::WriteMode;
+    use serde_json::json;
+    let owner = Identity::generate().unwrap();
+    let ns = owner.peer_id().to_base58();
+    let laptop = TestNode::start(memory_config(owner.clone(), vec![]), memory()).await;
+    laptop
+        .mesh
+        .state_write_private("wallet", json!({"pin": 4321, "seed": "correct horse"}), WriteMode::Update)
+        .await
+        .unwrap();
+    laptop.mesh.state_write("name", Some(json!("Ada")), WriteMode::Update).await.unwrap();
+    assert_eq!(
+        laptop.mesh.state_get(None, "wallet").await.unwrap(),
+        Some(json!({"pin": 4321, "seed": "correct horse"}))
+    );
+    assert_eq!(laptop.mesh.state(None).await.unwrap().data["wallet"]["pin"], json!(4321));
+    // Only in one's own namespace.
+    let elsewhere = laptop
+        .mesh
+        .state_write_in(
+            Some(&Identity::generate().unwrap().peer_id().to_base58()),
+            "x",
+            Some(json!(1)),
+            WriteMode::Update,
+        )
+        .await;
+    assert!(elsewhere.is_err());
+
+    let replica =
+        TestNode::start(memory_config(Identity::generate().unwrap(), vec![laptop.addr.clone()]), memory())
+            .await;
+    wait_until(DEADLINE, "the replica to hold both values", || async {
+        replica.mesh.state(Some(&ns)).await.unwrap().data.as_object().is_some_and(|o| o.len() == 2)
+    })
+    .await;
+    let held = replica.mesh.state(Some(&ns)).await.unwrap().data;
+    assert_eq!(held["name"], json!("Ada"));
+    let sealed = held["wallet"].to_string();
+    assert!(
+        sealed.contains("$sealed") && !sealed.contains("4321") && !sealed.contains("correct horse"),
+        "{sealed}"
+    );
+
+    // The laptop goes; a phone with the same key reads it from the replica.
+    laptop.mesh.shutdown().await.unwrap();
+    let phone = TestNode::start(memory_config(owner, vec![replica.addr.clone()]), memory()).await;
+    wait_until(DEADLINE, "the phone to read the private value", || async {
+        phone.mesh.state_get(None, "wallet").await.unwrap()
+            == Some(json!({"pin": 4321, "seed": "correct horse"}))
+    })
+    .await;
 }

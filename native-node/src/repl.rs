@@ -42,19 +42,24 @@ pub enum ReplCommand {
         /// Namespace (node ID); this node's own if absent.
         namespace: Option<PeerId>,
     },
-    /// `update <key> <value>`: JSON when it parses, else text.
+    /// `update [--private] <key> <value>`: JSON when it parses, else text.
     Update {
         /// Key.
         key: String,
         /// Value.
         value: Value,
+        /// Sealed to this node's own key (replicas hold ciphertext).
+        private: bool,
     },
-    /// `create <key> <value>`: like update, for a key with no value yet.
+    /// `create [--private] <key> <value>`: like update, for a key with no
+    /// value yet.
     Create {
         /// Key.
         key: String,
         /// Value.
         value: Value,
+        /// Sealed to this node's own key.
+        private: bool,
     },
     /// `delete <key>`
     Delete(String),
@@ -77,6 +82,7 @@ commands:
   get <key> [node-id]        one value
   update <key> <value>       set a value: JSON if it parses (25, true, {\"a\":1}), else text
   create <key> <value>       like update, for a key that has no value yet
+  update --private <k> <v>   (also create) a value only your key can read: replicas hold ciphertext
   delete <key>               remove a key
   help                       this list
   exit                       stop the node (also Ctrl-D, Ctrl-C)";
@@ -131,13 +137,17 @@ pub fn parse(line: &str) -> Result<ReplCommand, String> {
             Ok(ReplCommand::Get { key: key.to_owned(), namespace })
         }
         "update" | "create" => {
+            let (private, rest) = match split_first(rest) {
+                ("--private", rest) => (true, rest),
+                _ => (false, rest),
+            };
             let (key, value) = split_first(rest);
-            need(value, &format!("{word} <key> <value>"))?;
+            need(value, &format!("{word} [--private] <key> <value>"))?;
             let (key, value) = (key.to_owned(), parse_cli_value(value));
             Ok(if word.eq_ignore_ascii_case("create") {
-                ReplCommand::Create { key, value }
+                ReplCommand::Create { key, value, private }
             } else {
-                ReplCommand::Update { key, value }
+                ReplCommand::Update { key, value, private }
             })
         }
         "delete" => {
@@ -182,6 +192,21 @@ async fn state_report(mesh: &MeshHandle, namespace: Option<PeerId>) -> Result<St
         "data": view.data,
     });
     serde_json::to_string_pretty(&report).map_err(|e| e.to_string())
+}
+
+/// Writes a value, sealed to this node's own key when `private`.
+async fn write(
+    mesh: &MeshHandle,
+    key: &str,
+    value: Value,
+    mode: WriteMode,
+    private: bool,
+) -> Result<(), infermesh_core::MeshError> {
+    if private {
+        mesh.state_write_private(key, value, mode).await
+    } else {
+        mesh.state_write(key, Some(value), mode).await
+    }
 }
 
 /// Runs a command; returns the text to print.
@@ -234,15 +259,15 @@ pub async fn execute(mesh: &MeshHandle, command: ReplCommand) -> String {
                 Err(e) => Err(e),
             }
         }
-        ReplCommand::Update { key, value } => {
+        ReplCommand::Update { key, value, private } => {
             let shown = value.to_string();
-            let done = mesh.state_write(&key, Some(value), WriteMode::Update).await.map_err(error);
-            done.map(|()| format!("updated {key} = {shown}"))
+            let done = write(mesh, &key, value, WriteMode::Update, private).await.map_err(error);
+            done.map(|()| format!("updated {key} = {shown}{}", if private { " (private)" } else { "" }))
         }
-        ReplCommand::Create { key, value } => {
+        ReplCommand::Create { key, value, private } => {
             let shown = value.to_string();
-            let done = mesh.state_write(&key, Some(value), WriteMode::Create).await.map_err(error);
-            done.map(|()| format!("created {key} = {shown}"))
+            let done = write(mesh, &key, value, WriteMode::Create, private).await.map_err(error);
+            done.map(|()| format!("created {key} = {shown}{}", if private { " (private)" } else { "" }))
         }
         ReplCommand::Delete(key) => {
             let done = mesh.state_write(&key, None, WriteMode::Delete).await.map_err(error);
@@ -281,18 +306,23 @@ mod tests {
         );
         assert_eq!(
             parse("update name John").unwrap(),
-            ReplCommand::Update { key: "name".into(), value: "John".into() }
+            ReplCommand::Update { key: "name".into(), value: "John".into(), private: false }
         );
         assert_eq!(
             parse("update age 25").unwrap(),
-            ReplCommand::Update { key: "age".into(), value: 25.into() }
+            ReplCommand::Update { key: "age".into(), value: 25.into(), private: false }
         );
         assert_eq!(
             parse(r#"create config {"theme":"dark","fontSize":14}"#).unwrap(),
             ReplCommand::Create {
                 key: "config".into(),
-                value: serde_json::json!({"theme": "dark", "fontSize": 14})
+                value: serde_json::json!({"theme": "dark", "fontSize": 14}),
+                private: false
             }
+        );
+        assert_eq!(
+            parse("update --private pin 1234").unwrap(),
+            ReplCommand::Update { key: "pin".into(), value: 1234.into(), private: true }
         );
         assert_eq!(parse("delete name").unwrap(), ReplCommand::Delete("name".into()));
     }
@@ -303,7 +333,8 @@ mod tests {
         assert_eq!(parse("publish chat").unwrap_err(), "usage: publish <topic> <text>");
         assert!(parse("send bob hi").unwrap_err().contains("'bob' is not a node ID"));
         assert!(parse("frobnicate").unwrap_err().contains("unknown command 'frobnicate'"));
-        assert_eq!(parse("update name").unwrap_err(), "usage: update <key> <value>");
+        assert_eq!(parse("update name").unwrap_err(), "usage: update [--private] <key> <value>");
+        assert_eq!(parse("update --private pin").unwrap_err(), "usage: update [--private] <key> <value>");
         assert!(parse("state bob").unwrap_err().contains("'bob' is not a node ID"));
     }
 }

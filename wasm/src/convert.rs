@@ -211,6 +211,18 @@ pub(crate) fn namespace_option(options: &JsValue) -> Result<Option<String>, JsVa
     Ok(Some(text))
 }
 
+/// The `{ private }` option of `set`: `true` seals the value.
+pub(crate) fn private_option(options: &JsValue) -> Result<bool, JsValue> {
+    if !options.is_object() {
+        return Ok(false);
+    }
+    let private = js_sys::Reflect::get(options, &JsValue::from_str("private")).unwrap_or(JsValue::UNDEFINED);
+    if private.is_undefined() || private.is_null() {
+        return Ok(false);
+    }
+    private.as_bool().ok_or_else(|| js_error("private must be true or false"))
+}
+
 /// A JS value as JSON (objects, arrays, strings, numbers, booleans, null).
 pub(crate) fn json_value(value: JsValue) -> Result<serde_json::Value, JsValue> {
     if value.is_undefined() {

@@ -308,16 +308,25 @@ impl WasmP2PClient {
 
     /// Sets `key` to `value` (any JSON-compatible JS value); resolves once
     /// it is saved in IndexedDB. `options`: `{ namespace }` to write a
-    /// namespace whose owner granted this node.
+    /// namespace whose owner granted this node; `{ private: true }` to seal
+    /// the value to this page's own key (replicas hold ciphertext; any
+    /// device with the private key reads it).
     pub fn set(&self, key: String, value: JsValue, options: JsValue) -> Promise {
         let shared = self.shared.clone();
         promise(async move {
             let namespace = convert::namespace_option(&options)?;
+            let private = convert::private_option(&options)?;
             let value = convert::json_value(value)?;
             let (mesh, durability) = shared.writer()?;
-            mesh.state_write_in(namespace.as_deref(), &key, Some(value), WriteMode::Update)
-                .await
-                .map_err(js_error)?;
+            if private {
+                if namespace.is_some() {
+                    return Err(js_error("private values live in your own namespace: drop `namespace`"));
+                }
+                mesh.state_write_private(&key, value, WriteMode::Update).await
+            } else {
+                mesh.state_write_in(namespace.as_deref(), &key, Some(value), WriteMode::Update).await
+            }
+            .map_err(js_error)?;
             durability.flush().await.map_err(js_error)?;
             Ok(JsValue::UNDEFINED)
         })

@@ -123,3 +123,41 @@ test('a message to a closed page waits sealed at the node and reaches the key\'s
   await a.context.close()
   await b.context.close()
 })
+
+test('a private value is ciphertext on the node and clear on another device with the key', async () => {
+  const a = await openPage(browser, node)
+  const idA = await startClient(a.page, node.ws, { name: 'private-owner' })
+  const key = await a.page.evaluate(async () => {
+    await window.client.set('wallet', { pin: 4321, words: 'correct horse' }, { private: true })
+    await window.client.set('name', 'Ada')
+    return window.client.export_private_key()
+  })
+  assert.deepEqual(await a.page.evaluate(() => window.client.get('wallet')), { pin: 4321, words: 'correct horse' })
+  const held = await waitFor('the node to replicate both values', async () => {
+    const view = await node.stateOf(idA)
+    return Object.keys(view.data ?? {}).length === 2 ? view : null
+  })
+  assert.equal(held.data.name, 'Ada')
+  const stored = JSON.stringify(held.data.wallet)
+  assert.ok(stored.includes('$sealed') && !stored.includes('4321') && !stored.includes('correct horse'), stored)
+  const err = await a.page.evaluate(async (ns) => {
+    try { await window.client.set('x', 1, { private: 'yes' }); return null } catch (e) { return e.message }
+  }, idA)
+  assert.match(err, /private must be true or false/)
+  await a.context.close()
+
+  // The owner's key on another device reads it; someone else's page does not.
+  const b = await openPage(browser, node)
+  await startClient(b.page, node.ws, { name: 'private-phone', options: { private_key: key } })
+  const clear = await waitFor('the phone to read the private value', async () =>
+    b.page.evaluate(() => window.client.get('wallet')))
+  assert.deepEqual(clear, { pin: 4321, words: 'correct horse' })
+  const c = await openPage(browser, node)
+  await startClient(c.page, node.ws, { name: 'private-stranger' })
+  const seen = await waitFor('the stranger to replicate the namespace', async () =>
+    c.page.evaluate((ns) => window.client.get('wallet', { namespace: ns }), idA))
+  assert.ok(JSON.stringify(seen).includes('$sealed') && !JSON.stringify(seen).includes('4321'))
+  assertNoPageErrors(assert, b, c)
+  await b.context.close()
+  await c.context.close()
+})

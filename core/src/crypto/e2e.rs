@@ -395,6 +395,36 @@ impl E2e {
         result
     }
 
+    /// Seals a value for `key` of this node's own `namespace` to its own
+    /// KEM key (a private state value).
+    pub fn seal_value(
+        &mut self,
+        namespace: &str,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> Result<serde_json::Value, super::KemError> {
+        let level = self.level;
+        let public = self.secret(level).public_key();
+        super::private::seal_value(&public, namespace, key, value)
+    }
+
+    /// Opens a private value of this node's own namespace; `None` if the
+    /// value is not sealed.
+    pub fn open_value(
+        &mut self,
+        namespace: &str,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> Option<Result<serde_json::Value, super::private::PrivateError>> {
+        if !super::private::is_sealed(value) {
+            return None;
+        }
+        Some(
+            super::private::sealed_level(value)
+                .and_then(|level| super::private::open_value(self.secret(level), namespace, key, value)),
+        )
+    }
+
     /// Peers with a session in either direction.
     pub fn session_count(&self) -> usize {
         self.outgoing.len() + self.incoming.keys().filter(|p| !self.outgoing.contains_key(p)).count()

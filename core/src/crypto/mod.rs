@@ -4,6 +4,7 @@
 
 pub mod e2e;
 pub mod kem;
+pub mod private;
 pub mod session;
 
 pub use e2e::{E2e, E2eBody, MAX_SEAL_OVERHEAD, OpenError, Opened, SealError, Sealing};

@@ -1143,8 +1143,8 @@ impl EventLoop {
                 }
             }
             Command::SendDirect { peer, outbound, reply } => self.send_direct(peer, outbound, reply),
-            Command::StateWrite { namespace, key, value, mode, reply } => {
-                self.state_write(namespace, key, value, mode, reply)
+            Command::StateWrite { namespace, key, value, mode, private, reply } => {
+                self.state_write(namespace, key, value, mode, private, reply)
             }
             Command::StateGet { namespace, key, reply } => {
                 let _ = reply.send(self.state_get(namespace, &key));

@@ -88,6 +88,7 @@ pub(crate) enum Command {
         key: String,
         value: Option<serde_json::Value>,
         mode: WriteMode,
+        private: bool,
         reply: oneshot::Sender<Result<(), crate::state::StateError>>,
     },
     StateGet {

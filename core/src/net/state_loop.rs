@@ -209,9 +209,27 @@ impl EventLoop {
         key: String,
         value: Option<serde_json::Value>,
         mode: WriteMode,
+        private: bool,
         reply: oneshot::Sender<Result<(), StateError>>,
     ) {
         let namespace = namespace.unwrap_or_else(|| self.local_id.clone());
+        let value = match value {
+            Some(value) if private => {
+                if namespace != self.local_id {
+                    let error = "only this node's own namespace holds private values".to_owned();
+                    let _ = reply.send(Err(StateError::Private(error)));
+                    return;
+                }
+                match self.e2e.seal_value(&namespace, &key, &value) {
+                    Ok(sealed) => Some(sealed),
+                    Err(e) => {
+                        let _ = reply.send(Err(StateError::Private(e.to_string())));
+                        return;
+                    }
+                }
+            }
+            other => other,
+        };
         let result = self.state.write(&namespace, &key, value.as_ref(), mode, platform::now_ms());
         match result {
             Ok(entry) => {
@@ -236,7 +254,7 @@ impl EventLoop {
         if crate::state::is_internal_key(key) {
             return;
         }
-        let value = self.state.get(namespace, key);
+        let value = self.state.get(namespace, key).map(|v| self.reveal(namespace, key, v));
         self.emit(crate::mesh::MeshEvent::StateChanged {
             namespace: namespace.to_owned(),
             key: key.to_owned(),
@@ -303,13 +321,36 @@ impl EventLoop {
             .map(|h| h.iter().map(|p| p.to_base58()).collect())
             .unwrap_or_default();
         replicas.sort();
-        StateView { data: self.state.data(&namespace), replicas, namespace }
+        let mut data = self.state.data(&namespace);
+        if let Some(values) = data.as_object_mut().filter(|_| namespace == self.local_id) {
+            for (key, value) in values.iter_mut() {
+                *value = self.reveal(&namespace, key, std::mem::take(value));
+            }
+        }
+        StateView { data, replicas, namespace }
+    }
+
+    /// A value as this node shows it: private values of its own namespace
+    /// opened; anything else as stored (others' private values stay sealed).
+    fn reveal(&mut self, namespace: &str, key: &str, value: serde_json::Value) -> serde_json::Value {
+        if namespace != self.local_id {
+            return value;
+        }
+        match self.e2e.open_value(namespace, key, &value) {
+            Some(Ok(open)) => open,
+            Some(Err(e)) => {
+                tracing::debug!(key, "a sealed value of this namespace does not open: {e}");
+                value
+            }
+            None => value,
+        }
     }
 
     pub(super) fn state_get(&mut self, namespace: Option<String>, key: &str) -> Option<serde_json::Value> {
         let namespace = namespace.unwrap_or_else(|| self.local_id.clone());
         self.want(&namespace);
-        self.state.get(&namespace, key)
+        let value = self.state.get(&namespace, key)?;
+        Some(self.reveal(&namespace, key, value))
     }
 
     /// Takes entries from a peer (signatures verified as one batch);

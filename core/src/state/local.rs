@@ -46,6 +46,10 @@ pub enum StateError {
     /// `create` of a key that already has a value.
     #[error("key '{0}' already exists (use update to change it)")]
     Exists(String),
+    /// A private value that could not be sealed, or not in this node's own
+    /// namespace.
+    #[error("private value: {0}")]
+    Private(String),
     /// `delete` of a key that has no value.
     #[error("key '{0}' does not exist")]
     Missing(String),
