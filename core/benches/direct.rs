@@ -1,8 +1,8 @@
 //! Direct-message benchmark: throughput (1 KiB and 64 KiB payloads) and
 //! latency between two nodes on loopback over TCP and over QUIC, for an
-//! InferMesh node pair and, in the same run, for a bare rust-libp2p
-//! request-response pair on the same transport. Prints medians of several
-//! rounds and the ratio ours / baseline.
+//! InferMesh node pair with end-to-end encryption (the default) and without
+//! it, and, in the same run, for a bare rust-libp2p request-response pair on
+//! the same transport. Prints medians of several rounds and the ratios.
 //!
 //! `cargo bench --workspace --bench direct` (or `make bench`).
 
@@ -54,9 +54,12 @@ struct OursPair {
     _b: MeshHandle,
 }
 
-async fn ours(net: Net) -> OursPair {
+/// An InferMesh pair; `e2e` on is the default (direct messages sealed with
+/// the hybrid post-quantum KEM), off sends with transport encryption only.
+async fn ours(net: Net, e2e: bool) -> OursPair {
     let node = || {
         let mut config = MeshConfig::server(Identity::generate().unwrap());
+        config.quantum_resistant = e2e;
         config.mdns = false;
         config.autonat = false;
         config.dcutr = false;
@@ -357,17 +360,22 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e6
 }
 
-fn row(net: Net, what: &str, ours: f64, bare: f64, stack: f64, higher_is_better: bool) {
-    let ratio = |base: f64| if higher_is_better { ours / base } else { base / ours };
+/// One figure for each pair, and the ratios: e2e / plain (what end-to-end
+/// encryption costs), plain / bare and plain / stack (what InferMesh's
+/// messaging costs over rust-libp2p).
+fn row(net: Net, what: &str, [e2e, plain, bare, stack]: [f64; 4], higher_is_better: bool) {
+    let ratio = |ours: f64, base: f64| if higher_is_better { ours / base } else { base / ours };
     println!(
-        "{:<5} {:<24} {:>10.1} {:>10.1} {:>10.1} {:>8.2}x {:>8.2}x",
+        "{:<5} {:<24} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>8.2}x {:>8.2}x {:>8.2}x",
         net.name(),
         what,
-        ours,
+        e2e,
+        plain,
         bare,
         stack,
-        ratio(bare),
-        ratio(stack)
+        ratio(e2e, plain),
+        ratio(plain, bare),
+        ratio(plain, stack)
     );
 }
 
@@ -378,11 +386,12 @@ async fn profile(net: Net) {
     let mode = std::env::var("INFERMESH_BENCH_PROFILE").unwrap_or_default();
     let start = Instant::now();
     match mode.as_str() {
-        "ours-latency" => drop(ours(net).await.latencies(&payload, 10_000).await),
+        "ours-latency" => drop(ours(net, true).await.latencies(&payload, 10_000).await),
+        "plain" => drop(ours(net, false).await.throughput(&payload, 40_000).await),
         "bare-latency" => drop(bare(net, false).await.latencies(&payload, 10_000).await),
         "bare" => drop(bare(net, false).await.throughput(&payload, 40_000).await),
         "stack" => drop(bare(net, true).await.throughput(&payload, 40_000).await),
-        _ => drop(ours(net).await.throughput(&payload, 40_000).await),
+        _ => drop(ours(net, true).await.throughput(&payload, 40_000).await),
     }
     println!("{mode}: {:?}", start.elapsed());
 }
@@ -391,45 +400,49 @@ async fn bench(net: Net) {
     if std::env::var_os("INFERMESH_BENCH_PROFILE").is_some() {
         return profile(net).await;
     }
-    let ours = ours(net).await;
+    let e2e = ours(net, true).await;
+    let plain = ours(net, false).await;
     let base = bare(net, false).await;
     let stacked = bare(net, true).await;
     for (label, size, n) in [("1 KiB", 1024usize, 4000usize), ("64 KiB", 64 * 1024, 600)] {
         let payload = vec![0x5a; size];
-        // Warm up every path (connections, allocators, yamux windows).
-        ours.throughput(&payload, n / 4).await;
+        // Warm up every path (connections, sessions, allocators, yamux windows).
+        e2e.throughput(&payload, n / 4).await;
+        plain.throughput(&payload, n / 4).await;
         base.throughput(&payload, n / 4).await;
         stacked.throughput(&payload, n / 4).await;
-        let (mut o, mut t, mut f) = (Vec::new(), Vec::new(), Vec::new());
+        let mut rates: [Vec<f64>; 4] = Default::default();
         // Interleaved rounds, so that load from elsewhere on the machine
-        // hits all three alike.
+        // hits all four alike.
         for _ in 0..ROUNDS {
-            o.push(n as f64 / ours.throughput(&payload, n).await.as_secs_f64());
-            t.push(n as f64 / base.throughput(&payload, n).await.as_secs_f64());
-            f.push(n as f64 / stacked.throughput(&payload, n).await.as_secs_f64());
+            rates[0].push(n as f64 / e2e.throughput(&payload, n).await.as_secs_f64());
+            rates[1].push(n as f64 / plain.throughput(&payload, n).await.as_secs_f64());
+            rates[2].push(n as f64 / base.throughput(&payload, n).await.as_secs_f64());
+            rates[3].push(n as f64 / stacked.throughput(&payload, n).await.as_secs_f64());
         }
-        let (o, t, f) = (median(o), median(t), median(f));
-        row(net, &format!("{label} msgs/s"), o, t, f, true);
+        let rates = rates.map(median);
+        row(net, &format!("{label} msgs/s"), rates, true);
         let mb = size as f64 / 1e6;
-        row(net, &format!("{label} MB/s"), o * mb, t * mb, f * mb, true);
+        row(net, &format!("{label} MB/s"), rates.map(|r| r * mb), true);
     }
     let payload = vec![0x5a; 1024];
-    let mut samples: [Vec<f64>; 6] = Default::default();
+    let mut p50: [Vec<f64>; 4] = Default::default();
+    let mut p99: [Vec<f64>; 4] = Default::default();
     for _ in 0..ROUNDS {
         let runs = [
-            ours.latencies(&payload, LATENCY_SAMPLES).await,
+            e2e.latencies(&payload, LATENCY_SAMPLES).await,
+            plain.latencies(&payload, LATENCY_SAMPLES).await,
             base.latencies(&payload, LATENCY_SAMPLES).await,
             stacked.latencies(&payload, LATENCY_SAMPLES).await,
         ];
         for (k, mut run) in runs.into_iter().enumerate() {
             run.sort();
-            samples[k].push(percentile(&run, 0.50));
-            samples[3 + k].push(percentile(&run, 0.99));
+            p50[k].push(percentile(&run, 0.50));
+            p99[k].push(percentile(&run, 0.99));
         }
     }
-    let [o50, t50, f50, o99, t99, f99] = samples.map(median);
-    row(net, "1 KiB p50 latency (us)", o50, t50, f50, false);
-    row(net, "1 KiB p99 latency (us)", o99, t99, f99, false);
+    row(net, "1 KiB p50 latency (us)", p50.map(median), false);
+    row(net, "1 KiB p99 latency (us)", p99.map(median), false);
 }
 
 fn main() {
@@ -442,7 +455,10 @@ fn main() {
     println!(
         "direct messages between two nodes on loopback; window {WINDOW}; median of {ROUNDS} interleaved rounds"
     );
-    println!("  infermesh: two InferMesh nodes, MeshHandle::send with acknowledgement");
+    println!(
+        "  e2e:       two InferMesh nodes, MeshHandle::send with acknowledgement, end-to-end encrypted (default)"
+    );
+    println!("  plain:     the same with quantum_resistant off (transport encryption only)");
     println!(
         "  bare:      two bare rust-libp2p swarms with request-response only (same framing and transport)"
     );
@@ -450,10 +466,10 @@ fn main() {
         "  stack:     bare, plus the protocols an InferMesh node runs (identify, ping, kad, gossipsub, relay,"
     );
     println!("             autonat, dcutr, connection limits) at their defaults, none of InferMesh's code");
-    println!("  ratios: rates ours/theirs, latencies theirs/ours (>= 1 means InferMesh is at least as good)");
+    println!("  ratios: rates ours/theirs, latencies theirs/ours (>= 1 means at least as good)");
     println!(
-        "{:<5} {:<24} {:>10} {:>10} {:>10} {:>9} {:>9}",
-        "net", "metric", "infermesh", "bare", "stack", "vs bare", "vs stack"
+        "{:<5} {:<24} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "net", "metric", "e2e", "plain", "bare", "stack", "e2e/plain", "vs bare", "vs stack"
     );
     // INFERMESH_BENCH_NET=tcp (or quic) runs one transport only.
     let only = std::env::var("INFERMESH_BENCH_NET").ok();

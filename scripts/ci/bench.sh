@@ -11,10 +11,10 @@ cargo bench --locked --workspace --bench kem
 step "replicated state: ingestion and reconciliation"
 cargo bench --locked --workspace --bench state
 
-step "replicated state: ingestion in wasm, in headless Chromium (the npm package's build profile)"
+step "in wasm, in headless Chromium (the npm package's build profile): state ingestion, e2e handshake"
 CHROMEDRIVER="${CHROMEDRIVER:-$(command -v chromedriver)}" \
   cargo test --locked --profile wasm -p infermesh-core --target wasm32-unknown-unknown \
-  --test wasm_ingest -- --include-ignored --nocapture
+  --test wasm_bench -- --include-ignored --nocapture
 
 step "replicated state: 20 nodes x 1000 writes converging"
 cargo bench --locked --workspace --bench converge

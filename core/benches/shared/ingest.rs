@@ -1,5 +1,5 @@
 //! The ingest measurement shared by the native `state` bench and the wasm
-//! one (`tests/wasm_ingest.rs`): signed entries of one owner, then decode +
+//! one (`tests/wasm_bench.rs`): signed entries of one owner, then decode +
 //! batch-verify + merge into a fresh replica, as reconciliation fetches them.
 
 use infermesh_core::{
