@@ -654,19 +654,16 @@ impl MeshHandle {
         // sessions; the envelope goes there unencoded.
         let sealed = direct.is_some() && self.quantum_resistant;
         let bytes = self.prepare(&mut envelope, sealed)?;
-        let outbound = net::Outbound {
-            id: envelope.id.clone(),
-            priority: envelope.priority,
-            expires_at_ms: envelope.timestamp.saturating_add(u64::from(envelope.ttl) * 1000),
-            bytes,
-            seal: sealed.then(|| Box::new(envelope.clone())),
-        };
+        let (id, priority, expires_at_ms) =
+            (envelope.id.clone(), envelope.priority, envelope.expires_at_ms());
+        let (seal, to) = if sealed { (Some(Box::new(envelope)), String::new()) } else { (None, envelope.to) };
+        let outbound = net::Outbound { id, priority, expires_at_ms, bytes, seal };
         match direct {
             Some(peer) => {
                 self.call(|reply| Command::SendDirect { peer, outbound, reply }).await?.map(Sent::Direct)
             }
             None => {
-                let (id, topic) = (outbound.id.clone(), envelope.to);
+                let (id, topic) = (outbound.id.clone(), to);
                 let publish_topic = topic.clone();
                 self.call(|reply| Command::Publish { topic: publish_topic, outbound, reply }).await??;
                 Ok(Sent::Broadcast { id, topic })

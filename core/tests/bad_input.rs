@@ -316,8 +316,9 @@ async fn sealed_messages_that_do_not_open_are_rejected_with_their_reason() {
     // A session the node never saw the start of (its first message lost).
     let mut unseen = E2e::new(raw.identity.clone(), Level::L3);
     unseen.learn_key(node.peer_id(), SignedKemKey::new(&node.identity, Level::L3)).unwrap();
-    let _never_sent = sealed(&mut unseen, "first");
-    unseen.confirm(&node.peer_id(), 0);
+    let mut never_sent = envelope(&raw.id, &to).with_content("first");
+    let first = unseen.seal(&node.peer_id(), &mut never_sent).unwrap();
+    unseen.confirm(&node.peer_id(), first.session);
     let orphan = sealed(&mut unseen, "second");
     assert_eq!(raw.direct(node.peer_id(), framed(&orphan.encode())).await.as_deref(), Some("e2e_no_session"));
 

@@ -43,7 +43,11 @@ fn wasm_handshake_cost() {
     );
     for level in [Level::L1, Level::L3, Level::L5] {
         let (initiate, accept) = handshake::handshake_us(level, 9, 50);
-        console_log!("  level {}  initiator {initiate:>7.1}  responder {accept:>7.1}", level.number());
+        let (first, later) = handshake::seal_overhead(level, 1024);
+        console_log!(
+            "  level {}  initiator {initiate:>7.1}  responder {accept:>7.1}  (sealing adds {first} B to a first message, {later} B after)",
+            level.number()
+        );
     }
     console_log!("  target: level 3 <= 300 us per side");
 }

@@ -101,12 +101,14 @@ pub struct Opened {
 /// What sealing an envelope involved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sealing {
-    /// The key epoch it was sealed under (the caller reports it back with
-    /// [`E2e::confirm`] once the peer acknowledges).
+    /// The key epoch it was sealed under.
     pub epoch: u32,
     /// A new key epoch started with this message: `Some(0)` for a first
     /// session, `Some(n > 0)` for a rotation.
     pub new_epoch: Option<u32>,
+    /// Which of this node's sessions sealed it (for [`E2e::confirm`] and
+    /// [`E2e::reset`], which act only if that session is still current).
+    pub session: u64,
 }
 
 /// The associated data of a sealed envelope: every header field.
@@ -123,18 +125,38 @@ fn header(env: &Envelope) -> Vec<u8> {
     out
 }
 
-fn seal_body(session: &mut Session, env: &mut Envelope) -> Result<Sealed, SessionError> {
-    let inner =
-        Inner { payload: ByteBuf::from(std::mem::take(&mut env.payload)), content: env.content.take() };
-    let mut plaintext = Vec::with_capacity(inner.payload.len() + 16);
+/// [`Inner`], borrowed from the envelope (sealing copies the payload once,
+/// into the plaintext).
+#[derive(Serialize)]
+struct InnerRef<'a> {
+    payload: &'a serde_bytes::Bytes,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+}
+
+/// `env` sealed under `session`: its header, and the payload and content
+/// in the `e2e` field (with `handshake`, if given).
+fn seal_body(
+    session: &mut Session,
+    env: &Envelope,
+    handshake: Option<Handshake>,
+) -> Result<Envelope, SessionError> {
+    let inner = InnerRef { payload: serde_bytes::Bytes::new(&env.payload), content: env.content.as_deref() };
+    let mut plaintext = Vec::with_capacity(env.payload.len() + 16);
     ciborium::into_writer(&inner, &mut plaintext).expect("writing CBOR into a Vec cannot fail");
-    let sealed = session.seal(&plaintext, &header(env));
-    if sealed.is_err() {
-        // Put the message back as it was.
-        env.payload = inner.payload.into_vec();
-        env.content = inner.content;
-    }
-    sealed
+    let sealed = session.seal(&plaintext, &header(env))?;
+    Ok(Envelope {
+        id: env.id.clone(),
+        msg_type: env.msg_type.clone(),
+        from: env.from.clone(),
+        to: env.to.clone(),
+        priority: env.priority,
+        ttl: env.ttl,
+        timestamp: env.timestamp,
+        payload: Vec::new(),
+        content: None,
+        e2e: Some(Box::new(E2eBody { handshake, sealed })),
+    })
 }
 
 fn open_body(session: &mut Session, env: &mut Envelope, sealed: &Sealed) -> Result<(), OpenError> {
@@ -148,6 +170,8 @@ fn open_body(session: &mut Session, env: &mut Envelope, sealed: &Sealed) -> Resu
 }
 
 struct Outgoing {
+    /// This node's number for the session (see [`Sealing::session`]).
+    id: u64,
     session: Session,
     handshake: Handshake,
     /// A message of this epoch was acknowledged: the peer has the session.
@@ -191,6 +215,7 @@ pub struct E2e {
     keys: HashMap<(PeerId, Level), (KemPublicKey, SignedKemKey)>,
     outgoing: HashMap<PeerId, Outgoing>,
     incoming: HashMap<PeerId, Incoming>,
+    next_session: u64,
 }
 
 impl std::fmt::Debug for E2e {
@@ -216,6 +241,7 @@ impl E2e {
             keys: HashMap::new(),
             outgoing: HashMap::new(),
             incoming: HashMap::new(),
+            next_session: 0,
         }
     }
 
@@ -267,6 +293,13 @@ impl E2e {
     /// Seals `env` for `peer` in place: `payload` and `content` move into
     /// the `e2e` field, encrypted. Starts or rotates the session as needed.
     pub fn seal(&mut self, peer: &PeerId, env: &mut Envelope) -> Result<Sealing, SealError> {
+        let (sealed, sealing) = self.sealed(peer, env)?;
+        *env = sealed;
+        Ok(sealing)
+    }
+
+    /// [`E2e::seal`], leaving `env` as it is (kept to send again).
+    pub fn sealed(&mut self, peer: &PeerId, env: &Envelope) -> Result<(Envelope, Sealing), SealError> {
         let mut new_epoch = None;
         let rotate = match self.outgoing.get(peer) {
             None => Some(0),
@@ -277,42 +310,49 @@ impl E2e {
             let (key, _) = self.keys.get(&(*peer, self.level)).ok_or(SealError::NeedKey(*peer))?;
             let (session, handshake) = Session::initiate(&self.identity, peer, key, epoch)?;
             make_room(&mut self.outgoing, peer);
-            self.outgoing.insert(*peer, Outgoing { session, handshake, confirmed: false });
+            let id = self.next_session;
+            self.next_session += 1;
+            self.outgoing.insert(*peer, Outgoing { id, session, handshake, confirmed: false });
             new_epoch = Some(epoch);
         }
         let out = self.outgoing.get_mut(peer).expect("inserted above");
-        let sealed = seal_body(&mut out.session, env)?;
-        let epoch = sealed.epoch;
         let handshake = (!out.confirmed).then(|| out.handshake.clone());
-        env.e2e = Some(Box::new(E2eBody { handshake, sealed }));
-        Ok(Sealing { epoch, new_epoch })
+        let sealed = seal_body(&mut out.session, env, handshake)?;
+        Ok((sealed, Sealing { epoch: out.session.epoch(), new_epoch, session: out.id }))
     }
 
-    /// `peer` acknowledged a message sealed under `epoch`: it holds the
-    /// session, so later messages go without the handshake.
-    pub fn confirm(&mut self, peer: &PeerId, epoch: u32) {
+    /// `peer` acknowledged a message of `session`: it holds the session,
+    /// so later messages go without the handshake.
+    pub fn confirm(&mut self, peer: &PeerId, session: u64) {
         if let Some(out) = self.outgoing.get_mut(peer)
-            && out.session.epoch() == epoch
+            && out.id == session
         {
             out.confirmed = true;
         }
     }
 
-    /// Drops the session to `peer` (it lost its end): the next message
-    /// starts a new one.
-    pub fn reset(&mut self, peer: &PeerId) {
-        self.outgoing.remove(peer);
+    /// Drops `session` with `peer` (the peer lost its end) if it is still
+    /// the current one: the next message starts a new session. (Messages
+    /// of the old one refused later do not drop the new one.)
+    pub fn reset(&mut self, peer: &PeerId, session: u64) {
+        if self.outgoing.get(peer).is_some_and(|out| out.id == session) {
+            self.outgoing.remove(peer);
+        }
     }
 
     /// Seals `env` for `peer` with a one-off session whose handshake
     /// travels with it, for a message that a third node holds until the
     /// peer comes back.
     pub fn seal_once(&mut self, peer: &PeerId, env: &mut Envelope) -> Result<(), SealError> {
+        *env = self.sealed_once(peer, env)?;
+        Ok(())
+    }
+
+    /// [`E2e::seal_once`], leaving `env` as it is.
+    pub fn sealed_once(&mut self, peer: &PeerId, env: &Envelope) -> Result<Envelope, SealError> {
         let (key, _) = self.keys.get(&(*peer, self.level)).ok_or(SealError::NeedKey(*peer))?;
         let (mut session, handshake) = Session::initiate(&self.identity, peer, key, 0)?;
-        let sealed = seal_body(&mut session, env)?;
-        env.e2e = Some(Box::new(E2eBody { handshake: Some(handshake), sealed }));
-        Ok(())
+        Ok(seal_body(&mut session, env, Some(handshake))?)
     }
 
     /// Opens a sealed envelope from the authenticated `sender` in place.
@@ -509,7 +549,7 @@ mod tests {
         for mut env in [second, first] {
             b.open(&pa, &mut env).unwrap();
         }
-        a.confirm(&pb, 0);
+        a.confirm(&pb, s1.session);
         let (third, _) = wire(&mut a, pb, message(pa, pb, "three"));
         assert!(third.e2e.as_ref().unwrap().handshake.is_none());
         let mut third = third;
@@ -559,16 +599,24 @@ mod tests {
         let (pa, pb) = (a.local, b.local);
         let (mut env, sealing) = wire(&mut a, pb, message(pa, pb, "1"));
         b.open(&pa, &mut env).unwrap();
-        a.confirm(&pb, sealing.epoch);
+        a.confirm(&pb, sealing.session);
         // b restarts: it knows a's key again but has no session.
         let ka = a.own_key(Level::L3);
         b = E2e::new(Identity::from_seed([2; 32]), Level::L3);
         b.learn_key(pa, ka).unwrap();
-        let (mut lost, _) = wire(&mut a, pb, message(pa, pb, "2"));
+        let (mut lost, lost_sealing) = wire(&mut a, pb, message(pa, pb, "2"));
+        let (mut also_lost, _) = wire(&mut a, pb, message(pa, pb, "3"));
         assert_eq!(b.open(&pa, &mut lost), Err(OpenError::NoSession(0)));
-        a.reset(&pb);
+        assert_eq!(b.open(&pa, &mut also_lost), Err(OpenError::NoSession(0)));
+        a.reset(&pb, lost_sealing.session);
         let (mut again, sealing) = wire(&mut a, pb, message(pa, pb, "2"));
         assert_eq!(sealing.new_epoch, Some(0));
+        assert_ne!(sealing.session, lost_sealing.session);
+        // The second refusal of the old session leaves the new one alone.
+        a.reset(&pb, lost_sealing.session);
+        assert_eq!(a.session_with(&pb).map(|(_, epoch)| epoch), Some(0));
+        let (_, same) = wire(&mut a, pb, message(pa, pb, "4"));
+        assert_eq!(same.session, sealing.session);
         b.open(&pa, &mut again).unwrap();
         assert_eq!(again.content.as_deref(), Some("2"));
     }

@@ -198,10 +198,9 @@ impl EventLoop {
 
     // ---- sending ------------------------------------------------------
 
-    /// Seals a direct message for `peer`: the encoded frame and the epoch.
-    pub(super) fn seal_for(&mut self, peer: &PeerId, plain: &Envelope) -> Result<(Vec<u8>, u32), MeshError> {
-        let mut sealed = plain.clone();
-        let sealing = self.e2e.seal(peer, &mut sealed).map_err(|e| match e {
+    /// Seals a direct message for `peer`: the encoded frame and the session.
+    pub(super) fn seal_for(&mut self, peer: &PeerId, plain: &Envelope) -> Result<(Vec<u8>, u64), MeshError> {
+        let (sealed, sealing) = self.e2e.sealed(peer, plain).map_err(|e| match e {
             SealError::NeedKey(_) | SealError::Session(_) => {
                 MeshError::Delivery { peer: *peer, reason: format!("cannot encrypt: {e}") }
             }
@@ -213,7 +212,7 @@ impl EventLoop {
             self.count_sessions();
             self.publish_kem_key();
         }
-        Ok((sealed.encode(), sealing.epoch))
+        Ok((sealed.encode(), sealing.session))
     }
 
     /// The recipient lost its session (it restarted): start a new one and
@@ -222,7 +221,9 @@ impl EventLoop {
         let Some(plain) = pending.plain.as_ref().filter(|_| !pending.retried) else {
             return Some(pending);
         };
-        self.e2e.reset(&pending.peer);
+        if let Some(session) = pending.session {
+            self.e2e.reset(&pending.peer, session);
+        }
         let outbound = Outbound {
             id: pending.id.clone(),
             priority: plain.priority,
@@ -250,11 +251,13 @@ impl EventLoop {
         if holders.is_empty() {
             return Some(pending);
         }
-        let mut sealed = (**plain).clone();
-        if let Err(e) = self.e2e.seal_once(&pending.peer, &mut sealed) {
-            tracing::debug!(peer = %pending.peer, "cannot seal for the mailbox: {e}");
-            return Some(pending);
-        }
+        let sealed = match self.e2e.sealed_once(&pending.peer, plain) {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                tracing::debug!(peer = %pending.peer, "cannot seal for the mailbox: {e}");
+                return Some(pending);
+            }
+        };
         let frame = ByteBuf::from(sealed.encode());
         let number = self.next_deposit;
         self.next_deposit += 1;

@@ -114,9 +114,9 @@ struct PendingSend {
     started: Instant,
     reply: oneshot::Sender<Result<Delivery, MeshError>>,
     /// The plaintext of a sealed message (to send again with a new
-    /// session, or to leave with a mailbox), and its key epoch.
+    /// session, or to leave with a mailbox), and the session that sealed it.
     plain: Option<Box<crate::messaging::Envelope>>,
-    epoch: Option<u32>,
+    session: Option<u64>,
     /// Already sent again once after the peer lost its session.
     retried: bool,
 }
@@ -904,10 +904,10 @@ impl EventLoop {
                         let result = match response.rejected {
                             None => {
                                 self.metrics.delivered(rtt.as_secs_f64());
-                                if let Some(epoch) = pending.epoch {
-                                    self.e2e.confirm(&peer, epoch);
+                                if let Some(session) = pending.session {
+                                    self.e2e.confirm(&peer, session);
                                 }
-                                let encrypted = pending.epoch.is_some();
+                                let encrypted = pending.session.is_some();
                                 Ok(Delivery { id: pending.id, rtt, held_by: None, encrypted })
                             }
                             Some(reason) => Err(MeshError::RejectedByPeer {
@@ -1353,9 +1353,9 @@ impl EventLoop {
         reply: oneshot::Sender<Result<Delivery, MeshError>>,
         retried: bool,
     ) {
-        let (bytes, plain, epoch) = match outbound.seal {
+        let (bytes, plain, session) = match outbound.seal {
             Some(plain) => match self.seal_for(&peer, &plain) {
-                Ok((bytes, epoch)) => (bytes, Some(plain), Some(epoch)),
+                Ok((bytes, session)) => (bytes, Some(plain), Some(session)),
                 Err(e) => {
                     let _ = reply.send(Err(e));
                     return;
@@ -1377,7 +1377,7 @@ impl EventLoop {
         self.metrics.message_out(Route::Direct);
         self.sends.insert(
             request_id,
-            PendingSend { peer, id: outbound.id, started: Instant::now(), reply, plain, epoch, retried },
+            PendingSend { peer, id: outbound.id, started: Instant::now(), reply, plain, session, retried },
         );
     }
 
