@@ -87,10 +87,11 @@ impl EventLoop {
         }
         let level = self.e2e.level();
         let published = self.state.get(&peer.to_base58(), &kem_state_key(level));
-        match published.as_ref().and_then(kem_key_from_json) {
-            Some(signed) => self.e2e.learn_key(*peer, signed).is_ok(),
-            None => false,
+        if let Some(signed) = published.as_ref().and_then(kem_key_from_json) {
+            // A key that does not verify is ignored; the node is asked instead.
+            let _ = self.e2e.learn_key(*peer, signed);
         }
+        self.e2e.knows(peer)
     }
 
     /// A direct message to seal whose recipient's key is not known yet:
@@ -217,19 +218,20 @@ impl EventLoop {
 
     /// The recipient lost its session (it restarted): start a new one and
     /// send again, once. Returns the pending send if it is not retried.
-    pub(super) fn retry_sealed(&mut self, pending: PendingSend) -> Option<PendingSend> {
-        let Some(plain) = pending.plain.as_ref().filter(|_| !pending.retried) else {
+    pub(super) fn retry_sealed(&mut self, mut pending: PendingSend) -> Option<PendingSend> {
+        if pending.retried {
             return Some(pending);
-        };
+        }
+        let Some(plain) = pending.plain.take() else { return Some(pending) };
         if let Some(session) = pending.session {
             self.e2e.reset(&pending.peer, session);
         }
         let outbound = Outbound {
-            id: pending.id.clone(),
+            id: pending.id,
             priority: plain.priority,
             expires_at_ms: plain.expires_at_ms(),
             bytes: Vec::new(),
-            seal: Some(plain.clone()),
+            seal: Some(plain),
         };
         self.start_send_with(pending.peer, outbound, pending.reply, true);
         None
