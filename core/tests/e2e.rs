@@ -5,14 +5,42 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use common::*;
 use infermesh_core::{
-    Delivery, Envelope, Identity, MeshConfig, MeshError, MsgType, Sent, Via, crypto::Level,
+    Delivery, Envelope, Identity, MeshConfig, MeshError, MsgType, PeerId, Sent, Via,
+    crypto::Level,
+    messaging::Held,
+    state::{Entry, MemoryStore, Store, StoreError},
 };
 
 const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A store that outlives the node using it (a data directory across restarts).
+#[derive(Clone, Default)]
+struct SharedStore(Arc<Mutex<MemoryStore>>);
+
+impl Store for SharedStore {
+    fn load(&self) -> Result<Vec<Entry>, StoreError> {
+        self.0.lock().unwrap().load()
+    }
+    fn put(&mut self, entries: &[&Entry]) -> Result<(), StoreError> {
+        self.0.lock().unwrap().put(entries)
+    }
+    fn load_mail(&self) -> Result<Vec<(PeerId, Held)>, StoreError> {
+        self.0.lock().unwrap().load_mail()
+    }
+    fn put_mail(&mut self, recipient: &PeerId, held: &Held) -> Result<(), StoreError> {
+        self.0.lock().unwrap().put_mail(recipient, held)
+    }
+    fn drop_mail(&mut self, messages: &[(PeerId, PeerId, String)]) -> Result<(), StoreError> {
+        self.0.lock().unwrap().drop_mail(messages)
+    }
+}
 
 fn memory() -> infermesh_core::Multiaddr {
     "/memory/0".parse().unwrap()
@@ -87,9 +115,16 @@ async fn direct_messages_are_sealed_end_to_end_and_the_status_says_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_to_an_offline_peer_waits_sealed_in_a_mailbox() {
-    // A native holder; light clients (browser pages' configuration) that
-    // reach each other through it.
-    let holder = TestNode::start(memory_config(Identity::generate().unwrap(), vec![]), memory()).await;
+    // A native holder (its store outlives its restart); light clients
+    // (browser pages' configuration) that reach each other through it.
+    let holder_identity = Identity::generate().unwrap();
+    let holder_store = SharedStore::default();
+    let holder = TestNode::start_with_store(
+        memory_config(holder_identity.clone(), vec![]),
+        memory(),
+        Box::new(holder_store.clone()),
+    )
+    .await;
     let client =
         |identity: Identity| MeshConfig { bootstrap: vec![holder.addr.clone()], ..client_config(identity) };
     let alice = TestNode::start(client(Identity::generate().unwrap()), memory()).await;
@@ -142,8 +177,30 @@ async fn a_message_to_an_offline_peer_waits_sealed_in_a_mailbox() {
     }
     assert_eq!(holder.mesh.metrics().mailbox_held, 2);
 
+    // The holder restarts: the messages were on its disk, ciphertext only.
+    let on_disk = holder_store.0.lock().unwrap().load_mail().unwrap();
+    assert_eq!(on_disk.len(), 2);
+    for (recipient, held) in &on_disk {
+        assert_eq!(*recipient, bob.peer_id());
+        for plain in [&b"while you were out"[..], b"hi from carol"] {
+            assert!(!held.frame.windows(plain.len()).any(|w| w == plain), "stored as ciphertext only");
+        }
+    }
+    holder.mesh.shutdown().await.unwrap();
+    let holder = TestNode::start_with_store(
+        memory_config(holder_identity, vec![]),
+        memory(),
+        Box::new(holder_store.clone()),
+    )
+    .await;
+    assert_eq!(holder.mesh.metrics().mailbox_held, 2);
+
     // Bob comes back (the same key, a new device): the mail is delivered.
-    let bob = TestNode::start(client(bob_identity), memory()).await;
+    let bob = TestNode::start(
+        MeshConfig { bootstrap: vec![holder.addr.clone()], ..client_config(bob_identity) },
+        memory(),
+    )
+    .await;
     bob.expect_received(2, "bob's mail", |m| {
         m.via == Via::Mailbox(holder.peer_id()) && m.e2e == Some(Level::L3)
     })
@@ -163,6 +220,7 @@ async fn a_message_to_an_offline_peer_waits_sealed_in_a_mailbox() {
         holder.mesh.held_mail().await.unwrap().is_empty()
     })
     .await;
+    assert!(holder_store.0.lock().unwrap().load_mail().unwrap().is_empty(), "and to forget them on disk");
     assert_eq!(holder.mesh.metrics().mailbox_delivered, 2);
 
     // Nobody knows a stranger's key: a clear error, nothing held.

@@ -150,15 +150,36 @@ impl Mailbox {
         }
     }
 
-    /// Drops expired messages.
-    pub fn expire(&mut self, now_ms: u64) {
+    /// Forgets one held message (by recipient, author and ID).
+    pub fn remove(&mut self, recipient: &PeerId, author: &PeerId, id: &str) {
+        let Some(held) = self.boxes.get_mut(recipient) else { return };
+        if let Some(i) = held.iter().position(|h| h.author == *author && h.id == id) {
+            let gone = held.remove(i).expect("position is in range");
+            *self.bytes.get_mut(recipient).expect("counted with the box") -= gone.frame.len();
+        }
+        if held.is_empty() {
+            self.boxes.remove(recipient);
+            self.bytes.remove(recipient);
+        }
+    }
+
+    /// Drops expired messages; returns them as (recipient, author, ID).
+    pub fn expire(&mut self, now_ms: u64) -> Vec<(PeerId, PeerId, String)> {
+        let mut gone = Vec::new();
         self.boxes.retain(|recipient, held| {
-            held.retain(|h| h.expires_at_ms > now_ms);
+            held.retain(|h| {
+                let keep = h.expires_at_ms > now_ms;
+                if !keep {
+                    gone.push((*recipient, h.author, h.id.clone()));
+                }
+                keep
+            });
             let bytes = held.iter().map(|h| h.frame.len()).sum();
             self.bytes.insert(*recipient, bytes);
             !held.is_empty()
         });
         self.bytes.retain(|recipient, _| self.boxes.contains_key(recipient));
+        gone
     }
 
     /// Messages held, for every recipient.
@@ -211,7 +232,9 @@ mod tests {
         assert!(!mailbox.has(&bob));
         assert_eq!(mailbox.take(&carol, 1, 2_000).len(), 1, "one message even over the budget");
         mailbox.hold(dave, alice, "y", 3_000, vec![0; 1]).unwrap();
-        mailbox.expire(3_000);
+        mailbox.hold(dave, alice, "z", 9_000, vec![0; 1]).unwrap();
+        mailbox.remove(&dave, &alice, "z");
+        assert_eq!(mailbox.expire(3_000), [(dave, alice, "y".to_owned())]);
         assert!(mailbox.is_empty());
     }
 }

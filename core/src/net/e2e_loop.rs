@@ -12,7 +12,7 @@ use crate::{
     MeshError,
     crypto::{Level, OpenError, SealError, SessionError, SignedKemKey},
     mesh::{Delivery, InboundMessage, Via},
-    messaging::{Envelope, RejectReason, Rejection},
+    messaging::{Envelope, Held, RejectReason, Rejection},
     net::{
         Outbound,
         e2e_proto::{E2eRequest, E2eResponse, HeldFrame, MAX_MAIL_BYTES},
@@ -73,7 +73,7 @@ pub(super) enum E2eAsk {
     /// A deposit (its number in `deposits`) with this holder.
     Deposit { deposit: u64, holder: PeerId },
     /// Held messages delivered to their recipient.
-    Mail { recipient: PeerId, held: Vec<crate::messaging::Held> },
+    Mail { recipient: PeerId, held: Vec<Held> },
 }
 
 impl EventLoop {
@@ -360,7 +360,9 @@ impl EventLoop {
                             // Refused ones (expired, duplicates) would be refused again.
                             tracing::debug!(%recipient, accepted, rejected, "held messages delivered");
                             self.metrics.mailbox_delivered(u64::from(accepted));
-                            drop(held);
+                            let done: Vec<_> =
+                                held.into_iter().map(|h| (recipient, h.author, h.id)).collect();
+                            self.forget_mail(&done);
                             self.mail_in_flight.remove(&recipient);
                             self.flush_mail(recipient);
                         }
@@ -486,9 +488,17 @@ impl EventLoop {
         if env.e2e.as_ref().is_none_or(|body| body.handshake.is_none()) {
             return Err("only end-to-end sealed messages with their handshake are held".into());
         }
+        let held = Held { author: depositor, id: env.id.clone(), expires_at_ms: env.expires_at_ms(), frame };
+        let copy = held.clone();
         self.mailbox
-            .hold(recipient, depositor, &env.id, env.expires_at_ms(), frame)
+            .hold(recipient, held.author, &held.id, held.expires_at_ms, held.frame)
             .map_err(|e| e.to_string())?;
+        // Held means stored: the answer waits for the store.
+        if let Err(e) = self.state.store_mut().put_mail(&recipient, &copy) {
+            self.mailbox.remove(&recipient, &copy.author, &copy.id);
+            tracing::warn!("cannot store a held message: {e}");
+            return Err("this node could not store the message".into());
+        }
         self.metrics.set_mailbox_held(self.mailbox.len());
         if self.peers.contains_key(&recipient) {
             self.flush_mail(recipient);
@@ -521,8 +531,50 @@ impl EventLoop {
     /// Drops expired held messages.
     pub(super) fn expire_mail(&mut self) {
         if !self.mailbox.is_empty() {
-            self.mailbox.expire(platform::now_ms());
+            let gone = self.mailbox.expire(platform::now_ms());
+            self.forget_mail(&gone);
             self.metrics.set_mailbox_held(self.mailbox.len());
         }
+    }
+
+    /// Removes delivered or expired messages from the store.
+    fn forget_mail(&mut self, messages: &[(PeerId, PeerId, String)]) {
+        if messages.is_empty() {
+            return;
+        }
+        if let Err(e) = self.state.store_mut().drop_mail(messages) {
+            // They stay on disk; at the next start they are delivered again
+            // (and refused as duplicates) or expire.
+            tracing::warn!("cannot remove held messages from the store: {e}");
+        }
+    }
+
+    /// Restores the mailbox from the store at start (unexpired messages).
+    pub(super) fn restore_mail(&mut self) {
+        if !self.config.mailbox {
+            return;
+        }
+        let stored = match self.state.store_mut().load_mail() {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!("cannot load held messages: {e}");
+                return;
+            }
+        };
+        let now = platform::now_ms();
+        let mut gone = Vec::new();
+        for (recipient, held) in stored {
+            let key = (recipient, held.author, held.id.clone());
+            if held.expires_at_ms <= now
+                || self
+                    .mailbox
+                    .hold(recipient, held.author, &held.id, held.expires_at_ms, held.frame)
+                    .is_err()
+            {
+                gone.push(key);
+            }
+        }
+        self.forget_mail(&gone);
+        self.metrics.set_mailbox_held(self.mailbox.len());
     }
 }

@@ -315,6 +315,7 @@ impl EventLoop {
     pub async fn run(mut self) {
         self.join_state_topic();
         self.count_state();
+        self.restore_mail();
         self.on_tick();
         let mut tick = platform::sleep(TICK).fuse();
         let mut linger = futures::future::Fuse::terminated();
@@ -923,8 +924,17 @@ impl EventLoop {
             request_response::Event::OutboundFailure { request_id, error, .. } => {
                 if let Some(pending) = self.sends.remove(&request_id) {
                     let peer = pending.peer;
-                    // Unreachable: a sealed message may wait in a mailbox.
-                    let pending = if matches!(error, request_response::OutboundFailure::DialFailure) {
+                    // Unreachable, or gone while it was sent: a sealed
+                    // message may wait in a mailbox. (If it did arrive, the
+                    // recipient refuses the held copy as a duplicate.)
+                    let unreachable = matches!(
+                        error,
+                        request_response::OutboundFailure::DialFailure
+                            | request_response::OutboundFailure::ConnectionClosed
+                            | request_response::OutboundFailure::Timeout
+                            | request_response::OutboundFailure::Io(_)
+                    );
+                    let pending = if unreachable {
                         match self.deposit(pending) {
                             Some(pending) => pending,
                             None => {

@@ -4,10 +4,11 @@
 
 use std::collections::BTreeMap;
 
+use libp2p::PeerId;
 use serde_json::Value;
 
 use super::{Applied, Entry, EntryError, Outcome, Replica};
-use crate::Identity;
+use crate::{Identity, messaging::Held};
 
 /// Where entries are kept across restarts (redb natively, IndexedDB in the
 /// browser, memory in tests). `put` returns once the entry is durable.
@@ -18,6 +19,22 @@ pub trait Store {
     /// the previous one; all durably, in one transaction where the backend
     /// has them.
     fn put(&mut self, entries: &[&Entry]) -> Result<(), StoreError>;
+
+    /// The messages this node holds for offline peers (its mailbox), with
+    /// their recipients, to restore at start. Backends that keep no mailbox
+    /// (the browser's) hold none.
+    fn load_mail(&self) -> Result<Vec<(PeerId, Held)>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Keeps a held message for `recipient`, durably.
+    fn put_mail(&mut self, _recipient: &PeerId, _held: &Held) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Forgets held messages (delivered or expired), by recipient, author
+    /// and message ID.
+    fn drop_mail(&mut self, _messages: &[(PeerId, PeerId, String)]) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 impl<S: Store + ?Sized> Store for Box<S> {
@@ -26,6 +43,15 @@ impl<S: Store + ?Sized> Store for Box<S> {
     }
     fn put(&mut self, entries: &[&Entry]) -> Result<(), StoreError> {
         (**self).put(entries)
+    }
+    fn load_mail(&self) -> Result<Vec<(PeerId, Held)>, StoreError> {
+        (**self).load_mail()
+    }
+    fn put_mail(&mut self, recipient: &PeerId, held: &Held) -> Result<(), StoreError> {
+        (**self).put_mail(recipient, held)
+    }
+    fn drop_mail(&mut self, messages: &[(PeerId, PeerId, String)]) -> Result<(), StoreError> {
+        (**self).drop_mail(messages)
     }
 }
 
@@ -66,24 +92,43 @@ pub enum WriteMode {
     Delete,
 }
 
-/// Entries kept in memory only.
+/// Entries (and held messages) kept in memory only.
 #[derive(Default)]
-pub struct MemoryStore(BTreeMap<(String, String), Entry>);
+pub struct MemoryStore {
+    entries: BTreeMap<(String, String), Entry>,
+    mail: BTreeMap<(PeerId, PeerId, String), Held>,
+}
 
 impl MemoryStore {
     /// A store holding these entries (the last of each key wins).
     pub fn with(entries: impl IntoIterator<Item = Entry>) -> Self {
-        Self(entries.into_iter().map(|e| ((e.namespace.clone(), e.key.clone()), e)).collect())
+        Self {
+            entries: entries.into_iter().map(|e| ((e.namespace.clone(), e.key.clone()), e)).collect(),
+            mail: BTreeMap::new(),
+        }
     }
 }
 
 impl Store for MemoryStore {
     fn load(&self) -> Result<Vec<Entry>, StoreError> {
-        Ok(self.0.values().cloned().collect())
+        Ok(self.entries.values().cloned().collect())
     }
     fn put(&mut self, entries: &[&Entry]) -> Result<(), StoreError> {
         for &entry in entries {
-            self.0.insert((entry.namespace.clone(), entry.key.clone()), entry.clone());
+            self.entries.insert((entry.namespace.clone(), entry.key.clone()), entry.clone());
+        }
+        Ok(())
+    }
+    fn load_mail(&self) -> Result<Vec<(PeerId, Held)>, StoreError> {
+        Ok(self.mail.iter().map(|((recipient, _, _), held)| (*recipient, held.clone())).collect())
+    }
+    fn put_mail(&mut self, recipient: &PeerId, held: &Held) -> Result<(), StoreError> {
+        self.mail.insert((*recipient, held.author, held.id.clone()), held.clone());
+        Ok(())
+    }
+    fn drop_mail(&mut self, messages: &[(PeerId, PeerId, String)]) -> Result<(), StoreError> {
+        for key in messages {
+            self.mail.remove(key);
         }
         Ok(())
     }
@@ -116,6 +161,11 @@ impl<S: Store> LocalState<S> {
     /// The replica (read-only).
     pub fn replica(&self) -> &Replica {
         &self.replica
+    }
+
+    /// The store (for the mailbox, which keeps its messages there too).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
     }
 
     /// The live value of `key` in `namespace`.

@@ -57,8 +57,17 @@ pub fn client_config(identity: Identity) -> MeshConfig {
 impl TestNode {
     /// Starts a node on `listen` (e.g. `/memory/0`).
     pub async fn start(config: MeshConfig, listen: Multiaddr) -> TestNode {
+        Self::start_with_store(config, listen, Box::new(infermesh_core::state::MemoryStore::default())).await
+    }
+
+    /// Starts a node keeping its state (and mailbox) in `store`.
+    pub async fn start_with_store(
+        config: MeshConfig,
+        listen: Multiaddr,
+        store: Box<dyn infermesh_core::state::Store + Send>,
+    ) -> TestNode {
         let identity = config.identity.clone();
-        let (mesh, mut events, event_loop) = Mesh::build(config).expect("mesh builds");
+        let (mesh, mut events, event_loop) = Mesh::build_with_store(config, store).expect("mesh builds");
         tokio::spawn(event_loop.run());
         let inbox = Arc::new(Mutex::new(Vec::new()));
         let sink = inbox.clone();
