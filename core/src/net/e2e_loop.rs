@@ -216,14 +216,20 @@ impl EventLoop {
         Ok((sealed.encode(), sealing.session))
     }
 
-    /// The recipient lost its session (it restarted): start a new one and
-    /// send again, once. Returns the pending send if it is not retried.
-    pub(super) fn retry_sealed(&mut self, mut pending: PendingSend) -> Option<PendingSend> {
+    /// Sends a sealed message again, once: after the recipient lost its
+    /// session (it restarted; `new_session` starts another), or after the
+    /// connection it went on closed while another is open. Returns the
+    /// pending send if it is not retried.
+    pub(super) fn retry_sealed(
+        &mut self,
+        mut pending: PendingSend,
+        new_session: bool,
+    ) -> Option<PendingSend> {
         if pending.retried {
             return Some(pending);
         }
         let Some(plain) = pending.plain.take() else { return Some(pending) };
-        if let Some(session) = pending.session {
+        if let Some(session) = pending.session.filter(|_| new_session) {
             self.e2e.reset(&pending.peer, session);
         }
         let outbound = Outbound {

@@ -893,7 +893,7 @@ impl EventLoop {
                         let peer = pending.peer;
                         let rtt = pending.started.elapsed();
                         if response.rejected.as_deref() == Some(RejectReason::NoSession.as_str()) {
-                            let Some(pending) = self.retry_sealed(pending) else {
+                            let Some(pending) = self.retry_sealed(pending, true) else {
                                 self.send_finished(peer);
                                 return;
                             };
@@ -934,7 +934,22 @@ impl EventLoop {
                             | request_response::OutboundFailure::Timeout
                             | request_response::OutboundFailure::Io(_)
                     );
-                    let pending = if unreachable {
+                    // A restarted peer's old connection may close under the
+                    // message while its new one is up: once more on that.
+                    let pending = if matches!(error, request_response::OutboundFailure::ConnectionClosed)
+                        && self.peers.contains_key(&peer)
+                    {
+                        match self.retry_sealed(pending, false) {
+                            Some(pending) => pending,
+                            None => {
+                                self.send_finished(peer);
+                                return;
+                            }
+                        }
+                    } else {
+                        pending
+                    };
+                    let pending = if unreachable && pending.plain.is_some() {
                         match self.deposit(pending) {
                             Some(pending) => pending,
                             None => {
