@@ -243,6 +243,32 @@ impl EventLoop {
         None
     }
 
+    /// A sealed send failed with `error`: sends it again on another
+    /// connection, or leaves it with mailbox holders, if it can. Returns
+    /// the pending send if neither is possible (the caller reports it).
+    pub(super) fn recover_send(
+        &mut self,
+        pending: PendingSend,
+        error: &request_response::OutboundFailure,
+    ) -> Option<PendingSend> {
+        use request_response::OutboundFailure::{ConnectionClosed, DialFailure, Io, Timeout};
+        // A restarted peer's old connection may close under the message
+        // while its new one is up: once more on that.
+        let pending = if matches!(error, ConnectionClosed) && self.peers.contains_key(&pending.peer) {
+            self.retry_sealed(pending, false)?
+        } else {
+            pending
+        };
+        // Unreachable, or gone while it was sent: it may wait in a mailbox.
+        // (If it did arrive, the recipient refuses the held copy as a
+        // duplicate.)
+        if matches!(error, DialFailure | ConnectionClosed | Timeout | Io(_)) {
+            self.deposit(pending)
+        } else {
+            Some(pending)
+        }
+    }
+
     /// The recipient could not be reached: leave the message, sealed, with
     /// mailbox holders. Returns the pending send if that is not possible.
     pub(super) fn deposit(&mut self, pending: PendingSend) -> Option<PendingSend> {

@@ -924,41 +924,9 @@ impl EventLoop {
             request_response::Event::OutboundFailure { request_id, error, .. } => {
                 if let Some(pending) = self.sends.remove(&request_id) {
                     let peer = pending.peer;
-                    // Unreachable, or gone while it was sent: a sealed
-                    // message may wait in a mailbox. (If it did arrive, the
-                    // recipient refuses the held copy as a duplicate.)
-                    let unreachable = matches!(
-                        error,
-                        request_response::OutboundFailure::DialFailure
-                            | request_response::OutboundFailure::ConnectionClosed
-                            | request_response::OutboundFailure::Timeout
-                            | request_response::OutboundFailure::Io(_)
-                    );
-                    // A restarted peer's old connection may close under the
-                    // message while its new one is up: once more on that.
-                    let pending = if matches!(error, request_response::OutboundFailure::ConnectionClosed)
-                        && self.peers.contains_key(&peer)
-                    {
-                        match self.retry_sealed(pending, false) {
-                            Some(pending) => pending,
-                            None => {
-                                self.send_finished(peer);
-                                return;
-                            }
-                        }
-                    } else {
-                        pending
-                    };
-                    let pending = if unreachable && pending.plain.is_some() {
-                        match self.deposit(pending) {
-                            Some(pending) => pending,
-                            None => {
-                                self.send_finished(peer);
-                                return;
-                            }
-                        }
-                    } else {
-                        pending
+                    let Some(pending) = self.recover_send(pending, &error) else {
+                        self.send_finished(peer);
+                        return;
                     };
                     let reason = match &error {
                         request_response::OutboundFailure::DialFailure => {
