@@ -94,6 +94,34 @@ fn main() {
         std::hint::black_box(dk.decapsulate(&ct));
     });
     println!("of which: X25519 DH {x25519:.1}, ML-KEM-768 encaps {encaps:.1}, decaps {decaps:.1}");
+    // The reference implementation of level 3 (the `x-wing` crate), same run.
+    {
+        use x_wing::{Decapsulate as _, TryKeyInit as _};
+        let theirs = x_wing::DecapsulationKey::from([3u8; 32]);
+        let ours = KemSecret::from_seed(Level::L3, [3u8; 32]);
+        let their_pk = x_wing::EncapsulationKey::new_from_slice(&ours.public_key().to_bytes()).unwrap();
+        let (ct, _) = their_pk.encapsulate_deterministic(&[4u8; 64].into());
+        let their_encaps = time_us(|| {
+            std::hint::black_box(their_pk.encapsulate_deterministic(&[4u8; 64].into()));
+        });
+        let their_decaps = time_us(|| {
+            std::hint::black_box(theirs.decapsulate(&ct));
+        });
+        let public = ours.public_key();
+        let our_encaps = time_us(|| {
+            std::hint::black_box(public.encapsulate_with(&[4u8; 64]));
+        });
+        let our_ct = ct.to_vec();
+        let our_decaps = time_us(|| {
+            std::hint::black_box(ours.decapsulate(&our_ct).unwrap());
+        });
+        println!(
+            "level 3 vs the x-wing crate (reference), same run: encapsulate {our_encaps:.1} vs {their_encaps:.1} \
+             ({:.2}x), decapsulate {our_decaps:.1} vs {their_decaps:.1} ({:.2}x)",
+            their_encaps / our_encaps,
+            their_decaps / our_decaps
+        );
+    }
     println!(
         "handshake per side = encapsulate (initiator) or decapsulate (responder), the peer's key parsed once"
     );
