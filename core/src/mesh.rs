@@ -146,6 +146,9 @@ pub struct MeshConfig {
     pub mailbox: bool,
     /// Bounds of that mailbox.
     pub mailbox_limits: crate::messaging::MailboxLimits,
+    /// When end-to-end session keys are rotated (by default after 2^20
+    /// messages or an hour), with a fresh encapsulation.
+    pub e2e_rekey: crate::crypto::Rekey,
 }
 
 impl MeshConfig {
@@ -177,6 +180,7 @@ impl MeshConfig {
             kem_level: crate::crypto::Level::L3,
             mailbox: true,
             mailbox_limits: crate::messaging::MailboxLimits::default(),
+            e2e_rekey: crate::crypto::Rekey::default(),
         }
     }
 

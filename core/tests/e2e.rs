@@ -87,6 +87,7 @@ async fn direct_messages_are_sealed_end_to_end_and_the_status_says_so() {
     // y restarts: it has lost the session; x's next message is refused
     // once, then goes again with a fresh handshake.
     y.mesh.shutdown().await.unwrap();
+    wait_until(DEADLINE, "x to see y leave", || async { !x.connected_to(&y.peer_id()).await }).await;
     let y = TestNode::start(memory_config(y_identity, vec![x.addr.clone()]), memory()).await;
     wait_until(DEADLINE, "y reconnects", || async { x.connected_to(&y.peer_id()).await }).await;
     let delivery = send(&x, &y, "after your restart").await.unwrap();
@@ -111,6 +112,38 @@ async fn direct_messages_are_sealed_end_to_end_and_the_status_says_so() {
     })
     .await;
     assert!(!z.mesh.status().await.unwrap().quantum_resistant);
+}
+
+/// Keys rotate while messages are in flight: none is lost, both sides count
+/// the rotations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_keys_rotate_under_load_without_losing_a_message() {
+    use futures::StreamExt;
+    use infermesh_core::crypto::Rekey;
+    const SENT: usize = 1000;
+    let rekey = Rekey { messages: 200, age: Duration::from_secs(3600) };
+    let config = |bootstrap| MeshConfig {
+        e2e_rekey: rekey,
+        ..memory_config(Identity::generate().unwrap(), bootstrap)
+    };
+    let x = TestNode::start(config(vec![]), memory()).await;
+    let y = TestNode::start(config(vec![x.addr.clone()]), memory()).await;
+    wait_until(DEADLINE, "y connects", || async { x.connected_to(&y.peer_id()).await }).await;
+    let to = y.peer_id();
+    let results: Vec<_> = futures::stream::iter(0..SENT)
+        .map(|i| {
+            let mesh = x.mesh.clone();
+            async move { mesh.send_text(to, &format!("rotating {i}")).await }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    assert!(results.iter().all(Result::is_ok), "{:?}", results.iter().find(|r| r.is_err()));
+    y.expect_received(SENT, "every message", |m| m.e2e == Some(Level::L3)).await;
+    // 1000 messages, a new key every 200: epochs 0 to 4.
+    assert_eq!(x.mesh.metrics().e2e_rekeys, 4);
+    assert_eq!(y.mesh.metrics().e2e_rekeys, 4);
+    assert_eq!(y.mesh.metrics().dropped_by_reason.values().sum::<u64>(), 0, "nothing refused");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,7 +30,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::{
     kem::{KemPublicKey, KemSecret, Level},
-    session::{Handshake, Sealed, Session, SessionError, SignedKemKey},
+    session::{Handshake, Rekey, Sealed, Session, SessionError, SignedKemKey},
 };
 use crate::{Identity, messaging::Envelope};
 
@@ -216,6 +216,7 @@ pub struct E2e {
     outgoing: HashMap<PeerId, Outgoing>,
     incoming: HashMap<PeerId, Incoming>,
     next_session: u64,
+    rekey: Rekey,
 }
 
 impl std::fmt::Debug for E2e {
@@ -242,7 +243,14 @@ impl E2e {
             outgoing: HashMap::new(),
             incoming: HashMap::new(),
             next_session: 0,
+            rekey: Rekey::default(),
         }
+    }
+
+    /// Rotates session keys by `policy` instead of the default.
+    pub fn with_rekey(mut self, policy: Rekey) -> Self {
+        self.rekey = policy;
+        self
     }
 
     /// The level this node encapsulates at.
@@ -303,7 +311,9 @@ impl E2e {
         let mut new_epoch = None;
         let rotate = match self.outgoing.get(peer) {
             None => Some(0),
-            Some(out) if out.session.needs_rekey() => Some(out.session.epoch().wrapping_add(1)),
+            Some(out) if out.session.needs_rekey_after(&self.rekey) => {
+                Some(out.session.epoch().wrapping_add(1))
+            }
             Some(_) => None,
         };
         if let Some(epoch) = rotate {

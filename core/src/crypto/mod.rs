@@ -9,4 +9,4 @@ pub mod session;
 
 pub use e2e::{E2e, E2eBody, MAX_SEAL_OVERHEAD, OpenError, Opened, SealError, Sealing};
 pub use kem::{KemError, KemPublicKey, KemSecret, Level, SharedSecret};
-pub use session::{Handshake, Role, Sealed, Session, SessionError, SignedKemKey};
+pub use session::{Handshake, Rekey, Role, Sealed, Session, SessionError, SignedKemKey};

@@ -37,6 +37,22 @@ pub const REKEY_AFTER_MESSAGES: u64 = 1 << 20;
 /// Age of a key after which it is rotated.
 pub const REKEY_AFTER: Duration = Duration::from_secs(3600);
 
+/// When a session's keys are rotated: after this many messages or this
+/// age, whichever comes first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rekey {
+    /// Messages sent under one key.
+    pub messages: u64,
+    /// Age of a key.
+    pub age: Duration,
+}
+
+impl Default for Rekey {
+    fn default() -> Self {
+        Self { messages: REKEY_AFTER_MESSAGES, age: REKEY_AFTER }
+    }
+}
+
 const PROTOCOL: &[u8] = b"infermesh/e2e/v1";
 
 /// Why a session operation failed.
@@ -306,7 +322,12 @@ impl Session {
 
     /// Whether the initiator should rotate now (message count or age).
     pub fn needs_rekey(&self) -> bool {
-        self.sent >= REKEY_AFTER_MESSAGES || self.started.elapsed() >= REKEY_AFTER
+        self.needs_rekey_after(&Rekey::default())
+    }
+
+    /// Whether the initiator should rotate now under `policy`.
+    pub fn needs_rekey_after(&self, policy: &Rekey) -> bool {
+        self.sent >= policy.messages || self.started.elapsed() >= policy.age
     }
 
     /// Marks the key as used up, so the next message rotates (tests).

@@ -217,9 +217,8 @@ impl EventLoop {
     }
 
     /// Sends a sealed message again, once: after the recipient lost its
-    /// session (it restarted; `new_session` starts another), or after the
-    /// connection it went on closed while another is open. Returns the
-    /// pending send if it is not retried.
+    /// session or the connection it went on closed (`new_session` starts
+    /// another session). Returns the pending send if it is not retried.
     pub(super) fn retry_sealed(
         &mut self,
         mut pending: PendingSend,
@@ -252,13 +251,11 @@ impl EventLoop {
         error: &request_response::OutboundFailure,
     ) -> Option<PendingSend> {
         use request_response::OutboundFailure::{ConnectionClosed, DialFailure, Io, Timeout};
-        // A restarted peer's old connection may close under the message
-        // while its new one is up: once more on that.
-        let pending = if matches!(error, ConnectionClosed) && self.peers.contains_key(&pending.peer) {
-            self.retry_sealed(pending, false)?
-        } else {
-            pending
-        };
+        // The connection closed under the message (a restarted peer's old
+        // one, say): once more, on another connection or a new dial, with a
+        // new session in case the peer restarted.
+        let pending =
+            if matches!(error, ConnectionClosed) { self.retry_sealed(pending, true)? } else { pending };
         // Unreachable, or gone while it was sent: it may wait in a mailbox.
         // (If it did arrive, the recipient refuses the held copy as a
         // duplicate.)

@@ -297,7 +297,7 @@ impl EventLoop {
             find_queries: HashMap::new(),
             find_waiters: HashMap::new(),
             logged_reasons: HashSet::new(),
-            e2e: E2e::new(config.identity.clone(), config.kem_level),
+            e2e: E2e::new(config.identity.clone(), config.kem_level).with_rekey(config.e2e_rekey),
             awaiting_key: HashMap::new(),
             key_asks_open: HashMap::new(),
             e2e_asks: HashMap::new(),
