@@ -61,7 +61,9 @@ function onMessage (message, payload) {
     addMessage($('chat'), { who, text, meta: `#${message.topic} · ${time(message.timestamp)}` })
     log(`#${message.topic} ← ${short(message.sender)}`)
   } else {
-    addMessage($('dms'), { who, text, meta: `direct · ${time(message.timestamp)}` })
+    const how = message.encrypted ? ` · end-to-end encrypted (ML-KEM + X25519, level ${message.kem_level})` : ''
+    const held = message.held_by ? ` · held by ${short(message.held_by)} while you were away` : ''
+    addMessage($('dms'), { who, text, meta: `direct${how}${held} · ${time(message.timestamp)}` })
     log(`direct message from ${short(message.sender)}`)
     $('direct-to').value ||= message.sender
   }
@@ -147,6 +149,7 @@ function renderPeers (peers) {
     const role = p.agent?.includes('(browser)') ? 'page' : p.agent?.startsWith('infermesh/') ? 'node' : 'peer'
     li.innerHTML = `<span class="dot"></span><code title="${p.peer_id}">${short(p.peer_id)}</code>
       <span class="tag">${TRANSPORTS[p.transport] ?? p.transport}</span>
+      ${p.quantum_secure ? `<span class="tag" title="end-to-end session: ML-KEM + X25519">e2e L${p.kem_level}</span>` : ''}
       <span class="muted small">${role}${p.rtt_ms != null ? ` · ${p.rtt_ms.toFixed(1)} ms` : ''}</span>`
     const dm = document.createElement('button')
     dm.className = 'ghost small'
@@ -206,7 +209,11 @@ $('direct-form').onsubmit = async (e) => {
   $('direct-input').value = ''
   try {
     const sent = await client.send_direct(to, encoder.encode(text))
-    addMessage($('dms'), { who: `you → ${short(to)}`, text, meta: `delivered · ${sent.rtt_ms.toFixed(1)} ms`, mine: true })
+    const how = sent.encrypted ? ' · end-to-end encrypted' : ''
+    const meta = sent.held_by
+      ? `offline: held by ${short(sent.held_by)}${how}`
+      : `delivered · ${sent.rtt_ms.toFixed(1)} ms${how}`
+    addMessage($('dms'), { who: `you → ${short(to)}`, text, meta, mine: true })
   } catch (err) {
     log(`direct to ${short(to)}: ${err.message}`, 'error')
     $('direct-input').value = text

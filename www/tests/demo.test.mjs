@@ -56,6 +56,10 @@ test('the demo page: chat on a topic and a direct message between two tabs', asy
     null, { timeout: 15_000 })
   await a.page.waitForFunction(() => document.querySelector('#dms').textContent.includes('psst, A'),
     null, { timeout: 10_000 })
+  // Both ends say the message was end-to-end encrypted.
+  for (const tab of [a, b]) {
+    assert.match(await tab.page.textContent('#dms'), /end-to-end encrypted/)
+  }
 
   // Metrics moved.
   await a.page.waitForFunction(() => Number(document.querySelector('[data-m="messages_in"]').textContent) >= 1)
