@@ -85,8 +85,12 @@ fn gossipsub(keypair: &Keypair, config: &MeshConfig) -> Result<gossipsub::Behavi
         // is dropped by gossipsub's codec before decoding, anything between
         // reaches our validator and is counted as oversize.
         .max_transmit_size(config.limits.max_envelope_bytes * 2 + 64 * 1024)
-        // Small meshes are normal for us: keep every subscribed peer meshed.
-        .mesh_n_low(1)
+        // Small meshes are normal for us: keep every subscribed peer meshed,
+        // and graft a new subscriber as soon as its subscription arrives
+        // (below `mesh_n_low`). Left to the next heartbeat, a message could
+        // arrive in between, be forwarded to the mesh without it, and never
+        // reach it by gossip either once it is grafted.
+        .mesh_n_low(5)
         .mesh_n(6)
         .mesh_n_high(12)
         .mesh_outbound_min(0)
