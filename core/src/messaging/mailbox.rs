@@ -55,6 +55,9 @@ pub struct Mailbox {
     limits: MailboxLimits,
     boxes: HashMap<PeerId, VecDeque<Held>>,
     bytes: HashMap<PeerId, usize>,
+    /// No held message expires before this (a lower bound): `expire`
+    /// returns at once until then, so calling it every tick costs nothing.
+    soonest: u64,
 }
 
 impl std::fmt::Debug for Mailbox {
@@ -66,11 +69,12 @@ impl std::fmt::Debug for Mailbox {
 impl Mailbox {
     /// An empty mailbox with these bounds.
     pub fn new(limits: MailboxLimits) -> Self {
-        Self { limits, boxes: HashMap::new(), bytes: HashMap::new() }
+        Self { limits, boxes: HashMap::new(), bytes: HashMap::new(), soonest: u64::MAX }
     }
 
     /// Holds `frame` (message `id` by `author`) for `recipient` until
-    /// `expires_at_ms`. A message already held is taken again silently.
+    /// `expires_at_ms`; returns it as held. A message already held is
+    /// taken again silently (the one held is returned).
     pub fn hold(
         &mut self,
         recipient: PeerId,
@@ -78,10 +82,10 @@ impl Mailbox {
         id: &str,
         expires_at_ms: u64,
         frame: Vec<u8>,
-    ) -> Result<(), MailboxError> {
+    ) -> Result<&Held, MailboxError> {
         let held = self.boxes.get(&recipient);
-        if held.is_some_and(|b| b.iter().any(|h| h.author == author && h.id == id)) {
-            return Ok(());
+        if let Some(i) = held.and_then(|b| b.iter().position(|h| h.author == author && h.id == id)) {
+            return Ok(&self.boxes[&recipient][i]);
         }
         if held.is_none() && self.boxes.len() >= self.limits.recipients {
             return Err(MailboxError::TooManyRecipients);
@@ -92,13 +96,10 @@ impl Mailbox {
             return Err(MailboxError::Full(recipient));
         }
         *self.bytes.entry(recipient).or_default() += frame.len();
-        self.boxes.entry(recipient).or_default().push_back(Held {
-            author,
-            id: id.to_owned(),
-            expires_at_ms,
-            frame,
-        });
-        Ok(())
+        self.soonest = self.soonest.min(expires_at_ms);
+        let held = self.boxes.entry(recipient).or_default();
+        held.push_back(Held { author, id: id.to_owned(), expires_at_ms, frame });
+        Ok(held.back().expect("just pushed"))
     }
 
     /// Whether anything is held for `recipient`.
@@ -146,6 +147,7 @@ impl Mailbox {
                 continue;
             }
             *self.bytes.entry(recipient).or_default() += h.frame.len();
+            self.soonest = self.soonest.min(h.expires_at_ms);
             self.boxes.entry(recipient).or_default().push_front(h);
         }
     }
@@ -165,6 +167,9 @@ impl Mailbox {
 
     /// Drops expired messages; returns them as (recipient, author, ID).
     pub fn expire(&mut self, now_ms: u64) -> Vec<(PeerId, PeerId, String)> {
+        if now_ms < self.soonest {
+            return Vec::new();
+        }
         let mut gone = Vec::new();
         self.boxes.retain(|recipient, held| {
             held.retain(|h| {
@@ -179,6 +184,7 @@ impl Mailbox {
             !held.is_empty()
         });
         self.bytes.retain(|recipient, _| self.boxes.contains_key(recipient));
+        self.soonest = self.boxes.values().flatten().map(|h| h.expires_at_ms).min().unwrap_or(u64::MAX);
         gone
     }
 

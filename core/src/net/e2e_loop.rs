@@ -517,14 +517,13 @@ impl EventLoop {
         if env.e2e.as_ref().is_none_or(|body| body.handshake.is_none()) {
             return Err("only end-to-end sealed messages with their handshake are held".into());
         }
-        let held = Held { author: depositor, id: env.id.clone(), expires_at_ms: env.expires_at_ms(), frame };
-        let copy = held.clone();
-        self.mailbox
-            .hold(recipient, held.author, &held.id, held.expires_at_ms, held.frame)
+        let held = self
+            .mailbox
+            .hold(recipient, depositor, &env.id, env.expires_at_ms(), frame)
             .map_err(|e| e.to_string())?;
         // Held means stored: the answer waits for the store.
-        if let Err(e) = self.state.store_mut().put_mail(&recipient, &copy) {
-            self.mailbox.remove(&recipient, &copy.author, &copy.id);
+        if let Err(e) = self.state.store_mut().put_mail(&recipient, held) {
+            self.mailbox.remove(&recipient, &depositor, &env.id);
             tracing::warn!("cannot store a held message: {e}");
             return Err("this node could not store the message".into());
         }
