@@ -3,10 +3,9 @@
 //! - **Level 3** (the default) is X-Wing, draft-connolly-cfrg-xwing-kem:
 //!   ML-KEM-768 (FIPS 203) next to X25519. It is checked against the
 //!   draft's published test vectors and against the `x-wing` crate; it is
-//!   built here on `ml-kem` and `x25519-dalek` (like levels 1 and 5) so that
-//!   a secret key is expanded once, not at every decapsulation as the
-//!   crate does (that alone costs more than the whole budget of a
-//!   handshake).
+//!   built here (like levels 1 and 5) on ML-KEM — `libcrux-ml-kem`
+//!   natively, `ml-kem` in wasm — and `x25519-dalek`, so that a secret key
+//!   is expanded once, not at every decapsulation as the crate does.
 //! - **Levels 1 and 5** are the same construction over ML-KEM-512 and
 //!   ML-KEM-1024, each with its own label:
 //!   - key pair from a 32-byte seed `sk`: `SHAKE256(sk)` gives 96 bytes;
@@ -156,11 +155,12 @@ fn expand(sk: &[u8; 32]) -> ([u8; 64], x25519_dalek::StaticSecret) {
 /// The X-Wing construction over one ML-KEM parameter set. With X-Wing's
 /// label at ML-KEM-768 it is X-Wing itself (the tests check it against the
 /// draft's vectors and the `x-wing` crate). Keys are expanded once, when
-/// made or parsed, not at every operation.
+/// made or parsed, not at every operation. ML-KEM comes from
+/// [`crate::platform::mlkem`]: `libcrux-ml-kem` natively, `ml-kem` in wasm.
 macro_rules! hybrid {
-    ($name:ident, $kem:ty, $pk_m:expr, $ct_m:expr) => {
+    ($name:ident, $pk_m:expr, $ct_m:expr) => {
         mod $name {
-            use ml_kem::{Decapsulate as _, FromSeed as _, KeyExport as _, TryKeyInit as _};
+            use crate::platform::mlkem::$name as kem;
 
             use super::*;
 
@@ -170,34 +170,48 @@ macro_rules! hybrid {
             /// An expanded secret key.
             #[derive(Clone)]
             pub(super) struct Secret {
-                dk_m: ml_kem::DecapsulationKey<$kem>,
+                dk_m: kem::Secret,
+                ek_m: kem::Public,
                 sk_x: x25519_dalek::StaticSecret,
                 pk_x: [u8; 32],
             }
 
             /// A parsed public key.
-            #[derive(Clone, Debug, PartialEq, Eq)]
+            #[derive(Clone)]
             pub(super) struct Public {
-                ek_m: ml_kem::EncapsulationKey<$kem>,
+                ek_m: kem::Public,
                 pk_x: [u8; 32],
+            }
+
+            impl PartialEq for Public {
+                fn eq(&self, other: &Self) -> bool {
+                    self.pk_x == other.pk_x && self.ek_m.to_bytes() == other.ek_m.to_bytes()
+                }
+            }
+
+            impl Eq for Public {}
+
+            impl std::fmt::Debug for Public {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.debug_struct("Public").field("pk_x", &self.pk_x).finish_non_exhaustive()
+                }
             }
 
             impl Secret {
                 pub(super) fn expand(sk: &[u8; 32]) -> Self {
                     let (seed_m, sk_x) = expand(sk);
-                    let (dk_m, _) = <$kem>::from_seed(&seed_m.into());
+                    let (dk_m, ek_m) = kem::generate(seed_m);
                     let pk_x = x25519_dalek::PublicKey::from(&sk_x).to_bytes();
-                    Self { dk_m, sk_x, pk_x }
+                    Self { dk_m, ek_m, sk_x, pk_x }
                 }
 
                 pub(super) fn public(&self) -> Public {
-                    Public { ek_m: self.dk_m.encapsulation_key().clone(), pk_x: self.pk_x }
+                    Public { ek_m: self.ek_m.clone(), pk_x: self.pk_x }
                 }
 
                 /// `ct` has this level's length.
                 pub(super) fn decapsulate(&self, ct: &[u8], label: &[u8]) -> SharedSecret {
-                    let ct_m = ml_kem::Ciphertext::<$kem>::try_from(&ct[..CT_M]).expect("checked length");
-                    let ss_m = self.dk_m.decapsulate(&ct_m);
+                    let ss_m = self.dk_m.decapsulate(&ct[..CT_M]).expect("checked length");
                     let ct_x: [u8; 32] = ct[CT_M..].try_into().expect("checked length");
                     let ss_x = self.sk_x.diffie_hellman(&x25519_dalek::PublicKey::from(ct_x)).to_bytes();
                     combine(&ss_m, &ss_x, &ct_x, &self.pk_x, label)
@@ -207,24 +221,22 @@ macro_rules! hybrid {
             impl Public {
                 /// `bytes` has this level's length.
                 pub(super) fn parse(bytes: &[u8]) -> Option<Self> {
-                    let ek_m = ml_kem::EncapsulationKey::<$kem>::new_from_slice(&bytes[..PK_M]).ok()?;
+                    let ek_m = kem::Public::parse(&bytes[..PK_M])?;
                     Some(Self { ek_m, pk_x: bytes[PK_M..].try_into().ok()? })
                 }
 
                 pub(super) fn to_bytes(&self) -> Vec<u8> {
-                    let mut out = self.ek_m.to_bytes().to_vec();
+                    let mut out = self.ek_m.to_bytes();
                     out.extend_from_slice(&self.pk_x);
                     out
                 }
 
                 pub(super) fn encapsulate(&self, eseed: &[u8; 64], label: &[u8]) -> (Vec<u8>, SharedSecret) {
                     let (m, e_x) = eseed.split_at(32);
-                    let m: [u8; 32] = m.try_into().expect("32 bytes");
-                    let (ct_m, ss_m) = self.ek_m.encapsulate_deterministic(&m.into());
+                    let (mut ct, ss_m) = self.ek_m.encapsulate(m.try_into().expect("32 bytes"));
                     let ek_x = x25519_dalek::StaticSecret::from(<[u8; 32]>::try_from(e_x).expect("32 bytes"));
                     let ct_x = x25519_dalek::PublicKey::from(&ek_x).to_bytes();
                     let ss_x = ek_x.diffie_hellman(&x25519_dalek::PublicKey::from(self.pk_x)).to_bytes();
-                    let mut ct = ct_m.to_vec();
                     ct.extend_from_slice(&ct_x);
                     (ct, combine(&ss_m, &ss_x, &ct_x, &self.pk_x, label))
                 }
@@ -233,9 +245,9 @@ macro_rules! hybrid {
     };
 }
 
-hybrid!(mlkem512, ml_kem::MlKem512, 800, 768);
-hybrid!(mlkem768, ml_kem::MlKem768, 1184, 1088);
-hybrid!(mlkem1024, ml_kem::MlKem1024, 1568, 1568);
+hybrid!(mlkem512, 800, 768);
+hybrid!(mlkem768, 1184, 1088);
+hybrid!(mlkem1024, 1568, 1568);
 
 /// X-Wing's own label (level 3).
 const LABEL_L3: &[u8] = br"\.//^\";

@@ -13,6 +13,14 @@ mod web;
 #[cfg(target_arch = "wasm32")]
 pub use web::*;
 
+/// ML-KEM, from the implementation that suits the platform.
+#[cfg(not(target_arch = "wasm32"))]
+#[path = "mlkem_native.rs"]
+pub(crate) mod mlkem;
+#[cfg(target_arch = "wasm32")]
+#[path = "mlkem_web.rs"]
+pub(crate) mod mlkem;
+
 /// A monotonic instant that works in browsers too.
 pub use web_time::Instant;
 
