@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    encoding::{
+        EncodeLabelSet,
+        text::{encode_eof, encode_registry},
+    },
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
@@ -48,6 +51,9 @@ struct ReasonLabel {
 #[derive(Debug)]
 pub(crate) struct Metrics {
     registry: Registry,
+    /// libp2p's byte counters on their own, so that a snapshot reads them
+    /// without encoding every other metric (libp2p keeps them private).
+    bandwidth: Registry,
     // Handles into the registered families, resolved once: counting is then
     // one atomic add, with no label lookup.
     messages_in: [Counter; 2],
@@ -69,9 +75,11 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     /// Creates the metrics; `register_more` adds other collectors (libp2p's)
-    /// to the same registry before it is frozen.
-    pub(crate) fn new(register_more: impl FnOnce(&mut Registry)) -> Self {
+    /// before the registries are frozen: protocol metrics to the first,
+    /// the transport's byte counters to the second.
+    pub(crate) fn new(register_more: impl FnOnce(&mut Registry, &mut Registry)) -> Self {
         let mut registry = Registry::default();
+        let mut bandwidth = Registry::default();
         let messages_in = Family::<RouteLabel, Counter>::default();
         let messages_out = Family::<RouteLabel, Counter>::default();
         let dropped = Family::<ReasonLabel, Counter>::default();
@@ -133,9 +141,10 @@ impl Metrics {
             "Held messages delivered to their recipient",
             mailbox_delivered.clone(),
         );
-        register_more(&mut registry);
+        register_more(&mut registry, &mut bandwidth);
         Self {
             registry,
+            bandwidth,
             messages_in,
             messages_out,
             dropped,
@@ -211,7 +220,9 @@ impl Metrics {
     /// The whole registry in the Prometheus text format.
     pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
-        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        encode_registry(&mut out, &self.registry).expect("writing to a String cannot fail");
+        encode_registry(&mut out, &self.bandwidth).expect("writing to a String cannot fail");
+        encode_eof(&mut out).expect("writing to a String cannot fail");
         out
     }
 
@@ -221,7 +232,9 @@ impl Metrics {
             .iter()
             .map(|r| (r.as_str().to_owned(), self.dropped[*r as usize].get()))
             .collect();
-        let (bytes_in, bytes_out) = bandwidth_totals(&self.encode());
+        let mut exposition = String::new();
+        encode_registry(&mut exposition, &self.bandwidth).expect("writing to a String cannot fail");
+        let (bytes_in, bytes_out) = bandwidth_totals(&exposition);
         MetricsSnapshot {
             connected_peers: self.peers.get().max(0) as u64,
             bytes_in,
@@ -316,7 +329,7 @@ mod tests {
 
     #[test]
     fn snapshot_counts_and_exposition() {
-        let m = Metrics::new(|_| {});
+        let m = Metrics::new(|_, _| {});
         m.message_in(Route::Gossip);
         m.message_in(Route::Direct);
         m.message_out(Route::Direct);
@@ -329,6 +342,28 @@ mod tests {
         assert_eq!(s.dropped_by_reason["oversize"], 0);
         let text = m.encode();
         assert!(text.contains("infermesh_messages_dropped_total{reason=\"expired\"} 2"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    /// The transport's byte counters, kept apart, are in the exposition
+    /// and in snapshots.
+    #[test]
+    fn bandwidth_is_counted_from_its_own_registry() {
+        let m = Metrics::new(|_, bandwidth| {
+            #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+            struct Direction {
+                direction: &'static str,
+            }
+            let family = Family::<Direction, Counter>::default();
+            bandwidth.sub_registry_with_prefix("libp2p").register("bandwidth_bytes", "bytes", family.clone());
+            family.get_or_create(&Direction { direction: "Inbound" }).inc_by(40);
+            family.get_or_create(&Direction { direction: "Outbound" }).inc_by(2);
+        });
+        let s = m.snapshot();
+        assert_eq!((s.bytes_in, s.bytes_out), (40, 2));
+        let text = m.encode();
+        assert!(text.contains("libp2p_bandwidth_bytes_total{direction=\"Inbound\"} 40"), "{text}");
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
     }
 
     #[test]

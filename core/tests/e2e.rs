@@ -71,7 +71,11 @@ async fn direct_messages_are_sealed_end_to_end_and_the_status_says_so() {
     let peers = x.mesh.peers().await.unwrap();
     let y_info = peers.iter().find(|p| p.peer_id == y.peer_id().to_base58()).unwrap();
     assert!(y_info.quantum_secure && y_info.kem_level == Some(3), "{y_info:?}");
-    assert_eq!(x.mesh.metrics().e2e_sessions, 1);
+    let metrics = x.mesh.metrics();
+    assert_eq!(metrics.e2e_sessions, 1);
+    // The transport counted the bytes both ways (the handshake alone is
+    // over a kilobyte).
+    assert!(metrics.bytes_out > 1024 && metrics.bytes_in > 0, "{metrics:?}");
     let status = x.mesh.status().await.unwrap();
     assert!(status.quantum_resistant && status.kem_level == 3);
 

@@ -122,8 +122,8 @@ pub(crate) fn build(
     let mut transport = None;
     let mut libp2p_metrics = None;
     let mut transport_error = None;
-    let metrics = Arc::new(Metrics::new(|registry| {
-        match transport::build(&keypair, &config.transport, relay_transport, registry) {
+    let metrics = Arc::new(Metrics::new(|registry, bandwidth| {
+        match transport::build(&keypair, &config.transport, relay_transport, bandwidth) {
             Ok(t) => transport = Some(t),
             Err(e) => transport_error = Some(e),
         }
