@@ -194,7 +194,16 @@ impl<S: Store> LocalState<S> {
         };
         let timestamp = self.replica.next_timestamp(now_ms);
         let entry = Entry::sign(&self.identity, namespace, key, value, timestamp)?;
-        self.ingest(entry.clone(), now_ms)?;
+        let store = &mut self.store;
+        let outcome = self
+            .replica
+            .apply_signed_here(vec![entry.clone()], now_ms, |winners| {
+                if winners.is_empty() { Ok(()) } else { store.put(winners) }
+            })?
+            .pop();
+        if let Some(outcome) = outcome {
+            outcome.result?;
+        }
         Ok(entry)
     }
 

@@ -72,6 +72,15 @@ pub fn wins(a: &Entry, a_id: &[u8; 32], b: &Entry, b_id: &[u8; 32]) -> bool {
     (a.timestamp, &a.author, a_id) > (b.timestamp, &b.author, b_id)
 }
 
+/// Whether [`Replica::apply_part`] checks signatures.
+#[derive(Clone, Copy)]
+enum Signatures {
+    /// Entries from anywhere else: every signature is verified.
+    Check,
+    /// Entries this node has just signed itself.
+    OursFresh,
+}
+
 /// Entries of many namespaces, merged.
 #[derive(Clone, Debug, Default)]
 pub struct Replica {
@@ -82,6 +91,8 @@ pub struct Replica {
     /// namespace → sum of its winners' IDs (mod 2^256, little-endian),
     /// kept up to date on every merge for [`super::sync::digest`].
     id_sums: HashMap<String, [u8; 32]>,
+    /// namespace → its owner, parsed once (one per namespace held).
+    owners: HashMap<String, PeerId>,
     clock: Hlc,
 }
 
@@ -156,8 +167,24 @@ impl Replica {
     ) -> Result<Vec<Outcome>, E> {
         let (acl, rest): (Vec<Entry>, Vec<Entry>) =
             entries.into_iter().partition(|e| e.key.starts_with(ACL_PREFIX));
-        let mut outcomes = self.apply_part(acl, now_ms, &mut persist)?;
-        outcomes.extend(self.apply_part(rest, now_ms, &mut persist)?);
+        let mut outcomes = self.apply_part(acl, now_ms, Signatures::Check, &mut persist)?;
+        outcomes.extend(self.apply_part(rest, now_ms, Signatures::Check, &mut persist)?);
+        Ok(outcomes)
+    }
+
+    /// [`Replica::apply_all`] for entries this node has just signed with
+    /// its own key ([`Entry::sign`]): judged (authorisation, time) and
+    /// merged like any other, without checking the signature it just made.
+    pub fn apply_signed_here<E>(
+        &mut self,
+        entries: Vec<Entry>,
+        now_ms: u64,
+        mut persist: impl FnMut(&[&Entry]) -> Result<(), E>,
+    ) -> Result<Vec<Outcome>, E> {
+        let (acl, rest): (Vec<Entry>, Vec<Entry>) =
+            entries.into_iter().partition(|e| e.key.starts_with(ACL_PREFIX));
+        let mut outcomes = self.apply_part(acl, Some(now_ms), Signatures::OursFresh, &mut persist)?;
+        outcomes.extend(self.apply_part(rest, Some(now_ms), Signatures::OursFresh, &mut persist)?);
         Ok(outcomes)
     }
 
@@ -165,13 +192,18 @@ impl Replica {
         &mut self,
         entries: Vec<Entry>,
         now_ms: Option<u64>,
+        signatures: Signatures,
         persist: &mut impl FnMut(&[&Entry]) -> Result<(), E>,
     ) -> Result<Vec<Outcome>, E> {
         // Entries already held need no verification (gossip and
         // reconciliation both deliver them).
         let held: Vec<bool> = entries.iter().map(|e| self.holds(e)).collect();
         let fresh = entries.iter().zip(&held).filter(|(_, held)| !**held).map(|(e, _)| e);
-        let mut verified = Entry::verify_all(fresh).into_iter();
+        let mut verified = match signatures {
+            Signatures::Check => Entry::verify_all(fresh),
+            Signatures::OursFresh => fresh.map(|_| Ok(())).collect(),
+        }
+        .into_iter();
         let mut results = Vec::with_capacity(entries.len());
         // Within the batch, the winner so far of each key: its index.
         let mut winners: HashMap<(&str, &str), usize> = HashMap::new();
@@ -227,25 +259,41 @@ impl Replica {
     pub(crate) fn merge(&mut self, entry: Entry) {
         let id = entry.id();
         self.clock.observe(entry.timestamp);
-        let keys = self.namespaces.entry(entry.namespace.clone()).or_default();
-        let sum = self.id_sums.entry(entry.namespace.clone()).or_insert([0; 32]);
+        // The namespace's strings are cloned only the first time it is seen.
+        if !self.namespaces.contains_key(&entry.namespace) {
+            self.namespaces.insert(entry.namespace.clone(), BTreeMap::new());
+            self.id_sums.insert(entry.namespace.clone(), [0; 32]);
+            if let Ok(owner) = entry.namespace.parse() {
+                self.owners.insert(entry.namespace.clone(), owner);
+            }
+        }
+        let keys = self.namespaces.get_mut(&entry.namespace).expect("inserted above");
+        let sum = self.id_sums.get_mut(&entry.namespace).expect("inserted with the namespace");
         if let Some(old) = keys.get(&entry.key) {
             self.by_id.remove(&old.id);
             sub_id(sum, &old.id);
         }
         add_id(sum, &id);
         self.by_id.insert(id, (entry.namespace.clone(), entry.key.clone()));
-        keys.insert(entry.key.clone(), Slot { entry, id });
+        match keys.get_mut(&entry.key) {
+            Some(slot) => *slot = Slot { entry, id },
+            None => {
+                keys.insert(entry.key.clone(), Slot { entry, id });
+            }
+        }
     }
 
     /// The owner of a namespace writes it, and so does every node the
     /// owner's access-control list names; only the owner edits that list.
     fn authorize(&self, entry: &Entry) -> Result<(), EntryError> {
         let author = entry.author_id()?;
-        let owner: PeerId = entry.namespace.parse().map_err(|_| EntryError {
-            reason: EntryRejection::Malformed,
-            detail: "namespace is not a node ID".into(),
-        })?;
+        let owner = match self.owners.get(&entry.namespace) {
+            Some(owner) => *owner,
+            None => entry.namespace.parse().map_err(|_| EntryError {
+                reason: EntryRejection::Malformed,
+                detail: "namespace is not a node ID".into(),
+            })?,
+        };
         if author == owner {
             return Ok(());
         }
