@@ -11,12 +11,12 @@
 //! zero nonce).
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use chacha20poly1305::{ChaCha20Poly1305, KeyInit as _, aead::Aead as _};
 use hkdf::Hkdf;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 use super::kem::{KemError, KemPublicKey, KemSecret, Level};
+use crate::platform::aead::ChaChaPoly;
 
 /// The field that marks a sealed value.
 pub const SEALED_FIELD: &str = "$sealed";
@@ -36,7 +36,7 @@ pub enum PrivateError {
     Decrypt,
 }
 
-fn aead_key(secret: &[u8; 32], namespace: &str, key: &str) -> ChaCha20Poly1305 {
+fn aead_key(secret: &[u8; 32], namespace: &str, key: &str) -> ChaChaPoly {
     let mut salt = Sha256::new();
     for part in [namespace, key] {
         salt.update((part.len() as u32).to_be_bytes());
@@ -46,7 +46,7 @@ fn aead_key(secret: &[u8; 32], namespace: &str, key: &str) -> ChaCha20Poly1305 {
     Hkdf::<Sha256>::new(Some(&salt.finalize()), secret)
         .expand(INFO, &mut okm)
         .expect("32 bytes is a valid HKDF-SHA256 output length");
-    ChaCha20Poly1305::new(&okm.into())
+    ChaChaPoly::new(&okm)
 }
 
 /// Whether `value` is in the sealed form (whether or not it opens).
@@ -64,8 +64,8 @@ pub fn seal_value(
     let (kem, secret) = owner.encapsulate()?;
     let plaintext = serde_json::to_vec(value).expect("a JSON value serialises");
     let data = aead_key(&secret, namespace, key)
-        .encrypt(&[0u8; 12].into(), plaintext.as_slice())
-        .expect("encrypting into a Vec cannot fail");
+        .seal([0u8; 12], &[], &plaintext)
+        .expect("a JSON value of a state entry is far below the cipher's limit");
     Ok(json!({ SEALED_FIELD: {
         "v": 1,
         "level": owner.level().number(),
@@ -99,9 +99,8 @@ pub fn open_value(
         return Err(PrivateError::Decrypt);
     }
     let shared = secret.decapsulate(&kem)?;
-    let plaintext = aead_key(&shared, namespace, key)
-        .decrypt(&[0u8; 12].into(), data.as_slice())
-        .map_err(|_| PrivateError::Decrypt)?;
+    let plaintext =
+        aead_key(&shared, namespace, key).open([0u8; 12], &[], &data).ok_or(PrivateError::Decrypt)?;
     serde_json::from_slice(&plaintext).map_err(|_| PrivateError::Malformed("plaintext"))
 }
 

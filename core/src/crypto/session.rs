@@ -19,16 +19,12 @@
 
 use std::time::Duration;
 
-use chacha20poly1305::{
-    ChaCha20Poly1305, KeyInit as _,
-    aead::{Aead as _, Payload},
-};
 use hkdf::Hkdf;
 use libp2p::{PeerId, identity::PublicKey};
 use sha2::{Digest as _, Sha256};
 
 use super::kem::{KemError, KemPublicKey, KemSecret, Level};
-use crate::Identity;
+use crate::{Identity, platform::aead::ChaChaPoly};
 
 /// Counters remembered behind the newest one received.
 pub const REPLAY_WINDOW: u64 = 1024;
@@ -220,8 +216,8 @@ pub struct Session {
     role: Role,
     level: Level,
     epoch: u32,
-    send: ChaCha20Poly1305,
-    receive: ChaCha20Poly1305,
+    send: ChaChaPoly,
+    receive: ChaChaPoly,
     sent: u64,
     /// Highest counter received, and which of the `REPLAY_WINDOW` below it
     /// were seen (bit i = highest - i).
@@ -296,8 +292,8 @@ impl Session {
             role,
             level,
             epoch,
-            send: ChaCha20Poly1305::new(&send.into()),
-            receive: ChaCha20Poly1305::new(&receive.into()),
+            send: ChaChaPoly::new(&send),
+            receive: ChaChaPoly::new(&receive),
             sent: 0,
             highest: None,
             seen: [0; (REPLAY_WINDOW / 64) as usize],
@@ -358,10 +354,8 @@ impl Session {
         let counter = self.sent;
         self.sent += 1;
         let aad = Self::aad(self.epoch, counter, aad);
-        let ciphertext = self
-            .send
-            .encrypt(&Self::nonce(counter).into(), Payload { msg: plaintext, aad: &aad })
-            .map_err(|_| SessionError::Exhausted)?;
+        let ciphertext =
+            self.send.seal(Self::nonce(counter), &aad, plaintext).ok_or(SessionError::Exhausted)?;
         Ok(Sealed { epoch: self.epoch, counter, ciphertext })
     }
 
@@ -376,8 +370,8 @@ impl Session {
         let full_aad = Self::aad(sealed.epoch, sealed.counter, aad);
         let plaintext = self
             .receive
-            .decrypt(&Self::nonce(sealed.counter).into(), Payload { msg: &sealed.ciphertext, aad: &full_aad })
-            .map_err(|_| SessionError::Decrypt)?;
+            .open(Self::nonce(sealed.counter), &full_aad, &sealed.ciphertext)
+            .ok_or(SessionError::Decrypt)?;
         // Only an authentic message moves the window.
         self.mark_seen(sealed.counter);
         Ok(plaintext)
