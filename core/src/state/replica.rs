@@ -175,7 +175,7 @@ impl Replica {
     /// [`Replica::apply_all`] for entries this node has just signed with
     /// its own key ([`Entry::sign`]): judged (authorisation, time) and
     /// merged like any other, without checking the signature it just made.
-    pub fn apply_signed_here<E>(
+    pub(crate) fn apply_signed_here<E>(
         &mut self,
         entries: Vec<Entry>,
         now_ms: u64,
