@@ -267,6 +267,69 @@ async fn a_message_to_an_offline_peer_waits_sealed_in_a_mailbox() {
     assert!(err.to_string().contains("key is unknown"), "{err}");
 }
 
+/// A recipient whose application is not reading its events yet takes
+/// what fits in its event stream; the holder keeps the rest and delivers
+/// it later, so nothing held is lost to a full queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_that_does_not_fit_the_recipients_event_stream_stays_with_the_holder() {
+    use futures::StreamExt;
+    use infermesh_core::{Mesh, MeshEvent};
+    const MAIL: usize = 12;
+    let holder = TestNode::start(memory_config(Identity::generate().unwrap(), vec![]), memory()).await;
+    let client =
+        |identity: Identity| MeshConfig { bootstrap: vec![holder.addr.clone()], ..client_config(identity) };
+    let alice = TestNode::start(client(Identity::generate().unwrap()), memory()).await;
+    let bob_identity = Identity::generate().unwrap();
+    let bob = TestNode::start(client(bob_identity.clone()), memory()).await;
+    for node in [&alice, &bob] {
+        wait_until(DEADLINE, "a relay reservation", || async {
+            node.mesh.status().await.unwrap().listen_addrs.iter().any(|a| a.contains("/p2p-circuit"))
+        })
+        .await;
+    }
+    send(&alice, &bob, "hello").await.unwrap();
+    bob.expect_received(1, "bob online", |m| m.envelope.content.as_deref() == Some("hello")).await;
+    bob.mesh.shutdown().await.unwrap();
+    wait_until(DEADLINE, "bob to be gone", || async { !holder.connected_to(&bob.peer_id()).await }).await;
+    for i in 0..MAIL {
+        let held = send(&alice, &bob, &format!("held {i}")).await.unwrap();
+        assert_eq!(held.held_by, Some(holder.peer_id()));
+    }
+
+    // Bob's next device, with room for 8 events, and nobody reading them yet.
+    let config = MeshConfig { event_buffer: 8, ..client(bob_identity) };
+    let (bob2, mut events, event_loop) = Mesh::build(config).unwrap();
+    tokio::spawn(event_loop.run());
+    wait_until(DEADLINE, "some mail to be taken", || async { holder.mesh.metrics().mailbox_delivered >= 1 })
+        .await;
+    let metrics = holder.mesh.metrics();
+    assert!(metrics.mailbox_held >= (MAIL - 8) as u64, "the rest stays with the holder: {metrics:?}");
+    assert_eq!(bob2.metrics().dropped_by_reason["queue_full"], 0);
+
+    // The application reads its events: the rest arrives, each once.
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let sink = received.clone();
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            if let MeshEvent::Message(m) = event {
+                sink.lock().unwrap().push(m.envelope.content.unwrap_or_default());
+            }
+        }
+    });
+    wait_until(DEADLINE, "all the mail", || async { received.lock().unwrap().len() >= MAIL }).await;
+    let mut got = received.lock().unwrap().clone();
+    got.sort();
+    let mut want: Vec<String> = (0..MAIL).map(|i| format!("held {i}")).collect();
+    want.sort();
+    assert_eq!(got, want);
+    wait_until(DEADLINE, "the holder to let go", || async {
+        let m = holder.mesh.metrics();
+        m.mailbox_held == 0 && m.mailbox_delivered == MAIL as u64
+    })
+    .await;
+    assert_eq!(bob2.metrics().dropped_by_reason["queue_full"], 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_value_is_ciphertext_on_a_replica_and_clear_on_the_owners_other_device() {
     use infermesh_core::WriteMode;

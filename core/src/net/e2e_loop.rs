@@ -3,6 +3,8 @@
 //! publication, and the mailbox for offline peers. The cryptography itself
 //! is in [`crate::crypto`]; this is the I/O around it.
 
+use std::time::Duration;
+
 use libp2p::{PeerId, request_response};
 use serde_bytes::ByteBuf;
 use tokio::sync::oneshot;
@@ -25,6 +27,9 @@ use crate::{
 const KEY_ASK_FALLBACKS: usize = 3;
 /// Most mailbox holders one message is deposited with.
 const DEPOSIT_HOLDERS: usize = 3;
+/// How long a recipient whose event stream was full gets before its
+/// remaining mail is delivered again.
+const MAIL_RETRY: Duration = Duration::from_secs(1);
 
 /// The state key under which a node publishes its KEM key at a level.
 pub(super) fn kem_state_key(level: Level) -> String {
@@ -385,15 +390,29 @@ impl EventLoop {
                             };
                             self.on_deposit_answer(deposit, holder, Err(reason))
                         }
-                        (E2eAsk::Mail { recipient, held }, E2eResponse::Taken { accepted, rejected }) => {
-                            // Refused ones (expired, duplicates) would be refused again.
-                            tracing::debug!(%recipient, accepted, rejected, "held messages delivered");
+                        (
+                            E2eAsk::Mail { recipient, held },
+                            E2eResponse::Taken { accepted, rejected, later },
+                        ) => {
+                            // Refused ones (expired, duplicates) would be refused
+                            // again; the ones the recipient could not take yet stay.
+                            tracing::debug!(%recipient, accepted, rejected, later = later.len(), "held messages delivered");
                             self.metrics.mailbox_delivered(u64::from(accepted));
+                            let (again, done): (Vec<_>, Vec<_>) = held
+                                .into_iter()
+                                .enumerate()
+                                .partition(|(i, _)| u32::try_from(*i).is_ok_and(|i| later.contains(&i)));
                             let done: Vec<_> =
-                                held.into_iter().map(|h| (recipient, h.author, h.id)).collect();
+                                done.into_iter().map(|(_, h)| (recipient, h.author, h.id)).collect();
                             self.forget_mail(&done);
                             self.mail_in_flight.remove(&recipient);
-                            self.flush_mail(recipient);
+                            if again.is_empty() {
+                                self.flush_mail(recipient);
+                            } else {
+                                self.mailbox
+                                    .give_back(recipient, again.into_iter().map(|(_, h)| h).collect());
+                                self.mail_retry.insert(recipient, Instant::now() + MAIL_RETRY);
+                            }
                         }
                         (E2eAsk::Mail { recipient, held }, _) => {
                             self.mail_in_flight.remove(&recipient);
@@ -448,8 +467,14 @@ impl EventLoop {
                 }
             },
             E2eRequest::Mail { held } => {
-                let (mut accepted, mut rejected) = (0u32, 0u32);
-                for HeldFrame { author, frame } in held {
+                let (mut accepted, mut rejected, mut later) = (0u32, 0u32, Vec::new());
+                for (i, HeldFrame { author, frame }) in (0u32..).zip(held) {
+                    // No room in the application's event stream: the holder
+                    // keeps it for later rather than this node dropping it.
+                    if self.events.capacity() == 0 {
+                        later.push(i);
+                        continue;
+                    }
                     let result = match PeerId::from_bytes(&author) {
                         Ok(author) => self.accept_held(&frame, author, peer),
                         Err(_) => Err(Rejection::new(RejectReason::Malformed, "the author is not a node ID")),
@@ -466,7 +491,10 @@ impl EventLoop {
                         }
                     }
                 }
-                E2eResponse::Taken { accepted, rejected }
+                if !later.is_empty() {
+                    tracing::debug!(%peer, "{} held messages left with the holder: the event stream is full", later.len());
+                }
+                E2eResponse::Taken { accepted, rejected, later }
             }
         }
     }
@@ -554,6 +582,22 @@ impl EventLoop {
         let id = self.swarm.behaviour_mut().e2e.send_request(&recipient, E2eRequest::Mail { held: frames });
         self.mail_in_flight.insert(recipient);
         self.e2e_asks.insert(id, E2eAsk::Mail { recipient, held });
+    }
+
+    /// Delivers again to recipients that could not take all their mail
+    /// (their event stream was full), once their pause is over.
+    pub(super) fn retry_mail(&mut self, now: Instant) {
+        if self.mail_retry.is_empty() {
+            return;
+        }
+        let due: Vec<PeerId> =
+            self.mail_retry.iter().filter(|(_, at)| **at <= now).map(|(p, _)| *p).collect();
+        for recipient in due {
+            self.mail_retry.remove(&recipient);
+            if self.peers.contains_key(&recipient) {
+                self.flush_mail(recipient);
+            }
+        }
     }
 
     /// Drops expired held messages.

@@ -49,8 +49,15 @@ pub(crate) enum E2eResponse {
     KemKey(Option<SignedKemKey>),
     /// The deposit is held.
     Held,
-    /// How many delivered messages were taken and refused.
-    Taken { accepted: u32, rejected: u32 },
+    /// How many delivered messages were taken and refused, and which ones
+    /// (by position) the receiver could not take yet (its application's
+    /// event stream was full): the holder keeps those and tries again.
+    Taken {
+        accepted: u32,
+        rejected: u32,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        later: Vec<u32>,
+    },
     /// The request could not be served (the reason, for people).
     Refused(String),
 }

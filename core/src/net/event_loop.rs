@@ -213,6 +213,8 @@ pub struct EventLoop {
     mailbox: Mailbox,
     /// Recipients with a delivery of held messages under way.
     mail_in_flight: HashSet<PeerId>,
+    /// Recipients that could not take all their mail yet, and when to try again.
+    mail_retry: HashMap<PeerId, Instant>,
 }
 
 fn random_u64() -> u64 {
@@ -306,6 +308,7 @@ impl EventLoop {
             kem_key_published: false,
             mailbox: Mailbox::new(config.mailbox_limits.clone()),
             mail_in_flight: HashSet::new(),
+            mail_retry: HashMap::new(),
             config,
         }
     }
@@ -446,6 +449,7 @@ impl EventLoop {
         self.resync_dropped(now);
         self.seek_replicas(now);
         self.expire_mail();
+        self.retry_mail(now);
         if now >= self.next_state_sync {
             self.next_state_sync = now + self.config.timing.state_sync_interval;
             let peers: Vec<PeerId> = self.peers.keys().copied().collect();
