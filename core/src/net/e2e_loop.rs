@@ -30,6 +30,16 @@ const DEPOSIT_HOLDERS: usize = 3;
 /// How long a recipient whose event stream was full gets before its
 /// remaining mail is delivered again.
 const MAIL_RETRY: Duration = Duration::from_secs(1);
+/// The longest such pause.
+const MAIL_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// When a recipient that could not take all its mail gets it again.
+pub(super) struct MailRetry {
+    /// The next attempt (`None` once made, until the answer).
+    at: Option<Instant>,
+    /// The pause before it (doubles while the recipient takes nothing).
+    pause: Duration,
+}
 
 /// The state key under which a node publishes its KEM key at a level.
 pub(super) fn kem_state_key(level: Level) -> String {
@@ -407,11 +417,19 @@ impl EventLoop {
                             self.forget_mail(&done);
                             self.mail_in_flight.remove(&recipient);
                             if again.is_empty() {
+                                self.mail_retry.remove(&recipient);
                                 self.flush_mail(recipient);
                             } else {
                                 self.mailbox
                                     .give_back(recipient, again.into_iter().map(|(_, h)| h).collect());
-                                self.mail_retry.insert(recipient, Instant::now() + MAIL_RETRY);
+                                // A recipient that took nothing waits twice as long
+                                // each time (an application not reading its events).
+                                let pause = match self.mail_retry.get(&recipient) {
+                                    Some(retry) if accepted == 0 => (retry.pause * 2).min(MAIL_RETRY_MAX),
+                                    _ => MAIL_RETRY,
+                                };
+                                let at = Some(Instant::now() + pause);
+                                self.mail_retry.insert(recipient, MailRetry { at, pause });
                             }
                         }
                         (E2eAsk::Mail { recipient, held }, _) => {
@@ -590,10 +608,16 @@ impl EventLoop {
         if self.mail_retry.is_empty() {
             return;
         }
-        let due: Vec<PeerId> =
-            self.mail_retry.iter().filter(|(_, at)| **at <= now).map(|(p, _)| *p).collect();
+        let due: Vec<PeerId> = self
+            .mail_retry
+            .iter()
+            .filter(|(_, retry)| retry.at.is_some_and(|at| at <= now))
+            .map(|(p, _)| *p)
+            .collect();
         for recipient in due {
-            self.mail_retry.remove(&recipient);
+            if let Some(retry) = self.mail_retry.get_mut(&recipient) {
+                retry.at = None;
+            }
             if self.peers.contains_key(&recipient) {
                 self.flush_mail(recipient);
             }

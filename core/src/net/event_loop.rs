@@ -214,7 +214,7 @@ pub struct EventLoop {
     /// Recipients with a delivery of held messages under way.
     mail_in_flight: HashSet<PeerId>,
     /// Recipients that could not take all their mail yet, and when to try again.
-    mail_retry: HashMap<PeerId, Instant>,
+    mail_retry: HashMap<PeerId, e2e_loop::MailRetry>,
 }
 
 fn random_u64() -> u64 {
