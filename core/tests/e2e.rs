@@ -46,6 +46,28 @@ fn memory() -> infermesh_core::Multiaddr {
     "/memory/0".parse().unwrap()
 }
 
+/// Alice and Bob as light clients (browser pages' configuration) of
+/// `holder`, each connected and holding a relay reservation on it, so that
+/// they reach each other through circuits; and Bob's identity.
+async fn two_clients_of(holder: &TestNode) -> (TestNode, Identity, TestNode) {
+    let client =
+        |identity: Identity| MeshConfig { bootstrap: vec![holder.addr.clone()], ..client_config(identity) };
+    let alice = TestNode::start(client(Identity::generate().unwrap()), memory()).await;
+    let bob_identity = Identity::generate().unwrap();
+    let bob = TestNode::start(client(bob_identity.clone()), memory()).await;
+    for node in [&alice, &bob] {
+        wait_until(DEADLINE, "clients connect to the holder", || async {
+            holder.connected_to(&node.peer_id()).await
+        })
+        .await;
+        wait_until(DEADLINE, "a relay reservation", || async {
+            node.mesh.status().await.unwrap().listen_addrs.iter().any(|a| a.contains("/p2p-circuit"))
+        })
+        .await;
+    }
+    (alice, bob_identity, bob)
+}
+
 async fn send(from: &TestNode, to: &TestNode, text: &str) -> Result<Delivery, MeshError> {
     match from.mesh.send_text(to.peer_id(), text).await? {
         Sent::Direct(delivery) => Ok(delivery),
@@ -164,22 +186,7 @@ async fn a_message_to_an_offline_peer_waits_sealed_in_a_mailbox() {
     .await;
     let client =
         |identity: Identity| MeshConfig { bootstrap: vec![holder.addr.clone()], ..client_config(identity) };
-    let alice = TestNode::start(client(Identity::generate().unwrap()), memory()).await;
-    let bob_identity = Identity::generate().unwrap();
-    let bob = TestNode::start(client(bob_identity.clone()), memory()).await;
-    for node in [&alice, &bob] {
-        wait_until(DEADLINE, "clients connect to the holder", || async {
-            holder.connected_to(&node.peer_id()).await
-        })
-        .await;
-    }
-    // Pages reach each other through circuits on the holder.
-    for node in [&alice, &bob] {
-        wait_until(DEADLINE, "a relay reservation", || async {
-            node.mesh.status().await.unwrap().listen_addrs.iter().any(|a| a.contains("/p2p-circuit"))
-        })
-        .await;
-    }
+    let (alice, bob_identity, bob) = two_clients_of(&holder).await;
     let delivery = send(&alice, &bob, "hello bob").await.unwrap();
     assert!(delivery.encrypted && delivery.held_by.is_none());
     bob.expect_received(1, "bob online", |m| m.envelope.content.as_deref() == Some("hello bob")).await;
@@ -278,15 +285,7 @@ async fn mail_that_does_not_fit_the_recipients_event_stream_stays_with_the_holde
     let holder = TestNode::start(memory_config(Identity::generate().unwrap(), vec![]), memory()).await;
     let client =
         |identity: Identity| MeshConfig { bootstrap: vec![holder.addr.clone()], ..client_config(identity) };
-    let alice = TestNode::start(client(Identity::generate().unwrap()), memory()).await;
-    let bob_identity = Identity::generate().unwrap();
-    let bob = TestNode::start(client(bob_identity.clone()), memory()).await;
-    for node in [&alice, &bob] {
-        wait_until(DEADLINE, "a relay reservation", || async {
-            node.mesh.status().await.unwrap().listen_addrs.iter().any(|a| a.contains("/p2p-circuit"))
-        })
-        .await;
-    }
+    let (alice, bob_identity, bob) = two_clients_of(&holder).await;
     send(&alice, &bob, "hello").await.unwrap();
     bob.expect_received(1, "bob online", |m| m.envelope.content.as_deref() == Some("hello")).await;
     bob.mesh.shutdown().await.unwrap();

@@ -163,13 +163,9 @@ impl Replica {
         &mut self,
         entries: Vec<Entry>,
         now_ms: Option<u64>,
-        mut persist: impl FnMut(&[&Entry]) -> Result<(), E>,
+        persist: impl FnMut(&[&Entry]) -> Result<(), E>,
     ) -> Result<Vec<Outcome>, E> {
-        let (acl, rest): (Vec<Entry>, Vec<Entry>) =
-            entries.into_iter().partition(|e| e.key.starts_with(ACL_PREFIX));
-        let mut outcomes = self.apply_part(acl, now_ms, Signatures::Check, &mut persist)?;
-        outcomes.extend(self.apply_part(rest, now_ms, Signatures::Check, &mut persist)?);
-        Ok(outcomes)
+        self.apply_parts(entries, now_ms, Signatures::Check, persist)
     }
 
     /// [`Replica::apply_all`] for entries this node has just signed with
@@ -179,12 +175,23 @@ impl Replica {
         &mut self,
         entries: Vec<Entry>,
         now_ms: u64,
+        persist: impl FnMut(&[&Entry]) -> Result<(), E>,
+    ) -> Result<Vec<Outcome>, E> {
+        self.apply_parts(entries, Some(now_ms), Signatures::OursFresh, persist)
+    }
+
+    /// Access-list entries first, then the rest.
+    fn apply_parts<E>(
+        &mut self,
+        entries: Vec<Entry>,
+        now_ms: Option<u64>,
+        signatures: Signatures,
         mut persist: impl FnMut(&[&Entry]) -> Result<(), E>,
     ) -> Result<Vec<Outcome>, E> {
         let (acl, rest): (Vec<Entry>, Vec<Entry>) =
             entries.into_iter().partition(|e| e.key.starts_with(ACL_PREFIX));
-        let mut outcomes = self.apply_part(acl, Some(now_ms), Signatures::OursFresh, &mut persist)?;
-        outcomes.extend(self.apply_part(rest, Some(now_ms), Signatures::OursFresh, &mut persist)?);
+        let mut outcomes = self.apply_part(acl, now_ms, signatures, &mut persist)?;
+        outcomes.extend(self.apply_part(rest, now_ms, signatures, &mut persist)?);
         Ok(outcomes)
     }
 
