@@ -274,6 +274,41 @@ async fn a_message_to_an_offline_peer_waits_sealed_in_a_mailbox() {
     assert!(err.to_string().contains("key is unknown"), "{err}");
 }
 
+/// A node publishes its KEM key when it starts: one that went offline
+/// before it ever sent or received an encrypted message can still be
+/// written to, sealed, through a holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_used_encryption_can_be_written_to_while_offline() {
+    let holder = TestNode::start(memory_config(Identity::generate().unwrap(), vec![]), memory()).await;
+    let client =
+        |identity: Identity| MeshConfig { bootstrap: vec![holder.addr.clone()], ..client_config(identity) };
+    let bob_identity = Identity::generate().unwrap();
+    let bob = TestNode::start(client(bob_identity.clone()), memory()).await;
+    let bob_ns = bob.peer_id().to_base58();
+    wait_until(DEADLINE, "the holder to replicate bob's key", || async {
+        holder.mesh.state_get(Some(&bob_ns), "_kem/3").await.unwrap().is_some()
+    })
+    .await;
+    assert_eq!(bob.mesh.metrics().e2e_sessions, 0, "bob never used end-to-end encryption");
+    bob.mesh.shutdown().await.unwrap();
+    wait_until(DEADLINE, "bob to be gone", || async { !holder.connected_to(&bob.peer_id()).await }).await;
+
+    // Alice arrives after bob left: she finds his key at the holder.
+    let alice = TestNode::start(client(Identity::generate().unwrap()), memory()).await;
+    wait_until(DEADLINE, "alice connects", || async { holder.connected_to(&alice.peer_id()).await }).await;
+    let held = send(&alice, &bob, "welcome back").await.unwrap();
+    assert_eq!(held.held_by, Some(holder.peer_id()));
+    assert!(held.encrypted);
+
+    let bob = TestNode::start(client(bob_identity), memory()).await;
+    bob.expect_received(1, "bob's mail", |m| {
+        m.via == Via::Mailbox(holder.peer_id())
+            && m.e2e == Some(Level::L3)
+            && m.envelope.content.as_deref() == Some("welcome back")
+    })
+    .await;
+}
+
 /// A recipient whose application is not reading its events yet takes
 /// what fits in its event stream; the holder keeps the rest and delivers
 /// it later, so nothing held is lost to a full queue.

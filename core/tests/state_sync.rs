@@ -89,9 +89,12 @@ async fn state_follows_the_key_through_a_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owner_keeps_its_replication_factor() {
     const FACTOR: usize = 2;
+    // End-to-end encryption off: no node publishes a KEM key, so a node's
+    // entry count is the owner's entries it holds.
     let on_request = |bootstrap: Vec<infermesh_core::Multiaddr>| infermesh_core::MeshConfig {
         replicate: false,
         replica_quota: 100,
+        quantum_resistant: false,
         ..memory_config(Identity::generate().unwrap(), bootstrap)
     };
     let first = TestNode::start(on_request(vec![]), "/memory/0".parse().unwrap()).await;
@@ -104,6 +107,7 @@ async fn the_owner_keeps_its_replication_factor() {
         replicate: false,
         replica_quota: 0,
         replication_factor: FACTOR,
+        quantum_resistant: false,
         ..memory_config(Identity::generate().unwrap(), vec![nodes[0].addr.clone()])
     };
     let owner = TestNode::start(owner_config, "/memory/0".parse().unwrap()).await;
@@ -152,6 +156,8 @@ async fn a_large_catch_up_arrives_in_one_round() {
         let mut config = memory_config(Identity::generate().unwrap(), bootstrap);
         // No periodic round to make up for lost requests.
         config.timing.state_sync_interval = Duration::from_secs(3600);
+        // No KEM key published: the entry count is the writes.
+        config.quantum_resistant = false;
         config
     };
     let a = TestNode::start(config(vec![]), "/memory/0".parse().unwrap()).await;

@@ -188,9 +188,10 @@ impl EventLoop {
         }
     }
 
-    /// Publishes this node's signed KEM key in its own namespace, the first
-    /// time end-to-end encryption is used (so that idle nodes write nothing).
-    fn publish_kem_key(&mut self) {
+    /// Publishes this node's signed KEM key in its own namespace: at start
+    /// when end-to-end encryption is on, else the first time it is used.
+    /// Nothing is written when the namespace already holds this key.
+    pub(super) fn publish_kem_key(&mut self) {
         if self.kem_key_published {
             return;
         }

@@ -319,6 +319,12 @@ impl EventLoop {
         self.join_state_topic();
         self.count_state();
         self.restore_mail();
+        if self.config.quantum_resistant {
+            // Published from the start, so that a node that goes offline
+            // before it ever used end-to-end encryption can still be written
+            // to: senders find its key with the replicas of its namespace.
+            self.publish_kem_key();
+        }
         self.on_tick();
         let mut tick = platform::sleep(TICK).fuse();
         let mut linger = futures::future::Fuse::terminated();
