@@ -29,7 +29,8 @@ fn main() {
     let ingest_single = ingest_rate(&encoded, 1);
 
     // Reconcile two replicas of 100,000 entries that differ in 10 (5 on
-    // each side): spread across the history, and among the latest writes
+    // each side): spread across the history, 10,000 writes apart (each
+    // difference in a range of its own), and among the latest writes
     // (a replica that was away for a while).
     let reconcile = |a_lacks: &dyn Fn(usize) -> bool, b_lacks: &dyn Fn(usize) -> bool| {
         let (mut a, mut b) = (Replica::new(), Replica::new());
@@ -46,7 +47,7 @@ fn main() {
         assert_eq!(a.sync_items(&ns), b.sync_items(&ns));
         (report, took)
     };
-    let spread = reconcile(&|i| i % 20_000 == 7, &|i| i % 20_000 == 13);
+    let spread = reconcile(&|i| i % 20_000 == 7, &|i| i % 20_000 == 10_007);
     let recent = reconcile(&|i| i >= N - 10 && i % 2 == 0, &|i| i >= N - 10 && i % 2 == 1);
 
     println!("replicated state (native, release), {N} entries of ~60 bytes of JSON");
