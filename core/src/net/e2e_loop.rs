@@ -34,11 +34,31 @@ const MAIL_RETRY: Duration = Duration::from_secs(1);
 const MAIL_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// When a recipient that could not take all its mail gets it again.
+#[derive(Debug, PartialEq, Eq)]
 pub(super) struct MailRetry {
     /// The next attempt (`None` once made, until the answer).
     at: Option<Instant>,
     /// The pause before it (doubles while the recipient takes nothing).
     pause: Duration,
+}
+
+impl MailRetry {
+    /// The next attempt after a delivery that left some mail with the
+    /// holder: a second later, or, when the recipient took none of it,
+    /// twice the last pause (up to a minute): an application that does not
+    /// read its events does not cost its holder a batch every second.
+    fn after(previous: Option<&MailRetry>, accepted: u32, now: Instant) -> MailRetry {
+        let pause = match previous {
+            Some(retry) if accepted == 0 => (retry.pause * 2).min(MAIL_RETRY_MAX),
+            _ => MAIL_RETRY,
+        };
+        MailRetry { at: Some(now + pause), pause }
+    }
+
+    /// Whether the next attempt is due (and not yet made).
+    fn is_due(&self, now: Instant) -> bool {
+        self.at.is_some_and(|at| at <= now)
+    }
 }
 
 /// The state key under which a node publishes its KEM key at a level.
@@ -423,14 +443,12 @@ impl EventLoop {
                             } else {
                                 self.mailbox
                                     .give_back(recipient, again.into_iter().map(|(_, h)| h).collect());
-                                // A recipient that took nothing waits twice as long
-                                // each time (an application not reading its events).
-                                let pause = match self.mail_retry.get(&recipient) {
-                                    Some(retry) if accepted == 0 => (retry.pause * 2).min(MAIL_RETRY_MAX),
-                                    _ => MAIL_RETRY,
-                                };
-                                let at = Some(Instant::now() + pause);
-                                self.mail_retry.insert(recipient, MailRetry { at, pause });
+                                let retry = MailRetry::after(
+                                    self.mail_retry.get(&recipient),
+                                    accepted,
+                                    Instant::now(),
+                                );
+                                self.mail_retry.insert(recipient, retry);
                             }
                         }
                         (E2eAsk::Mail { recipient, held }, _) => {
@@ -609,12 +627,8 @@ impl EventLoop {
         if self.mail_retry.is_empty() {
             return;
         }
-        let due: Vec<PeerId> = self
-            .mail_retry
-            .iter()
-            .filter(|(_, retry)| retry.at.is_some_and(|at| at <= now))
-            .map(|(p, _)| *p)
-            .collect();
+        let due: Vec<PeerId> =
+            self.mail_retry.iter().filter(|(_, retry)| retry.is_due(now)).map(|(p, _)| *p).collect();
         for recipient in due {
             if let Some(retry) = self.mail_retry.get_mut(&recipient) {
                 retry.at = None;
@@ -673,5 +687,34 @@ impl EventLoop {
         }
         self.forget_mail(&gone);
         self.metrics.set_mailbox_held(self.mailbox.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    #[test]
+    fn mail_retries_back_off_while_the_recipient_takes_nothing() {
+        let now = Instant::now();
+        let first = MailRetry::after(None, 0, now);
+        assert_eq!(first, MailRetry { at: Some(now + MAIL_RETRY), pause: MAIL_RETRY });
+        assert!(!first.is_due(now) && first.is_due(now + MAIL_RETRY));
+        // Nothing taken: the pause doubles, up to the cap.
+        let mut retry = first;
+        let mut pauses = Vec::new();
+        for _ in 0..8 {
+            retry = MailRetry::after(Some(&retry), 0, now);
+            pauses.push(retry.pause.as_secs());
+        }
+        assert_eq!(pauses, [2, 4, 8, 16, 32, 60, 60, 60]);
+        // Some taken: back to a second.
+        let again = MailRetry::after(Some(&retry), 3, now);
+        assert_eq!(again.pause, MAIL_RETRY);
+        // Made, waiting for the answer: not due again.
+        assert!(!MailRetry { at: None, pause: MAIL_RETRY }.is_due(now + MAIL_RETRY_MAX));
     }
 }
