@@ -293,12 +293,22 @@ async fn a_peer_that_never_used_encryption_can_be_written_to_while_offline() {
     bob.mesh.shutdown().await.unwrap();
     wait_until(DEADLINE, "bob to be gone", || async { !holder.connected_to(&bob.peer_id()).await }).await;
 
-    // Alice arrives after bob left: she finds his key at the holder.
-    let alice = TestNode::start(client(Identity::generate().unwrap()), memory()).await;
-    wait_until(DEADLINE, "alice connects", || async { holder.connected_to(&alice.peer_id()).await }).await;
+    // Alice (at level 1) arrives after bob left: she finds his level-3 key
+    // at the holder and seals up to it. Dave, at level 5, does not seal
+    // down: a clear error, nothing held.
+    let at_level = |level: Level| MeshConfig { kem_level: level, ..client(Identity::generate().unwrap()) };
+    let alice = TestNode::start(at_level(Level::L1), memory()).await;
+    let dave = TestNode::start(at_level(Level::L5), memory()).await;
+    for node in [&alice, &dave] {
+        wait_until(DEADLINE, "a sender connects", || async { holder.connected_to(&node.peer_id()).await })
+            .await;
+    }
     let held = send(&alice, &bob, "welcome back").await.unwrap();
     assert_eq!(held.held_by, Some(holder.peer_id()));
     assert!(held.encrypted);
+    let err = send(&dave, &bob, "not below level 5").await.unwrap_err();
+    assert!(err.to_string().contains("key is unknown"), "{err}");
+    assert_eq!(holder.mesh.metrics().mailbox_held, 1);
 
     let bob = TestNode::start(client(bob_identity), memory()).await;
     bob.expect_received(1, "bob's mail", |m| {

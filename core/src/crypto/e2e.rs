@@ -285,7 +285,13 @@ impl E2e {
 
     /// Whether this node can seal to `peer` now.
     pub fn knows(&self, peer: &PeerId) -> bool {
-        self.keys.contains_key(&(*peer, self.level))
+        self.peer_key(peer).is_some()
+    }
+
+    /// The key this node seals to `peer` with: at this node's level, else
+    /// at a stronger one (never a weaker one).
+    fn peer_key(&self, peer: &PeerId) -> Option<&KemPublicKey> {
+        self.level.and_stronger().find_map(|level| self.keys.get(&(*peer, level))).map(|(key, _)| key)
     }
 
     /// Verifies `signed` as `peer`'s KEM key and remembers it.
@@ -317,7 +323,7 @@ impl E2e {
             Some(_) => None,
         };
         if let Some(epoch) = rotate {
-            let (key, _) = self.keys.get(&(*peer, self.level)).ok_or(SealError::NeedKey(*peer))?;
+            let key = self.peer_key(peer).ok_or(SealError::NeedKey(*peer))?;
             let (session, handshake) = Session::initiate(&self.identity, peer, key, epoch)?;
             make_room(&mut self.outgoing, peer);
             let id = self.next_session;
@@ -360,7 +366,7 @@ impl E2e {
 
     /// [`E2e::seal_once`], leaving `env` as it is.
     pub fn sealed_once(&mut self, peer: &PeerId, env: &Envelope) -> Result<Envelope, SealError> {
-        let (key, _) = self.keys.get(&(*peer, self.level)).ok_or(SealError::NeedKey(*peer))?;
+        let key = self.peer_key(peer).ok_or(SealError::NeedKey(*peer))?;
         let (mut session, handshake) = Session::initiate(&self.identity, peer, key, 0)?;
         Ok(seal_body(&mut session, env, Some(handshake))?)
     }
@@ -544,6 +550,30 @@ mod tests {
             assert!(matches!(b.open(&pa, &mut again), Err(OpenError::Session(SessionError::Replay(0)))));
             assert_eq!(b.session_with(&pa), Some((level, 0)));
         }
+    }
+
+    #[test]
+    fn a_sender_seals_at_its_level_or_a_stronger_one_never_a_weaker_one() {
+        let (a, b) = (Identity::from_seed([1; 32]), Identity::from_seed([2; 32]));
+        let (pa, pb) = (a.peer_id(), b.peer_id());
+        // Bob published only his level-3 key.
+        let mut bob = E2e::new(b, Level::L3);
+        let bob_l3 = bob.own_key(Level::L3);
+        // A level-1 sender uses it: the session is level 3.
+        let mut low = E2e::new(a.clone(), Level::L1);
+        low.learn_key(pb, bob_l3.clone()).unwrap();
+        assert!(low.knows(&pb));
+        let (mut env, _) = wire(&mut low, pb, message(pa, pb, "up"));
+        assert_eq!(bob.open(&pa, &mut env).unwrap().unwrap().level, Level::L3);
+        // A level-5 sender does not seal down to it.
+        let mut high = E2e::new(a, Level::L5);
+        high.learn_key(pb, bob_l3).unwrap();
+        assert!(!high.knows(&pb));
+        let mut env = message(pa, pb, "down");
+        assert!(matches!(high.seal(&pb, &mut env), Err(SealError::NeedKey(p)) if p == pb));
+        assert!(matches!(high.seal_once(&pb, &mut env), Err(SealError::NeedKey(p)) if p == pb));
+        assert_eq!(Level::L1.and_stronger().collect::<Vec<_>>(), [Level::L1, Level::L3, Level::L5]);
+        assert_eq!(Level::L5.and_stronger().collect::<Vec<_>>(), [Level::L5]);
     }
 
     #[test]

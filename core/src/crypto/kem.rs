@@ -37,7 +37,9 @@ use sha3::{Digest, Sha3_256};
 pub type SharedSecret = [u8; 32];
 
 /// A security level: ML-KEM-512 (1), ML-KEM-768 (3, X-Wing), ML-KEM-1024 (5).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(into = "u8", try_from = "u8")]
 pub enum Level {
     /// ML-KEM-512 + X25519.
@@ -50,6 +52,15 @@ pub enum Level {
 }
 
 impl Level {
+    /// Every level, weakest first.
+    pub const ALL: [Level; 3] = [Level::L1, Level::L3, Level::L5];
+
+    /// This level and the stronger ones, this one first: the levels a
+    /// sender that asks for this one may encapsulate at.
+    pub fn and_stronger(self) -> impl Iterator<Item = Level> {
+        std::iter::once(self).chain(Self::ALL.into_iter().filter(move |l| *l > self))
+    }
+
     /// The NIST level number (1, 3 or 5).
     pub fn number(self) -> u8 {
         match self {

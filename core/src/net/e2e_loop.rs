@@ -120,13 +120,18 @@ impl EventLoop {
         if self.e2e.knows(peer) {
             return true;
         }
-        let level = self.e2e.level();
-        let published = self.state.get(&peer.to_base58(), &kem_state_key(level));
-        if let Some(signed) = published.as_ref().and_then(kem_key_from_json) {
-            // A key that does not verify is ignored; the node is asked instead.
-            let _ = self.e2e.learn_key(*peer, signed);
+        let namespace = peer.to_base58();
+        for level in self.e2e.level().and_stronger() {
+            let published = self.state.get(&namespace, &kem_state_key(level));
+            if let Some(signed) = published.as_ref().and_then(kem_key_from_json)
+                && signed.level == level
+                // A key that does not verify is ignored; the node is asked instead.
+                && self.e2e.learn_key(*peer, signed).is_ok()
+            {
+                return true;
+            }
         }
-        self.e2e.knows(peer)
+        false
     }
 
     /// A direct message to seal whose recipient's key is not known yet:
@@ -171,7 +176,11 @@ impl EventLoop {
         *open = open.saturating_sub(1);
         let learnt = match key {
             Some(key) => match self.e2e.learn_key(subject, key) {
-                Ok(()) => true,
+                Ok(()) if self.e2e.knows(&subject) => true,
+                Ok(()) => {
+                    tracing::debug!(%subject, "a KEM key weaker than this node's level: not used");
+                    false
+                }
                 Err(e) => {
                     tracing::warn!(%subject, "refused a KEM key: {e}");
                     false
@@ -197,12 +206,14 @@ impl EventLoop {
         }
         if self.key_asks_open.get(&subject).copied().unwrap_or(0) == 0 {
             self.key_asks_open.remove(&subject);
+            let level = self.e2e.level().number();
             for parked in self.awaiting_key.remove(&subject).unwrap_or_default() {
                 let _ = parked.reply.send(Err(MeshError::Delivery {
                     peer: subject,
-                    reason: "its end-to-end encryption key is unknown: it could not be reached and no \
-                             connected node knows the key"
-                        .into(),
+                    reason: format!(
+                        "its end-to-end encryption key is unknown at level {level} or above: it could not \
+                         be reached and no connected node knows one"
+                    ),
                 }));
             }
         }
@@ -490,9 +501,13 @@ impl EventLoop {
                 if subject == *self.swarm.local_peer_id() {
                     self.publish_kem_key_if(level);
                 }
+                // The key at that level, else at a stronger one the subject
+                // published (a sender may seal up, never down).
                 let known = self.e2e.key_of(&subject, level).or_else(|| {
-                    let published = self.state.get(&subject.to_base58(), &kem_state_key(level));
-                    published.as_ref().and_then(kem_key_from_json)
+                    level.and_stronger().find_map(|level| {
+                        let published = self.state.get(&subject.to_base58(), &kem_state_key(level));
+                        published.as_ref().and_then(kem_key_from_json).filter(|key| key.level == level)
+                    })
                 });
                 E2eResponse::KemKey(known)
             }
