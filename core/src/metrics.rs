@@ -65,6 +65,9 @@ pub(crate) struct Metrics {
     state_rejected: [Counter; EntryRejection::ALL.len()],
     state_namespaces: Gauge,
     state_entries: Gauge,
+    state_lag: Histogram,
+    relay_reservations: Gauge,
+    relay_circuits: Gauge,
     e2e_sessions: Gauge,
     e2e_rekeys: Counter,
     e2e_decrypt_failures: Counter,
@@ -116,6 +119,21 @@ impl Metrics {
         let (state_namespaces, state_entries) = (Gauge::default(), Gauge::default());
         sub.register("state_namespaces", "Namespaces held (own and replicas)", state_namespaces.clone());
         sub.register("state_entries", "State entries held (tombstones included)", state_entries.clone());
+        let state_lag = Histogram::new([
+            0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0, 86400.0,
+        ]);
+        sub.register(
+            "state_sync_lag_seconds",
+            "How long after it was written a peer's state entry changed a value here",
+            state_lag.clone(),
+        );
+        let (relay_reservations, relay_circuits) = (Gauge::default(), Gauge::default());
+        sub.register(
+            "relay_reservations",
+            "Relay reservations this node holds for others",
+            relay_reservations.clone(),
+        );
+        sub.register("relay_circuits", "Relayed connections open through this node", relay_circuits.clone());
         let (e2e_sessions, mailbox_held) = (Gauge::default(), Gauge::default());
         let [e2e_rekeys, e2e_decrypt_failures, e2e_replays, mailbox_delivered] =
             std::array::from_fn(|_| Counter::default());
@@ -154,6 +172,9 @@ impl Metrics {
             state_rejected,
             state_namespaces,
             state_entries,
+            state_lag,
+            relay_reservations,
+            relay_circuits,
             e2e_sessions,
             e2e_rekeys,
             e2e_decrypt_failures,
@@ -198,6 +219,25 @@ impl Metrics {
 
     pub(crate) fn state_ingested(&self) {
         self.state_ingested.inc();
+    }
+
+    /// A peer's entry written `lag_seconds` ago changed a value here.
+    pub(crate) fn state_arrived(&self, lag_seconds: f64) {
+        self.state_lag.observe(lag_seconds);
+    }
+
+    /// Relay reservations and circuits this node holds for others, by
+    /// how much they changed.
+    pub(crate) fn relay_changed(&self, reservations: i64, circuits: i64) {
+        // Never below zero, whatever order the events come in.
+        for (gauge, by) in [(&self.relay_reservations, reservations), (&self.relay_circuits, circuits)] {
+            if by != 0 {
+                let now = gauge.inc_by(by) + by;
+                if now < 0 {
+                    gauge.set(0);
+                }
+            }
+        }
     }
 
     pub(crate) fn state_rejected(&self, reason: EntryRejection) {
@@ -253,6 +293,8 @@ impl Metrics {
             e2e_replays_rejected: self.e2e_replays.get(),
             mailbox_held: self.mailbox_held.get().max(0) as u64,
             mailbox_delivered: self.mailbox_delivered.get(),
+            relay_reservations: self.relay_reservations.get().max(0) as u64,
+            relay_circuits: self.relay_circuits.get().max(0) as u64,
             state_rejected_by_reason: EntryRejection::ALL
                 .iter()
                 .map(|r| (r.as_str().to_owned(), self.state_rejected[*r as usize].get()))
@@ -318,6 +360,10 @@ pub struct MetricsSnapshot {
     pub mailbox_held: u64,
     /// Held messages delivered to their recipient.
     pub mailbox_delivered: u64,
+    /// Relay reservations this node holds for others (native nodes).
+    pub relay_reservations: u64,
+    /// Relayed connections open through this node (native nodes).
+    pub relay_circuits: u64,
 }
 
 #[cfg(test)]

@@ -75,6 +75,31 @@ async fn send(from: &TestNode, to: &TestNode, text: &str) -> Result<Delivery, Me
     }
 }
 
+/// The holder's metrics count the relay reservations it keeps for light
+/// clients and the circuits it relays between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_counts_its_reservations_and_circuits() {
+    let holder = TestNode::start(memory_config(Identity::generate().unwrap(), vec![]), memory()).await;
+    let (alice, _, bob) = two_clients_of(&holder).await;
+    wait_until(DEADLINE, "two reservations", || async { holder.mesh.metrics().relay_reservations == 2 })
+        .await;
+    send(&alice, &bob, "through the relay").await.unwrap();
+    // (The holder's event loop may count it a moment after the message passed.)
+    wait_until(DEADLINE, "the circuit alice reached bob through", || async {
+        holder.mesh.metrics().relay_circuits >= 1
+    })
+    .await;
+    let exposition = holder.mesh.prometheus_metrics();
+    assert!(exposition.contains("infermesh_relay_reservations 2"), "{exposition}");
+    bob.mesh.shutdown().await.unwrap();
+    wait_until(DEADLINE, "bob's reservation and circuit to close", || async {
+        let m = holder.mesh.metrics();
+        m.relay_reservations == 1 && m.relay_circuits == 0
+    })
+    .await;
+    assert_eq!(alice.mesh.metrics().relay_reservations, 0, "a light client relays for nobody");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_messages_are_sealed_end_to_end_and_the_status_says_so() {
     let x = TestNode::start(memory_config(Identity::generate().unwrap(), vec![]), memory()).await;

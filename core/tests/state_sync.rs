@@ -177,4 +177,12 @@ async fn a_large_catch_up_arrives_in_one_round() {
     .await;
     let ns = a.peer_id().to_base58();
     assert_eq!(data_of(&b, &ns).await, data_of(&a, &ns).await);
+    // Each entry that arrived was timed from its write.
+    let exposition = b.mesh.prometheus_metrics();
+    let lag_count = exposition
+        .lines()
+        .find_map(|l| l.strip_prefix("infermesh_state_sync_lag_seconds_count "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(lag_count, Some(ENTRIES as u64), "{exposition}");
+    assert_eq!(b.mesh.metrics().state_entries_ingested, ENTRIES as u64);
 }

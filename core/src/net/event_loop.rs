@@ -754,6 +754,8 @@ impl EventLoop {
             },
             BehaviourEvent::RelayServer(event) => {
                 tracing::debug!("relay: {event:?}");
+                let (reservations, circuits) = platform::relay_change(&event);
+                self.metrics.relay_changed(reservations, circuits);
             }
             BehaviourEvent::Autonat(event) => {
                 if let Some(status) = platform::autonat_status(event) {

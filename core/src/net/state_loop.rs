@@ -16,7 +16,7 @@ use crate::{
     },
     platform::{self, Instant},
     state::{
-        Applied, Entry, EntryError, EntryRejection, StateError,
+        Applied, Entry, EntryError, EntryRejection, Hlc, StateError,
         sync::{Initiator, digest},
     },
 };
@@ -356,7 +356,8 @@ impl EventLoop {
     /// Takes entries from a peer (signatures verified as one batch);
     /// counts each refusal by reason. Returns the outcome of each.
     fn ingest(&mut self, entries: Vec<Entry>, from: Option<&PeerId>) -> Vec<Result<Applied, EntryError>> {
-        let outcomes = match self.state.ingest_all(entries, platform::now_ms()) {
+        let now = platform::now_ms();
+        let outcomes = match self.state.ingest_all(entries, now) {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 // Not stored, so not merged; reconciliation brings them again.
@@ -372,6 +373,8 @@ impl EventLoop {
                         self.holders.entry(outcome.namespace.clone()).or_default().insert(*peer);
                     }
                     self.metrics.state_ingested();
+                    let lag_ms = now.saturating_sub(Hlc::millis(outcome.timestamp));
+                    self.metrics.state_arrived(lag_ms as f64 / 1000.0);
                     self.state_changed(&outcome.namespace, &outcome.key);
                 }
                 Ok(_) => {}

@@ -141,6 +141,19 @@ pub(crate) fn autonat_status(event: libp2p::autonat::Event) -> Option<String> {
     }
 }
 
+/// How a relay-server event changes the reservations and the circuits
+/// this node holds for others: `(reservations, circuits)`.
+pub(crate) fn relay_change(event: &libp2p::relay::Event) -> (i64, i64) {
+    use libp2p::relay::Event;
+    match event {
+        Event::ReservationReqAccepted { renewed: false, .. } => (1, 0),
+        Event::ReservationClosed { .. } | Event::ReservationTimedOut { .. } => (-1, 0),
+        Event::CircuitReqAccepted { .. } => (0, 1),
+        Event::CircuitClosed { .. } => (0, -1),
+        _ => (0, 0),
+    }
+}
+
 /// mDNS discovery of peers on the local network.
 pub(crate) type Mdns = mdns::tokio::Behaviour;
 

@@ -71,6 +71,11 @@ pub(crate) fn autonat_status(event: std::convert::Infallible) -> Option<String> 
     match event {}
 }
 
+/// A page relays for nobody: no relay-server events.
+pub(crate) fn relay_change(event: &std::convert::Infallible) -> (i64, i64) {
+    match *event {}
+}
+
 /// There is no mDNS in a browser: a behaviour that does nothing.
 pub(crate) type Mdns = dummy::Behaviour;
 

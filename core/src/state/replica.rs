@@ -55,6 +55,8 @@ pub struct Outcome {
     pub namespace: String,
     /// The entry's key.
     pub key: String,
+    /// The entry's timestamp (hybrid logical clock, see [`super::Hlc`]).
+    pub timestamp: u64,
     /// Merged, already there, superseded, or refused (and why).
     pub result: Result<Applied, EntryError>,
 }
@@ -251,7 +253,12 @@ impl Replica {
             .into_iter()
             .zip(results)
             .map(|(entry, result)| {
-                let outcome = Outcome { namespace: entry.namespace.clone(), key: entry.key.clone(), result };
+                let outcome = Outcome {
+                    namespace: entry.namespace.clone(),
+                    key: entry.key.clone(),
+                    timestamp: entry.timestamp,
+                    result,
+                };
                 if outcome.result == Ok(Applied::Changed) {
                     self.merge(entry);
                 }
