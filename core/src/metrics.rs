@@ -2,7 +2,13 @@
 //! `/metrics`) and summarised as a [`MetricsSnapshot`] for the CLI and the
 //! browser.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use prometheus_client::{
     encoding::{
@@ -66,6 +72,9 @@ pub(crate) struct Metrics {
     state_namespaces: Gauge,
     state_entries: Gauge,
     state_lag: Histogram,
+    /// The lag of the last entry that arrived, in milliseconds (for
+    /// snapshots: the histogram's buckets are private to it).
+    state_last_lag_ms: Arc<AtomicU64>,
     relay_reservations: Gauge,
     relay_circuits: Gauge,
     e2e_sessions: Gauge,
@@ -173,6 +182,7 @@ impl Metrics {
             state_namespaces,
             state_entries,
             state_lag,
+            state_last_lag_ms: Arc::default(),
             relay_reservations,
             relay_circuits,
             e2e_sessions,
@@ -221,9 +231,10 @@ impl Metrics {
         self.state_ingested.inc();
     }
 
-    /// A peer's entry written `lag_seconds` ago changed a value here.
-    pub(crate) fn state_arrived(&self, lag_seconds: f64) {
-        self.state_lag.observe(lag_seconds);
+    /// A peer's entry written `lag_ms` milliseconds ago changed a value here.
+    pub(crate) fn state_arrived(&self, lag_ms: u64) {
+        self.state_lag.observe(lag_ms as f64 / 1000.0);
+        self.state_last_lag_ms.store(lag_ms, Ordering::Relaxed);
     }
 
     /// Relay reservations and circuits this node holds for others, by
@@ -287,6 +298,7 @@ impl Metrics {
             state_entries_rejected: self.state_rejected.iter().map(Counter::get).sum(),
             state_namespaces: self.state_namespaces.get().max(0) as u64,
             state_entries: self.state_entries.get().max(0) as u64,
+            state_last_sync_lag_ms: self.state_last_lag_ms.load(Ordering::Relaxed),
             e2e_sessions: self.e2e_sessions.get().max(0) as u64,
             e2e_rekeys: self.e2e_rekeys.get(),
             e2e_decrypt_failures: self.e2e_decrypt_failures.get(),
@@ -348,6 +360,9 @@ pub struct MetricsSnapshot {
     pub state_namespaces: u64,
     /// State entries held, tombstones included.
     pub state_entries: u64,
+    /// How long after it was written the last entry from a peer changed a
+    /// value here (ms; 0 before any arrived).
+    pub state_last_sync_lag_ms: u64,
     /// Peers with a quantum-secure end-to-end session.
     pub e2e_sessions: u64,
     /// End-to-end session keys rotated.

@@ -146,6 +146,12 @@ struct Metrics {
     e2e_rekeys: u64,
     e2e_decrypt_failures: u64,
     e2e_replays_rejected: u64,
+    state_namespaces: u64,
+    state_entries: u64,
+    state_entries_ingested: u64,
+    state_entries_rejected: u64,
+    state_rejected_by_reason: std::collections::BTreeMap<String, u64>,
+    state_sync_lag_ms: u64,
 }
 
 impl From<MetricsSnapshot> for Metrics {
@@ -162,6 +168,12 @@ impl From<MetricsSnapshot> for Metrics {
             e2e_rekeys: m.e2e_rekeys,
             e2e_decrypt_failures: m.e2e_decrypt_failures,
             e2e_replays_rejected: m.e2e_replays_rejected,
+            state_namespaces: m.state_namespaces,
+            state_entries: m.state_entries,
+            state_entries_ingested: m.state_entries_ingested,
+            state_entries_rejected: m.state_entries_rejected,
+            state_rejected_by_reason: m.state_rejected_by_reason,
+            state_sync_lag_ms: m.state_last_sync_lag_ms,
         }
     }
 }

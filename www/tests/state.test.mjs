@@ -60,6 +60,11 @@ test('state follows the key: owner offline, another device, node restart, read-o
   assert.deepEqual(atB.data, seed, 'every value, with its type')
   assert.ok(atB.replicas.includes(node.peerId), 'B knows the node holds a replica')
   assert.ok((await b.page.evaluate(() => window.changes.length)) > 0, 'on_state_change fired')
+  const metricsB = await b.page.evaluate(() => window.client.metrics())
+  assert.ok(metricsB.state_entries_ingested >= Object.keys(seed).length, JSON.stringify(metricsB))
+  assert.ok(metricsB.state_entries >= Object.keys(seed).length && metricsB.state_namespaces >= 1)
+  assert.ok(metricsB.state_sync_lag_ms > 0, 'A wrote before B started: its entries arrived late')
+  assert.equal(metricsB.state_entries_rejected, 0)
   await b.page.evaluate(async () => {
     await window.client.set('age', 26)
     await window.client.delete('active')

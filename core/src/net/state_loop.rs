@@ -374,7 +374,7 @@ impl EventLoop {
                     }
                     self.metrics.state_ingested();
                     let lag_ms = now.saturating_sub(Hlc::millis(outcome.timestamp));
-                    self.metrics.state_arrived(lag_ms as f64 / 1000.0);
+                    self.metrics.state_arrived(lag_ms);
                     self.state_changed(&outcome.namespace, &outcome.key);
                 }
                 Ok(_) => {}
