@@ -460,7 +460,7 @@ fn main() {
     );
     println!("  plain:     the same with quantum_resistant off (transport encryption only)");
     println!(
-        "  bare:      two bare rust-libp2p swarms with request-response only (same framing and transport)"
+        "  bare:      two bare rust-libp2p swarms with request-response only (a stream per message, same transport)"
     );
     println!(
         "  stack:     bare, plus the protocols an InferMesh node runs (identify, ping, kad, gossipsub, relay,"

@@ -20,61 +20,18 @@ use infermesh_core::{
 use libp2p::{
     Multiaddr, StreamProtocol, SwarmBuilder, Transport,
     core::{transport::MemoryTransport, upgrade},
-    gossipsub, noise, request_response,
-    swarm::{NetworkBehaviour, SwarmEvent},
+    gossipsub, noise,
+    swarm::NetworkBehaviour,
     yamux,
 };
 use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(20);
-const DIRECT: StreamProtocol = StreamProtocol::new("/infermesh/direct/1.0.0");
-
-/// Writes request bytes exactly as given (the test frames them itself, so it
-/// can lie about lengths) and reads the whole response.
-#[derive(Clone, Default)]
-struct RawCodec;
-
-impl request_response::Codec for RawCodec {
-    type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
-    type Response = Vec<u8>;
-
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Vec<u8>>
-    where
-        T: futures::AsyncRead + Unpin + Send,
-    {
-        let mut buf = Vec::new();
-        io.take(4096).read_to_end(&mut buf).await?;
-        Ok(buf)
-    }
-
-    async fn read_response<T>(&mut self, p: &StreamProtocol, io: &mut T) -> std::io::Result<Vec<u8>>
-    where
-        T: futures::AsyncRead + Unpin + Send,
-    {
-        self.read_request(p, io).await
-    }
-
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Vec<u8>) -> std::io::Result<()>
-    where
-        T: futures::AsyncWrite + Unpin + Send,
-    {
-        io.write_all(&req).await?;
-        io.close().await
-    }
-
-    async fn write_response<T>(&mut self, p: &StreamProtocol, io: &mut T, res: Vec<u8>) -> std::io::Result<()>
-    where
-        T: futures::AsyncWrite + Unpin + Send,
-    {
-        self.write_request(p, io, res).await
-    }
-}
+const DIRECT: StreamProtocol = StreamProtocol::new("/infermesh/direct/2.0.0");
 
 #[derive(NetworkBehaviour)]
 struct Raw {
     gossipsub: gossipsub::Behaviour,
-    direct: request_response::Behaviour<RawCodec>,
     stream: libp2p_stream::Behaviour,
 }
 
@@ -82,7 +39,6 @@ enum RawCommand {
     Dial(Multiaddr),
     Subscribe(String),
     Publish(String, Vec<u8>, oneshot::Sender<Result<(), String>>),
-    Direct(PeerId, Vec<u8>, oneshot::Sender<Result<Vec<u8>, String>>),
     SubscribedPeers(String, oneshot::Sender<usize>),
 }
 
@@ -118,10 +74,6 @@ impl RawPeer {
                         .unwrap(),
                 )
                 .unwrap(),
-                direct: request_response::Behaviour::new(
-                    [(DIRECT, request_response::ProtocolSupport::Outbound)],
-                    request_response::Config::default(),
-                ),
                 stream: libp2p_stream::Behaviour::new(),
             })
             .unwrap()
@@ -130,7 +82,6 @@ impl RawPeer {
         let control = swarm.behaviour().stream.new_control();
         let (commands, mut rx) = futures::channel::mpsc::channel::<RawCommand>(16);
         tokio::spawn(async move {
-            let mut pending = std::collections::HashMap::new();
             loop {
                 tokio::select! {
                     command = rx.next() => match command {
@@ -143,33 +94,13 @@ impl RawPeer {
                             let result = swarm.behaviour_mut().gossipsub.publish(gossipsub::IdentTopic::new(topic), data);
                             let _ = reply.send(result.map(|_| ()).map_err(|e| e.to_string()));
                         }
-                        Some(RawCommand::Direct(peer, bytes, reply)) => {
-                            let id = swarm.behaviour_mut().direct.send_request(&peer, bytes);
-                            pending.insert(id, reply);
-                        }
                         Some(RawCommand::SubscribedPeers(topic, reply)) => {
                             let hash = gossipsub::IdentTopic::new(topic).hash();
                             let n = swarm.behaviour().gossipsub.all_peers().filter(|(_, t)| t.contains(&&hash)).count();
                             let _ = reply.send(n);
                         }
                     },
-                    event = swarm.select_next_some() => match event {
-                        SwarmEvent::Behaviour(RawEvent::Direct(request_response::Event::Message {
-                            message: request_response::Message::Response { request_id, response }, ..
-                        })) => {
-                            if let Some(reply) = pending.remove(&request_id) {
-                                let _ = reply.send(Ok(response));
-                            }
-                        }
-                        SwarmEvent::Behaviour(RawEvent::Direct(request_response::Event::OutboundFailure {
-                            request_id, error, ..
-                        })) => {
-                            if let Some(reply) = pending.remove(&request_id) {
-                                let _ = reply.send(Err(error.to_string()));
-                            }
-                        }
-                        _ => {}
-                    },
+                    _ = swarm.select_next_some() => {}
                 }
             }
         });
@@ -181,20 +112,25 @@ impl RawPeer {
         self.commands.clone().send(command).await.unwrap();
     }
 
-    /// Sends raw bytes on the direct protocol; returns the rejection label
-    /// from the acknowledgement (`None` = accepted).
+    /// Sends raw bytes on the direct protocol, on a stream of their own,
+    /// as one request (`seq`, then the bytes, which the test frames itself so
+    /// it can lie about lengths); returns the rejection label from the
+    /// acknowledgement (`None` = accepted).
     async fn direct(&self, to: PeerId, framed: Vec<u8>) -> Option<String> {
-        let (tx, rx) = oneshot::channel();
-        self.send(RawCommand::Direct(to, framed, tx)).await;
-        let ack = rx.await.unwrap().expect("the node answers even bad requests");
+        let mut stream = self.control.clone().open_stream(to, DIRECT).await.expect("direct stream");
+        stream.write_all(&[7]).await.unwrap();
+        stream.write_all(&framed).await.unwrap();
+        stream.flush().await.unwrap();
+        let seq = unsigned_varint::aio::read_u64(&mut stream).await.expect("an acknowledgement");
+        assert_eq!(seq, 7, "the acknowledgement names the request");
+        let len = unsigned_varint::aio::read_u64(&mut stream).await.unwrap();
+        let mut body = vec![0u8; len as usize];
+        stream.read_exact(&mut body).await.unwrap();
         #[derive(serde::Deserialize)]
         struct Ack {
             rejected: Option<String>,
         }
-        let mut len_and_body = &ack[..];
-        let (_, body) = unsigned_varint::decode::u64(len_and_body).unwrap();
-        len_and_body = body;
-        ciborium::from_reader::<Ack, _>(len_and_body).unwrap().rejected
+        ciborium::from_reader::<Ack, _>(&body[..]).unwrap().rejected
     }
 
     async fn publish(&self, topic: &str, data: Vec<u8>) {
@@ -295,6 +231,90 @@ async fn bad_direct_messages_are_rejected_with_their_reason() {
     // Only the good one was delivered.
     node.expect_received(1, "only the good message is delivered", |_| true).await;
     assert_eq!(node.received(|m| m.envelope.id == good.id), 1);
+}
+
+/// Reads one acknowledgement frame: its `seq` and rejection label.
+async fn read_ack(stream: &mut libp2p::Stream) -> (u64, Option<String>) {
+    let seq = unsigned_varint::aio::read_u64(&mut *stream).await.expect("an acknowledgement");
+    let len = unsigned_varint::aio::read_u64(&mut *stream).await.unwrap();
+    let mut body = vec![0u8; len as usize];
+    stream.read_exact(&mut body).await.unwrap();
+    #[derive(serde::Deserialize)]
+    struct Ack {
+        rejected: Option<String>,
+    }
+    (seq, ciborium::from_reader::<Ack, _>(&body[..]).unwrap().rejected)
+}
+
+/// The direct protocol carries many messages on one stream, written back
+/// to back, each answered by an acknowledgement naming its `seq`. An
+/// oversize message in the middle is refused from its header, its bytes
+/// are skipped, and the messages after it still arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_stream_carries_many_messages_and_survives_an_oversize_one() {
+    let (node, raw) = node_and_raw_peer().await;
+    let to = node.peer_id().to_base58();
+    let first = envelope(&raw.id, &to);
+    let last = envelope(&raw.id, &to);
+    let limit = infermesh_core::messaging::Limits::default().max_envelope_bytes;
+
+    let mut stream = raw.control.clone().open_stream(node.peer_id(), DIRECT).await.expect("direct stream");
+    let mut wire = Vec::new();
+    for (seq, body) in [
+        (1u8, first.encode()),
+        (2, b"\xa3not cbor at all".to_vec()),
+        (3, vec![0u8; limit + 1]),
+        (4, last.encode()),
+    ] {
+        wire.push(seq);
+        wire.extend(framed(&body));
+    }
+    stream.write_all(&wire).await.unwrap();
+    stream.flush().await.unwrap();
+
+    let mut acks = std::collections::BTreeMap::new();
+    while acks.len() < 4 {
+        let (seq, rejected) =
+            tokio::time::timeout(DEADLINE, read_ack(&mut stream)).await.expect("acks in time");
+        assert!(acks.insert(seq, rejected).is_none(), "one acknowledgement per message");
+    }
+    assert_eq!(
+        acks.into_iter().collect::<Vec<_>>(),
+        vec![(1, None), (2, Some("malformed".into())), (3, Some("oversize".into())), (4, None)]
+    );
+    node.expect_received(2, "the messages on either side of the bad ones are delivered", |_| true).await;
+    assert_eq!(node.received(|m| m.envelope.id == first.id || m.envelope.id == last.id), 2);
+}
+
+/// A peer that takes direct messages and never acknowledges them: the
+/// sender gives up after its request timeout with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_acknowledges_times_out() {
+    let mut config = memory_config(Identity::generate().unwrap(), vec![]);
+    config.quantum_resistant = false;
+    config.timing.request_timeout = Duration::from_millis(500);
+    let node = TestNode::start(config, "/memory/0".parse().unwrap()).await;
+    let raw = RawPeer::start();
+    let mut incoming = raw.control.clone().accept(DIRECT).unwrap();
+    raw.send(RawCommand::Dial(node.addr.clone())).await;
+    wait_until(DEADLINE, "raw peer connects", || async { node.connected_to(&raw.id).await }).await;
+    // Take the stream and read what arrives, but never answer.
+    let reader = tokio::spawn(async move {
+        let (_, mut stream) = incoming.next().await.expect("a direct stream");
+        let mut buf = vec![0u8; 4096];
+        let mut read = 0;
+        while let Ok(n @ 1..) = stream.read(&mut buf).await {
+            read += n;
+        }
+        read
+    });
+    let error = tokio::time::timeout(DEADLINE, node.mesh.send_text(raw.id, "anyone?"))
+        .await
+        .expect("the send ends by itself")
+        .expect_err("no acknowledgement");
+    assert!(error.to_string().contains("no acknowledgement in time"), "{error}");
+    drop(node);
+    reader.abort();
 }
 
 /// Sealed direct messages are opened before delivery: one that does not
@@ -434,7 +454,7 @@ async fn garbage_on_every_protocol_does_not_take_the_node_down() {
     let mut garbage = vec![0u8; 64 * 1024];
     getrandom::fill(&mut garbage).unwrap();
     let protocols = [
-        "/infermesh/direct/1.0.0",
+        "/infermesh/direct/2.0.0",
         "/infermesh/e2e/1.0.0",
         "/infermesh/state-sync/1.0.0",
         "/meshsub/1.2.0",

@@ -12,7 +12,7 @@ use libp2p::{
 use sha2::{Digest, Sha256};
 
 use super::{
-    codec::{self, DirectCodec},
+    direct,
     e2e_proto::{self, E2eRequest, E2eResponse},
     peer_limit::PeerLimit,
     state_sync::{self, SyncRequest, SyncResponse},
@@ -34,7 +34,7 @@ pub(crate) struct Behaviour {
     pub(crate) ping: ping::Behaviour,
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
     pub(crate) gossipsub: gossipsub::Behaviour,
-    pub(crate) direct: request_response::Behaviour<DirectCodec>,
+    pub(crate) direct: direct::Behaviour,
     pub(crate) state_sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
     pub(crate) e2e: request_response::cbor::Behaviour<E2eRequest, E2eResponse>,
     pub(crate) autonat: Toggle<platform::Autonat>,
@@ -140,13 +140,7 @@ pub(crate) fn build(
     let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
     kad.set_mode(Some(if config.kad_server { kad::Mode::Server } else { kad::Mode::Client }));
 
-    let direct = request_response::Behaviour::with_codec(
-        DirectCodec::new(config.limits.max_envelope_bytes),
-        [(codec::PROTOCOL, request_response::ProtocolSupport::Full)],
-        request_response::Config::default()
-            .with_request_timeout(timing.request_timeout)
-            .with_max_concurrent_streams(config.direct_window.max(1) * 4),
-    );
+    let direct = direct::Behaviour::new(config.limits.max_envelope_bytes, timing.request_timeout);
 
     let state_sync = request_response::cbor::Behaviour::with_codec(
         request_response::cbor::codec::Codec::default()

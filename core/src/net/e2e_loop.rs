@@ -16,7 +16,7 @@ use crate::{
     mesh::{Delivery, InboundMessage, Via},
     messaging::{Envelope, Held, RejectReason, Rejection},
     net::{
-        Outbound,
+        Outbound, direct,
         e2e_proto::{E2eRequest, E2eResponse, HeldFrame, MAX_MAIL_BYTES},
     },
     platform::{self, Instant},
@@ -295,9 +295,9 @@ impl EventLoop {
     pub(super) fn recover_send(
         &mut self,
         pending: PendingSend,
-        error: &request_response::OutboundFailure,
+        error: &direct::Failure,
     ) -> Option<PendingSend> {
-        use request_response::OutboundFailure::{ConnectionClosed, DialFailure, Io, Timeout};
+        use direct::Failure::{ConnectionClosed, Io, Timeout, Unreachable};
         // The connection closed under the message (a restarted peer's old
         // one, say): once more, on another connection or a new dial, with a
         // new session in case the peer restarted.
@@ -306,7 +306,7 @@ impl EventLoop {
         // Unreachable, or gone while it was sent: it may wait in a mailbox.
         // (If it did arrive, the recipient refuses the held copy as a
         // duplicate.)
-        if matches!(error, DialFailure | ConnectionClosed | Timeout | Io(_)) {
+        if matches!(error, Unreachable | ConnectionClosed | Timeout | Io(_)) {
             self.deposit(pending)
         } else {
             Some(pending)

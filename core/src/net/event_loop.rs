@@ -33,6 +33,7 @@ use super::{
     BATCH, Command, Outbound, TICK,
     behaviour::{self, Behaviour, BehaviourEvent, KAD_PROTOCOL},
     codec::{Ack, DirectRequest},
+    direct,
     reconnect::{Backoff, Reconnector},
 };
 use crate::{
@@ -158,7 +159,7 @@ pub struct EventLoop {
     listen_addrs: Vec<Multiaddr>,
     listeners: Vec<ListenerId>,
 
-    sends: HashMap<request_response::OutboundRequestId, PendingSend>,
+    sends: HashMap<direct::RequestId, PendingSend>,
     in_flight: HashMap<PeerId, usize>,
     queues: HashMap<PeerId, PriorityQueue<QueuedSend>>,
 
@@ -871,96 +872,77 @@ impl EventLoop {
         }
     }
 
-    fn on_direct(&mut self, event: request_response::Event<DirectRequest, Ack>) {
+    fn on_direct(&mut self, event: direct::Event) {
         match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request { request, channel, .. } => {
-                    let outcome = match request {
-                        DirectRequest::Oversize(len) => Err(Rejection {
-                            reason: RejectReason::Oversize,
-                            detail: format!(
-                                "{len} bytes announced, limit {}",
-                                self.validator.limits().max_envelope_bytes
-                            ),
-                        }),
-                        DirectRequest::Frame(bytes) => self.accept_direct(&bytes, &peer),
-                    };
-                    let ack = match outcome {
-                        Ok(message) => {
-                            self.metrics.message_in(Route::Direct);
-                            let id = message.envelope.id.clone();
-                            self.deliver(message);
-                            Ack { id, rejected: None }
-                        }
-                        Err(rejection) => {
-                            self.count_rejection(Some(&peer), &rejection);
-                            Ack { id: String::new(), rejected: Some(rejection.reason.as_str().to_owned()) }
-                        }
-                    };
-                    // The peer may have gone; nothing to do then.
-                    let _ = self.swarm.behaviour_mut().direct.send_response(channel, ack);
-                }
-                request_response::Message::Response { request_id, response } => {
-                    if let Some(pending) = self.sends.remove(&request_id) {
-                        let peer = pending.peer;
-                        let rtt = pending.started.elapsed();
-                        if response.rejected.as_deref() == Some(RejectReason::NoSession.as_str()) {
-                            let Some(pending) = self.retry_sealed(pending, true) else {
-                                self.send_finished(peer);
-                                return;
-                            };
-                            let reason = RejectReason::NoSession.as_str().to_owned();
-                            let _ = pending.reply.send(Err(MeshError::RejectedByPeer { peer, reason }));
+            direct::Event::Request { peer, request, channel } => {
+                let outcome = match request {
+                    DirectRequest::Oversize(len) => Err(Rejection {
+                        reason: RejectReason::Oversize,
+                        detail: format!(
+                            "{len} bytes announced, limit {}",
+                            self.validator.limits().max_envelope_bytes
+                        ),
+                    }),
+                    DirectRequest::Frame(bytes) => self.accept_direct(&bytes, &peer),
+                };
+                let ack = match outcome {
+                    Ok(message) => {
+                        self.metrics.message_in(Route::Direct);
+                        let id = message.envelope.id.clone();
+                        self.deliver(message);
+                        Ack { id, rejected: None }
+                    }
+                    Err(rejection) => {
+                        self.count_rejection(Some(&peer), &rejection);
+                        Ack { id: String::new(), rejected: Some(rejection.reason.as_str().to_owned()) }
+                    }
+                };
+                self.swarm.behaviour_mut().direct.send_response(channel, ack);
+            }
+            direct::Event::Response { request_id, response, .. } => {
+                if let Some(pending) = self.sends.remove(&request_id) {
+                    let peer = pending.peer;
+                    let rtt = pending.started.elapsed();
+                    if response.rejected.as_deref() == Some(RejectReason::NoSession.as_str()) {
+                        let Some(pending) = self.retry_sealed(pending, true) else {
                             self.send_finished(peer);
                             return;
-                        }
-                        let result = match response.rejected {
-                            None => {
-                                self.metrics.delivered(rtt.as_secs_f64());
-                                if let Some(session) = pending.session {
-                                    self.e2e.confirm(&peer, session);
-                                }
-                                let encrypted = pending.session.is_some();
-                                Ok(Delivery { id: pending.id, rtt, held_by: None, encrypted })
-                            }
-                            Some(reason) => Err(MeshError::RejectedByPeer {
-                                peer: pending.peer,
-                                reason: reason.chars().take(64).collect(),
-                            }),
                         };
-                        let _ = pending.reply.send(result);
-                        self.send_finished(pending.peer);
+                        let reason = RejectReason::NoSession.as_str().to_owned();
+                        let _ = pending.reply.send(Err(MeshError::RejectedByPeer { peer, reason }));
+                        self.send_finished(peer);
+                        return;
                     }
+                    let result = match response.rejected {
+                        None => {
+                            self.metrics.delivered(rtt.as_secs_f64());
+                            if let Some(session) = pending.session {
+                                self.e2e.confirm(&peer, session);
+                            }
+                            let encrypted = pending.session.is_some();
+                            Ok(Delivery { id: pending.id, rtt, held_by: None, encrypted })
+                        }
+                        Some(reason) => Err(MeshError::RejectedByPeer {
+                            peer: pending.peer,
+                            reason: reason.chars().take(64).collect(),
+                        }),
+                    };
+                    let _ = pending.reply.send(result);
+                    self.send_finished(pending.peer);
                 }
-            },
-            request_response::Event::OutboundFailure { request_id, error, .. } => {
+            }
+            direct::Event::OutboundFailure { request_id, error, .. } => {
                 if let Some(pending) = self.sends.remove(&request_id) {
                     let peer = pending.peer;
                     let Some(pending) = self.recover_send(pending, &error) else {
                         self.send_finished(peer);
                         return;
                     };
-                    let reason = match &error {
-                        request_response::OutboundFailure::DialFailure => {
-                            "not connected and could not be reached".to_owned()
-                        }
-                        request_response::OutboundFailure::Timeout => "no acknowledgement in time".to_owned(),
-                        request_response::OutboundFailure::ConnectionClosed => {
-                            "connection closed before the acknowledgement".to_owned()
-                        }
-                        request_response::OutboundFailure::UnsupportedProtocols => {
-                            "peer does not speak the InferMesh direct protocol".to_owned()
-                        }
-                        other => other.to_string(),
-                    };
+                    let reason = error.to_string();
                     let _ = pending.reply.send(Err(MeshError::Delivery { peer: pending.peer, reason }));
                     self.send_finished(pending.peer);
                 }
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, "inbound direct message failed: {error}");
-            }
-            request_response::Event::ResponseSent { .. } => {}
         }
     }
 
@@ -1368,16 +1350,11 @@ impl EventLoop {
             },
             None => (outbound.bytes, None, None),
         };
-        let request = DirectRequest::Frame(bytes);
-        let request_id = if self.peers.contains_key(&peer) {
-            self.swarm.behaviour_mut().direct.send_request(&peer, request)
-        } else {
-            // Not connected: besides what discovery knows, try a circuit
-            // through every relay we are connected to (how browser pages,
-            // which cannot be dialled, reach each other).
-            let via = self.circuit_addrs(peer);
-            self.swarm.behaviour_mut().direct.send_request_with_addresses(&peer, request, via)
-        };
+        // Not connected: besides what discovery knows, try a circuit through
+        // every relay we are connected to (how browser pages, which cannot be
+        // dialled, reach each other).
+        let via = if self.peers.contains_key(&peer) { Vec::new() } else { self.circuit_addrs(peer) };
+        let request_id = self.swarm.behaviour_mut().direct.send_request(&peer, bytes, via);
         *self.in_flight.entry(peer).or_default() += 1;
         self.metrics.message_out(Route::Direct);
         self.sends.insert(

@@ -4,6 +4,7 @@
 
 mod behaviour;
 mod codec;
+mod direct;
 mod e2e_proto;
 mod event_loop;
 mod peer_limit;
