@@ -142,9 +142,11 @@ fn seal_body(
     handshake: Option<Handshake>,
 ) -> Result<Envelope, SessionError> {
     let inner = InnerRef { payload: serde_bytes::Bytes::new(&env.payload), content: env.content.as_deref() };
-    let mut plaintext = Vec::with_capacity(env.payload.len() + 16);
+    // Room for the CBOR framing and the tag: sealed where it is written.
+    let content = env.content.as_deref().map_or(0, str::len);
+    let mut plaintext = Vec::with_capacity(env.payload.len() + content + 48);
     ciborium::into_writer(&inner, &mut plaintext).expect("writing CBOR into a Vec cannot fail");
-    let sealed = session.seal(&plaintext, &header(env))?;
+    let sealed = session.seal_owned(plaintext, &header(env))?;
     Ok(Envelope {
         id: env.id.clone(),
         msg_type: env.msg_type.clone(),

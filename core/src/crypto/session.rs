@@ -348,15 +348,24 @@ impl Session {
 
     /// Encrypts `plaintext`, authenticating `aad` with it.
     pub fn seal(&mut self, plaintext: &[u8], aad: &[u8]) -> Result<Sealed, SessionError> {
+        let mut buf = Vec::with_capacity(plaintext.len() + TAG_BYTES);
+        buf.extend_from_slice(plaintext);
+        self.seal_owned(buf, aad)
+    }
+
+    /// Like [`Session::seal`], encrypting `plaintext` where it is (give it
+    /// room for the 16-byte tag to spare a reallocation).
+    pub fn seal_owned(&mut self, mut plaintext: Vec<u8>, aad: &[u8]) -> Result<Sealed, SessionError> {
         if self.sent == u64::MAX {
             return Err(SessionError::Exhausted);
         }
         let counter = self.sent;
         self.sent += 1;
         let aad = Self::aad(self.epoch, counter, aad);
-        let ciphertext =
-            self.send.seal(Self::nonce(counter), &aad, plaintext).ok_or(SessionError::Exhausted)?;
-        Ok(Sealed { epoch: self.epoch, counter, ciphertext })
+        if !self.send.seal_in_place(Self::nonce(counter), &aad, &mut plaintext) {
+            return Err(SessionError::Exhausted);
+        }
+        Ok(Sealed { epoch: self.epoch, counter, ciphertext: plaintext })
     }
 
     /// Decrypts a message of this session, refusing tampering and replays.

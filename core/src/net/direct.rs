@@ -35,8 +35,11 @@ use libp2p::{
 use super::codec::{Ack, DirectRequest, Frame, FrameCodec, PROTOCOL};
 use crate::platform::{self, Instant};
 
-/// Inbound requests a stream may have unanswered before we stop reading it.
-const MAX_UNANSWERED: usize = 256;
+/// Inbound requests a stream may have unanswered before we stop reading it
+/// (a sender's window, 64 by default, fits; a bigger one is slowed down, not
+/// refused). With the envelope limit this bounds what a peer can make us
+/// buffer: 64 MiB per stream, two streams per connection.
+const MAX_UNANSWERED: usize = 64;
 /// Inbound streams kept per connection (a peer needs one; a new one
 /// replaces the oldest beyond this).
 const MAX_INBOUND_STREAMS: usize = 2;
@@ -332,7 +335,7 @@ pub(crate) struct Handler {
     awaiting: HashSet<RequestId>,
     /// When each written request times out, oldest first.
     deadlines: VecDeque<(RequestId, Instant)>,
-    timer: Option<(Instant, futures_timer::Delay)>,
+    timer: Option<futures_timer::Delay>,
     inbound: Vec<Inbound>,
     next_stream: u64,
     events: VecDeque<ToBehaviour>,
@@ -422,10 +425,10 @@ impl Handler {
                 self.events.push_back(ToBehaviour::Failed { id, error: Failure::Timeout });
                 continue;
             }
-            if self.timer.as_ref().is_none_or(|(armed, _)| *armed != at) {
-                self.timer = Some((at, platform::sleep(at - now)));
-            }
-            let Some((_, timer)) = self.timer.as_mut() else { return };
+            // Deadlines only grow, so a timer armed for an earlier one fires
+            // first and is then re-armed: one timer per timeout period, not
+            // one per message.
+            let timer = self.timer.get_or_insert_with(|| platform::sleep(at - now));
             if timer.poll_unpin(cx).is_pending() {
                 return;
             }

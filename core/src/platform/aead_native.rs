@@ -21,10 +21,14 @@ impl ChaChaPoly {
     pub(crate) fn seal(&self, nonce: [u8; 12], aad: &[u8], plaintext: &[u8]) -> Option<Vec<u8>> {
         let mut out = Vec::with_capacity(plaintext.len() + 16);
         out.extend_from_slice(plaintext);
-        self.0
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut out)
-            .ok()?;
-        Some(out)
+        self.seal_in_place(nonce, aad, &mut out).then_some(out)
+    }
+
+    /// Like [`ChaChaPoly::seal`], turning `buf` from plaintext into
+    /// ciphertext and tag without a copy. `false` only past the cipher's
+    /// length limit.
+    pub(crate) fn seal_in_place(&self, nonce: [u8; 12], aad: &[u8], buf: &mut Vec<u8>) -> bool {
+        self.0.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), buf).is_ok()
     }
 
     /// The plaintext of `sealed`, or `None` if it (or `aad`) was altered

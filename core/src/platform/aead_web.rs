@@ -3,7 +3,7 @@
 
 use chacha20poly1305::{
     ChaCha20Poly1305, KeyInit as _,
-    aead::{Aead as _, Payload},
+    aead::{Aead as _, AeadInPlace as _, Payload},
 };
 
 /// A ChaCha20-Poly1305 key.
@@ -19,7 +19,16 @@ impl ChaChaPoly {
     /// ciphertext then tag. `None` only past the cipher's length limit
     /// (256 GiB).
     pub(crate) fn seal(&self, nonce: [u8; 12], aad: &[u8], plaintext: &[u8]) -> Option<Vec<u8>> {
-        self.0.encrypt(&nonce.into(), Payload { msg: plaintext, aad }).ok()
+        let mut out = Vec::with_capacity(plaintext.len() + 16);
+        out.extend_from_slice(plaintext);
+        self.seal_in_place(nonce, aad, &mut out).then_some(out)
+    }
+
+    /// Like [`ChaChaPoly::seal`], turning `buf` from plaintext into
+    /// ciphertext and tag without a copy. `false` only past the cipher's
+    /// length limit.
+    pub(crate) fn seal_in_place(&self, nonce: [u8; 12], aad: &[u8], buf: &mut Vec<u8>) -> bool {
+        self.0.encrypt_in_place(&nonce.into(), aad, buf).is_ok()
     }
 
     /// The plaintext of `sealed`, or `None` if it (or `aad`) was altered
