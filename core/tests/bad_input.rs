@@ -121,16 +121,9 @@ impl RawPeer {
         stream.write_all(&[7]).await.unwrap();
         stream.write_all(&framed).await.unwrap();
         stream.flush().await.unwrap();
-        let seq = unsigned_varint::aio::read_u64(&mut stream).await.expect("an acknowledgement");
+        let (seq, rejected) = read_ack(&mut stream).await;
         assert_eq!(seq, 7, "the acknowledgement names the request");
-        let len = unsigned_varint::aio::read_u64(&mut stream).await.unwrap();
-        let mut body = vec![0u8; len as usize];
-        stream.read_exact(&mut body).await.unwrap();
-        #[derive(serde::Deserialize)]
-        struct Ack {
-            rejected: Option<String>,
-        }
-        ciborium::from_reader::<Ack, _>(&body[..]).unwrap().rejected
+        rejected
     }
 
     async fn publish(&self, topic: &str, data: Vec<u8>) {
