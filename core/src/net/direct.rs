@@ -43,6 +43,8 @@ const MAX_UNANSWERED: usize = 64;
 /// Inbound streams kept per connection (a peer needs one; a new one
 /// replaces the oldest beyond this).
 const MAX_INBOUND_STREAMS: usize = 2;
+/// Acknowledgements read per poll of a connection before yielding.
+const READ_BUDGET: usize = 256;
 
 /// Identifies an outbound request (and its frame's `seq`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -208,6 +210,19 @@ impl Behaviour {
         handler
     }
 
+    /// A connection is gone: what was sent on it without an answer fails.
+    fn forget(&mut self, peer: PeerId, id: ConnectionId) {
+        let Some(connections) = self.connected.get_mut(&peer) else { return };
+        let Some(at) = connections.iter().position(|c| c.id == id) else { return };
+        let connection = connections.remove(at);
+        if connections.is_empty() {
+            self.connected.remove(&peer);
+        }
+        for request in connection.outstanding {
+            self.fail(request, Failure::ConnectionClosed);
+        }
+    }
+
     fn fail(&mut self, request_id: RequestId, error: Failure) {
         self.events.push_back(ToSwarm::GenerateEvent(Event::OutboundFailure { request_id, error }));
     }
@@ -244,25 +259,23 @@ impl NetworkBehaviour for Behaviour {
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
         match event {
-            FromSwarm::ConnectionClosed(closed) => {
-                let Some(connections) = self.connected.get_mut(&closed.peer_id) else { return };
-                let Some(at) = connections.iter().position(|c| c.id == closed.connection_id) else { return };
-                let connection = connections.remove(at);
-                if connections.is_empty() {
-                    self.connected.remove(&closed.peer_id);
-                }
-                for request in connection.outstanding {
-                    self.fail(request, Failure::ConnectionClosed);
-                }
-            }
+            FromSwarm::ConnectionClosed(closed) => self.forget(closed.peer_id, closed.connection_id),
             FromSwarm::DialFailure(failure) => {
+                let Some(peer) = failure.peer_id else { return };
+                // A connection we made a handler for and another behaviour
+                // then denied never opens.
+                self.forget(peer, failure.connection_id);
                 // Another dial to the peer is under way: its outcome decides.
                 if matches!(failure.error, DialError::DialPeerConditionFalse(_)) {
                     return;
                 }
-                let Some(peer) = failure.peer_id else { return };
                 for (request, _) in self.pending.remove(&peer).unwrap_or_default() {
                     self.fail(request, Failure::Unreachable);
+                }
+            }
+            FromSwarm::ListenFailure(failure) => {
+                if let Some(peer) = failure.peer_id {
+                    self.forget(peer, failure.connection_id);
                 }
             }
             _ => {}
@@ -382,7 +395,9 @@ impl Handler {
         if let Poll::Ready(Err(e)) = io.poll_flush_unpin(cx) {
             return Err(e);
         }
-        loop {
+        // A budget, so that a peer streaming acknowledgements for nothing
+        // cannot keep this connection's task to itself.
+        for _ in 0..READ_BUDGET {
             match io.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(Frame::Body { seq, body }))) => {
                     let id = RequestId(seq);
@@ -409,6 +424,8 @@ impl Handler {
                 Poll::Pending => return Ok(()),
             }
         }
+        cx.waker().wake_by_ref();
+        Ok(())
     }
 
     /// Reports requests whose acknowledgement is overdue.
