@@ -120,18 +120,25 @@ impl EventLoop {
         if self.e2e.knows(peer) {
             return true;
         }
-        let namespace = peer.to_base58();
-        for level in self.e2e.level().and_stronger() {
-            let published = self.state.get(&namespace, &kem_state_key(level));
-            if let Some(signed) = published.as_ref().and_then(kem_key_from_json)
-                && signed.level == level
-                // A key that does not verify is ignored; the node is asked instead.
-                && self.e2e.learn_key(*peer, signed).is_ok()
-            {
-                return true;
-            }
-        }
-        false
+        // A key that does not verify is ignored (the next one is tried, then
+        // the node is asked).
+        self.published_kem_keys(peer, self.e2e.level())
+            .into_iter()
+            .any(|signed| self.e2e.learn_key(*peer, signed).is_ok())
+    }
+
+    /// The KEM keys `subject` published in its namespace (as replicated
+    /// here) at `level` and the stronger levels, in that order: the keys a
+    /// sender at `level` may seal to. Not verified yet.
+    fn published_kem_keys(&self, subject: &PeerId, level: Level) -> Vec<SignedKemKey> {
+        let namespace = subject.to_base58();
+        level
+            .and_stronger()
+            .filter_map(|level| {
+                let published = self.state.get(&namespace, &kem_state_key(level))?;
+                kem_key_from_json(&published).filter(|key| key.level == level)
+            })
+            .collect()
     }
 
     /// A direct message to seal whose recipient's key is not known yet:
@@ -503,12 +510,10 @@ impl EventLoop {
                 }
                 // The key at that level, else at a stronger one the subject
                 // published (a sender may seal up, never down).
-                let known = self.e2e.key_of(&subject, level).or_else(|| {
-                    level.and_stronger().find_map(|level| {
-                        let published = self.state.get(&subject.to_base58(), &kem_state_key(level));
-                        published.as_ref().and_then(kem_key_from_json).filter(|key| key.level == level)
-                    })
-                });
+                let known = self
+                    .e2e
+                    .key_of(&subject, level)
+                    .or_else(|| self.published_kem_keys(&subject, level).into_iter().next());
                 E2eResponse::KemKey(known)
             }
             E2eRequest::Deposit { frame } => match self.hold(peer, frame.into_vec()) {

@@ -899,7 +899,7 @@ impl EventLoop {
                 };
                 self.swarm.behaviour_mut().direct.send_response(channel, ack);
             }
-            direct::Event::Response { request_id, response, .. } => {
+            direct::Event::Response { request_id, response } => {
                 if let Some(pending) = self.sends.remove(&request_id) {
                     let peer = pending.peer;
                     let rtt = pending.started.elapsed();
@@ -931,7 +931,7 @@ impl EventLoop {
                     self.send_finished(pending.peer);
                 }
             }
-            direct::Event::OutboundFailure { request_id, error, .. } => {
+            direct::Event::OutboundFailure { request_id, error } => {
                 if let Some(pending) = self.sends.remove(&request_id) {
                     let peer = pending.peer;
                     let Some(pending) = self.recover_send(pending, &error) else {

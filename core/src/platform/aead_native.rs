@@ -15,18 +15,9 @@ impl ChaChaPoly {
         Self(LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, key).expect("a 32-byte key")))
     }
 
-    /// `plaintext` sealed under `nonce`, authenticating `aad` with it:
-    /// ciphertext then tag. `None` only past the cipher's length limit
-    /// (256 GiB).
-    pub(crate) fn seal(&self, nonce: [u8; 12], aad: &[u8], plaintext: &[u8]) -> Option<Vec<u8>> {
-        let mut out = Vec::with_capacity(plaintext.len() + 16);
-        out.extend_from_slice(plaintext);
-        self.seal_in_place(nonce, aad, &mut out).then_some(out)
-    }
-
-    /// Like [`ChaChaPoly::seal`], turning `buf` from plaintext into
-    /// ciphertext and tag without a copy. `false` only past the cipher's
-    /// length limit.
+    /// Turns `buf` from plaintext into ciphertext then tag, sealed under
+    /// `nonce` and authenticating `aad` with it, without a copy. `false`
+    /// only past the cipher's length limit (256 GiB).
     pub(crate) fn seal_in_place(&self, nonce: [u8; 12], aad: &[u8], buf: &mut Vec<u8>) -> bool {
         self.0.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), buf).is_ok()
     }

@@ -29,6 +29,16 @@ pub(crate) mod aead;
 #[path = "aead_web.rs"]
 pub(crate) mod aead;
 
+impl aead::ChaChaPoly {
+    /// `plaintext` sealed under `nonce`, authenticating `aad` with it:
+    /// ciphertext then tag. `None` only past the cipher's length limit.
+    pub(crate) fn seal(&self, nonce: [u8; 12], aad: &[u8], plaintext: &[u8]) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(plaintext.len() + 16);
+        out.extend_from_slice(plaintext);
+        self.seal_in_place(nonce, aad, &mut out).then_some(out)
+    }
+}
+
 /// A monotonic instant that works in browsers too.
 pub use web_time::Instant;
 
