@@ -247,6 +247,17 @@ impl EventLoop {
         }
     }
 
+    /// Sets the held-mail gauge: what waits here, and what is on its way
+    /// to a recipient but not yet acknowledged (still held until then).
+    fn count_held(&self) {
+        let in_flight: usize = self
+            .e2e_asks
+            .values()
+            .map(|ask| if let E2eAsk::Mail { held, .. } = ask { held.len() } else { 0 })
+            .sum();
+        self.metrics.set_mailbox_held(self.mailbox.len() + in_flight);
+    }
+
     fn count_sessions(&self) {
         self.metrics.set_e2e_sessions(self.e2e.session_count());
     }
@@ -446,6 +457,8 @@ impl EventLoop {
                             // Refused ones (expired, duplicates) would be refused
                             // again; the ones the recipient could not take yet stay.
                             tracing::debug!(%recipient, accepted, rejected, later = later.len(), "held messages delivered");
+                            // Counted delivered, then no longer held (the
+                            // gauge below): never neither.
                             self.metrics.mailbox_delivered(u64::from(accepted));
                             let (again, done): (Vec<_>, Vec<_>) = held
                                 .into_iter()
@@ -474,7 +487,7 @@ impl EventLoop {
                             self.mailbox.give_back(recipient, held);
                         }
                     }
-                    self.metrics.set_mailbox_held(self.mailbox.len());
+                    self.count_held();
                 }
             },
             request_response::Event::OutboundFailure { request_id, error, .. } => {
@@ -488,7 +501,7 @@ impl EventLoop {
                         tracing::debug!(%recipient, "held messages not delivered: {error}");
                         self.mail_in_flight.remove(&recipient);
                         self.mailbox.give_back(recipient, held);
-                        self.metrics.set_mailbox_held(self.mailbox.len());
+                        self.count_held();
                     }
                 }
             }
@@ -612,7 +625,7 @@ impl EventLoop {
             tracing::warn!("cannot store a held message: {e}");
             return Err("this node could not store the message".into());
         }
-        self.metrics.set_mailbox_held(self.mailbox.len());
+        self.count_held();
         if self.peers.contains_key(&recipient) {
             self.flush_mail(recipient);
         }
@@ -625,8 +638,8 @@ impl EventLoop {
             return;
         }
         let held = self.mailbox.take(&recipient, MAX_MAIL_BYTES, platform::now_ms());
-        self.metrics.set_mailbox_held(self.mailbox.len());
         if held.is_empty() {
+            self.count_held();
             return;
         }
         let frames = held
@@ -639,6 +652,7 @@ impl EventLoop {
         let id = self.swarm.behaviour_mut().e2e.send_request(&recipient, E2eRequest::Mail { held: frames });
         self.mail_in_flight.insert(recipient);
         self.e2e_asks.insert(id, E2eAsk::Mail { recipient, held });
+        self.count_held();
     }
 
     /// Delivers again to recipients that could not take all their mail
@@ -664,7 +678,7 @@ impl EventLoop {
         if !self.mailbox.is_empty() {
             let gone = self.mailbox.expire(platform::now_ms());
             self.forget_mail(&gone);
-            self.metrics.set_mailbox_held(self.mailbox.len());
+            self.count_held();
         }
     }
 
@@ -706,7 +720,7 @@ impl EventLoop {
             }
         }
         self.forget_mail(&gone);
-        self.metrics.set_mailbox_held(self.mailbox.len());
+        self.count_held();
     }
 }
 
