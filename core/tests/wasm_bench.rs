@@ -50,4 +50,48 @@ fn wasm_handshake_cost() {
         );
     }
     console_log!("  target: level 3 <= 300 us per side");
+    handshake_parts();
+}
+
+/// What a side's handshake is made of, in wasm: the hybrid KEM (and its
+/// X25519 half on its own) and the identity signature.
+fn handshake_parts() {
+    use infermesh_core::crypto::{KemSecret, Level};
+    let identity = Identity::from_seed([7; 32]);
+    let secret = KemSecret::derive(&identity, Level::L3);
+    let public = secret.public_key();
+    let (ct, _) = public.encapsulate().unwrap();
+    let us = |f: &mut dyn FnMut()| handshake::time_us(9, 50, f);
+    let encapsulate = us(&mut || {
+        std::hint::black_box(public.encapsulate().unwrap());
+    });
+    let decapsulate = us(&mut || {
+        std::hint::black_box(secret.decapsulate(&ct).unwrap());
+    });
+    let dh_secret = x25519_dalek::StaticSecret::from([5; 32]);
+    let dh_public = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from([6; 32]));
+    let x25519 = us(&mut || {
+        std::hint::black_box(dh_secret.diffie_hellman(&dh_public));
+    });
+    // Ed25519 over a handshake's signed statement (label and transcript
+    // hash), and over a whole level-3 transcript for comparison.
+    let public_identity = identity.keypair().public();
+    let signature_cost = |len: usize| {
+        let message = vec![1u8; len];
+        let signature = identity.keypair().sign(&message).unwrap();
+        let sign = us(&mut || {
+            std::hint::black_box(identity.keypair().sign(&message).unwrap());
+        });
+        let verify = us(&mut || {
+            assert!(std::hint::black_box(public_identity.verify(&message, &signature)));
+        });
+        (sign, verify)
+    };
+    let (sign, verify) = signature_cost(58);
+    let (sign_long, verify_long) = signature_cost(2_400);
+    console_log!(
+        "  of which (level 3): encapsulate {encapsulate:.1}, decapsulate {decapsulate:.1} \
+         (X25519 DH alone {x25519:.1}); Ed25519 over 58 B sign {sign:.1}, verify {verify:.1} \
+         (over 2,400 B: {sign_long:.1}, {verify_long:.1})"
+    );
 }

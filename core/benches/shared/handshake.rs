@@ -10,8 +10,12 @@ use infermesh_core::{
 };
 use web_time::Instant;
 
-/// Median microseconds per call of `f`, over `rounds` rounds of `per_round`.
+/// Median microseconds per call of `f`, over `rounds` rounds of `per_round`
+/// after one round of warm-up (in wasm, the engine's optimising tier).
 pub fn time_us(rounds: usize, per_round: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..per_round {
+        f();
+    }
     let mut samples: Vec<f64> = (0..rounds)
         .map(|_| {
             let start = Instant::now();

@@ -270,7 +270,7 @@ impl E2e {
         if let Some(signed) = self.signed.get(&level) {
             return signed.clone();
         }
-        let key = self.secret(level).public_key().to_bytes();
+        let key = self.secret(level).public_key_bytes().to_vec();
         let signed = SignedKemKey::sign(&self.identity, level, key);
         self.signed.insert(level, signed.clone());
         signed

@@ -182,21 +182,22 @@ macro_rules! hybrid {
             #[derive(Clone)]
             pub(super) struct Secret {
                 dk_m: kem::Secret,
-                ek_m: kem::Public,
                 sk_x: x25519_dalek::StaticSecret,
-                pk_x: [u8; 32],
+                public: Public,
             }
 
-            /// A parsed public key.
+            /// A parsed public key, and its encoding (which every
+            /// handshake hashes).
             #[derive(Clone)]
             pub(super) struct Public {
                 ek_m: kem::Public,
                 pk_x: [u8; 32],
+                bytes: Box<[u8]>,
             }
 
             impl PartialEq for Public {
                 fn eq(&self, other: &Self) -> bool {
-                    self.pk_x == other.pk_x && self.ek_m.to_bytes() == other.ek_m.to_bytes()
+                    self.bytes == other.bytes
                 }
             }
 
@@ -213,11 +214,13 @@ macro_rules! hybrid {
                     let (seed_m, sk_x) = expand(sk);
                     let (dk_m, ek_m) = kem::generate(seed_m);
                     let pk_x = x25519_dalek::PublicKey::from(&sk_x).to_bytes();
-                    Self { dk_m, ek_m, sk_x, pk_x }
+                    let mut bytes = ek_m.to_bytes();
+                    bytes.extend_from_slice(&pk_x);
+                    Self { dk_m, sk_x, public: Public { ek_m, pk_x, bytes: bytes.into() } }
                 }
 
-                pub(super) fn public(&self) -> Public {
-                    Public { ek_m: self.ek_m.clone(), pk_x: self.pk_x }
+                pub(super) fn public(&self) -> &Public {
+                    &self.public
                 }
 
                 /// `ct` has this level's length.
@@ -225,7 +228,7 @@ macro_rules! hybrid {
                     let ss_m = self.dk_m.decapsulate(&ct[..CT_M]).expect("checked length");
                     let ct_x: [u8; 32] = ct[CT_M..].try_into().expect("checked length");
                     let ss_x = self.sk_x.diffie_hellman(&x25519_dalek::PublicKey::from(ct_x)).to_bytes();
-                    combine(&ss_m, &ss_x, &ct_x, &self.pk_x, label)
+                    combine(&ss_m, &ss_x, &ct_x, &self.public.pk_x, label)
                 }
             }
 
@@ -233,13 +236,11 @@ macro_rules! hybrid {
                 /// `bytes` has this level's length.
                 pub(super) fn parse(bytes: &[u8]) -> Option<Self> {
                     let ek_m = kem::Public::parse(&bytes[..PK_M])?;
-                    Some(Self { ek_m, pk_x: bytes[PK_M..].try_into().ok()? })
+                    Some(Self { ek_m, pk_x: bytes[PK_M..].try_into().ok()?, bytes: bytes.into() })
                 }
 
-                pub(super) fn to_bytes(&self) -> Vec<u8> {
-                    let mut out = self.ek_m.to_bytes();
-                    out.extend_from_slice(&self.pk_x);
-                    out
+                pub(super) fn as_bytes(&self) -> &[u8] {
+                    &self.bytes
                 }
 
                 pub(super) fn encapsulate(&self, eseed: &[u8; 64], label: &[u8]) -> (Vec<u8>, SharedSecret) {
@@ -318,11 +319,20 @@ impl KemSecret {
     /// The public (encapsulation) key.
     pub fn public_key(&self) -> KemPublicKey {
         let public = match &self.secret {
-            Secret::L1(s) => Public::L1(Box::new(s.public())),
-            Secret::L3(s) => Public::L3(Box::new(s.public())),
-            Secret::L5(s) => Public::L5(Box::new(s.public())),
+            Secret::L1(s) => Public::L1(Box::new(s.public().clone())),
+            Secret::L3(s) => Public::L3(Box::new(s.public().clone())),
+            Secret::L5(s) => Public::L5(Box::new(s.public().clone())),
         };
         KemPublicKey { level: self.level, public }
+    }
+
+    /// The encoded public key (`pk_M ‖ pk_X`), without copying it.
+    pub fn public_key_bytes(&self) -> &[u8] {
+        match &self.secret {
+            Secret::L1(s) => s.public().as_bytes(),
+            Secret::L3(s) => s.public().as_bytes(),
+            Secret::L5(s) => s.public().as_bytes(),
+        }
     }
 
     /// The shared secret in `ciphertext`. A wrong-size ciphertext is an
@@ -371,10 +381,15 @@ impl KemPublicKey {
 
     /// The encoded key (`pk_M ‖ pk_X`).
     pub fn to_bytes(&self) -> Vec<u8> {
+        self.as_bytes().to_vec()
+    }
+
+    /// The encoded key, without copying it.
+    pub fn as_bytes(&self) -> &[u8] {
         match &self.public {
-            Public::L1(p) => p.to_bytes(),
-            Public::L3(p) => p.to_bytes(),
-            Public::L5(p) => p.to_bytes(),
+            Public::L1(p) => p.as_bytes(),
+            Public::L3(p) => p.as_bytes(),
+            Public::L5(p) => p.as_bytes(),
         }
     }
 
