@@ -155,7 +155,7 @@ pub struct Handshake {
     /// The KEM ciphertext.
     #[serde(with = "serde_bytes")]
     pub ciphertext: Vec<u8>,
-    /// The initiator's signature over the transcript.
+    /// The initiator's signature over the transcript hash (prefixed with `infermesh/e2e/v2 handshake`).
     #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
