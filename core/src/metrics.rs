@@ -162,7 +162,11 @@ impl Metrics {
             "End-to-end encrypted messages refused as replays",
             e2e_replays.clone(),
         );
-        sub.register("mailbox_held", "Sealed messages held for offline peers", mailbox_held.clone());
+        sub.register(
+            "mailbox_held",
+            "Sealed messages held for offline peers (until the recipient acknowledges them)",
+            mailbox_held.clone(),
+        );
         sub.register(
             "mailbox_delivered",
             "Held messages delivered to their recipient",

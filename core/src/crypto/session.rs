@@ -6,7 +6,7 @@
 //! - **Handshake**: the initiator encapsulates to the responder's KEM key
 //!   and signs the transcript hash (SHA-256 over `"infermesh/e2e/v2"`,
 //!   level, epoch, both node IDs, the responder's KEM key, the ciphertext),
-//!   prefixed with [`SIGNED`], with its identity key. The responder checks
+//!   prefixed with `"infermesh/e2e/v2 handshake"`, with its identity key. The responder checks
 //!   the signature, then decapsulates. (Signing the 32-byte hash rather
 //!   than the 2–3 KB transcript spares Ed25519 two SHA-512 passes over it
 //!   on the signing side and one on the verifying side.)
