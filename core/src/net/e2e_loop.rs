@@ -247,15 +247,30 @@ impl EventLoop {
         }
     }
 
-    /// Sets the held-mail gauge: what waits here, and what is on its way
-    /// to a recipient but not yet acknowledged (still held until then).
-    fn count_held(&self) {
-        let in_flight: usize = self
-            .e2e_asks
+    /// Held messages on their way to a recipient, not yet acknowledged
+    /// (still held until then: on disk, and given back if not taken).
+    fn mail_in_transit(&self) -> impl Iterator<Item = &Held> {
+        self.e2e_asks
             .values()
-            .map(|ask| if let E2eAsk::Mail { held, .. } = ask { held.len() } else { 0 })
-            .sum();
-        self.metrics.set_mailbox_held(self.mailbox.len() + in_flight);
+            .filter_map(|ask| match ask {
+                E2eAsk::Mail { held, .. } => Some(held),
+                _ => None,
+            })
+            .flatten()
+    }
+
+    /// Sets the held-mail gauge: what waits here and what is in transit.
+    fn count_held(&self) {
+        self.metrics.set_mailbox_held(self.mailbox.len() + self.mail_in_transit().count());
+    }
+
+    /// Every held message as it is kept (waiting or in transit).
+    pub(super) fn held_frames(&self) -> Vec<Vec<u8>> {
+        self.mailbox
+            .frames()
+            .chain(self.mail_in_transit().map(|h| h.frame.as_slice()))
+            .map(<[u8]>::to_vec)
+            .collect()
     }
 
     fn count_sessions(&self) {

@@ -1140,7 +1140,7 @@ impl EventLoop {
                 let _ = reply.send(self.state_view(namespace));
             }
             Command::HeldMail { reply } => {
-                let _ = reply.send(self.mailbox.frames().map(<[u8]>::to_vec).collect());
+                let _ = reply.send(self.held_frames());
             }
             Command::Shutdown { reply } => {
                 tracing::info!("shutting down");
