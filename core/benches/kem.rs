@@ -4,11 +4,9 @@
 //!
 //! `cargo bench -p infermesh-core --bench kem` (or `make bench`).
 
-use std::time::Instant;
-
 use infermesh_core::{
-    Identity,
-    crypto::{KemPublicKey, KemSecret, Level, Session, SignedKemKey},
+    Envelope, Identity, MsgType,
+    crypto::{E2e, KemPublicKey, KemSecret, Level, Session, SignedKemKey},
 };
 
 #[path = "shared/handshake.rs"]
@@ -17,28 +15,16 @@ mod handshake;
 const ROUNDS: usize = 9;
 const PER_ROUND: usize = 200;
 
-fn median_us(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    samples[samples.len() / 2]
-}
-
-fn time_us(mut f: impl FnMut()) -> f64 {
-    median_us(
-        (0..ROUNDS)
-            .map(|_| {
-                let start = Instant::now();
-                for _ in 0..PER_ROUND {
-                    f();
-                }
-                start.elapsed().as_secs_f64() * 1e6 / PER_ROUND as f64
-            })
-            .collect(),
-    )
+fn time_us(f: impl FnMut()) -> f64 {
+    handshake::time_us(ROUNDS, PER_ROUND, f)
 }
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
+    }
+    if std::env::args().any(|a| a == "codec") {
+        return codec();
     }
     let identity = Identity::from_seed([7; 32]);
     let bytes_of = |level: Level| KemSecret::derive(&identity, level).public_key().to_bytes();
@@ -192,11 +178,13 @@ fn main() {
     for size in [1024usize, 64 * 1024] {
         let plaintext = vec![7u8; size];
         // Each sealed message is dropped at once (memory is reused, as in
-        // a running node); the ones to open are made beforehand.
+        // a running node); the ones to open (a warm-up round and the
+        // timed ones) are made beforehand.
         let seal = time_us(|| {
             std::hint::black_box(a.seal(&plaintext, b"").unwrap());
         });
-        let sealed: Vec<_> = (0..PER_ROUND * ROUNDS).map(|_| a.seal(&plaintext, b"").unwrap()).collect();
+        let sealed: Vec<_> =
+            (0..PER_ROUND * (ROUNDS + 1)).map(|_| a.seal(&plaintext, b"").unwrap()).collect();
         let mut queue = sealed.into_iter();
         let open = time_us(|| {
             std::hint::black_box(b.open(&queue.next().unwrap(), b"").unwrap());
@@ -210,6 +198,47 @@ fn main() {
             open,
             size as f64 / (seal + open),
             encoded.len() - size
+        );
+    }
+    codec();
+}
+
+/// A direct message's whole trip through the codec, without the network:
+/// encoded by the sender and decoded by the receiver (what every direct
+/// message costs), and with end-to-end encryption added (sealed before
+/// encoding, opened after decoding) in an established session. Alone with
+/// `cargo bench -p infermesh-core --bench kem -- codec`.
+fn codec() {
+    let (alice, bob) = (Identity::from_seed([7; 32]), Identity::from_seed([8; 32]));
+    let mut sender = E2e::new(alice.clone(), Level::L3);
+    let mut receiver = E2e::new(bob.clone(), Level::L3);
+    sender.learn_key(bob.peer_id(), SignedKemKey::new(&bob, Level::L3)).unwrap();
+    println!(
+        "\ndirect message through the codec (level 3, session established), median of {ROUNDS} rounds of {PER_ROUND}"
+    );
+    println!("{:<8} {:>10} {:>10} {:>12}", "payload", "plain us", "e2e us", "e2e adds us");
+    for size in [1024usize, 64 * 1024] {
+        let mut env =
+            Envelope::new(MsgType::Thought, bob.peer_id().to_base58(), 5, 60).with_payload(vec![7; size]);
+        env.from = alice.peer_id().to_base58();
+        let (first, sealing) = sender.sealed(&bob.peer_id(), &env).unwrap();
+        receiver.open(&alice.peer_id(), &mut Envelope::decode(&first.encode()).unwrap()).unwrap();
+        sender.confirm(&bob.peer_id(), sealing.session);
+        let plain = time_us(|| {
+            std::hint::black_box(Envelope::decode(&env.encode()).unwrap());
+        });
+        let e2e = time_us(|| {
+            let (sealed, _) = sender.sealed(&bob.peer_id(), &env).unwrap();
+            let mut received = Envelope::decode(&sealed.encode()).unwrap();
+            receiver.open(&alice.peer_id(), &mut received).unwrap();
+            std::hint::black_box(received);
+        });
+        println!(
+            "{:<8} {:>10.2} {:>10.2} {:>12.2}",
+            if size == 1024 { "1 KiB" } else { "64 KiB" },
+            plain,
+            e2e,
+            e2e - plain
         );
     }
 }

@@ -707,15 +707,21 @@ mod tests {
     }
 
     #[test]
-    fn sealing_adds_at_most_the_documented_overhead() {
+    fn sealing_adds_at_most_the_documented_overhead_and_encodes_in_one_buffer() {
         for level in [Level::L1, Level::L3, Level::L5] {
             let (mut a, b) = pair(level);
             let (pa, pb) = (a.local, b.local);
             for size in [0, 1000, 70_000] {
-                let plain = message(pa, pb, "").with_payload(vec![7; size]);
-                let (sealed, _) = wire(&mut a, pb, plain.clone());
-                assert!(sealed.encoded_len() <= plain.encoded_len() + MAX_SEAL_OVERHEAD);
-                assert_eq!(sealed.encoded_len(), sealed.encode().len());
+                let mut plain = message(pa, pb, "").with_payload(vec![7; size]);
+                plain.msg_type = MsgType::Custom("x".repeat(64));
+                let (first, sealing) = wire(&mut a, pb, plain.clone());
+                a.confirm(&pb, sealing.session);
+                let (later, _) = wire(&mut a, pb, plain.clone());
+                for sealed in [first, later] {
+                    assert!(sealed.encoded_len() <= plain.encoded_len() + MAX_SEAL_OVERHEAD);
+                    assert_eq!(sealed.encoded_len(), sealed.encode().len());
+                    assert!(sealed.encoded_len() <= sealed.encoded_len_bound(), "encoded without growing");
+                }
             }
         }
     }

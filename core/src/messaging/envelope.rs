@@ -214,9 +214,26 @@ impl Envelope {
 
     /// Encodes the envelope for the wire.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.payload.len() + 160);
+        let mut out = Vec::with_capacity(self.encoded_len_bound());
         ciborium::into_writer(self, &mut out).expect("writing CBOR into a Vec cannot fail");
         out
+    }
+
+    /// At least [`Envelope::encoded_len`], without encoding: room to
+    /// encode into without growing (and copying) the buffer.
+    pub(crate) fn encoded_len_bound(&self) -> usize {
+        let sealed = self.e2e.as_ref().map_or(0, |body| {
+            body.sealed.ciphertext.len()
+                + body.handshake.as_ref().map_or(0, |h| h.ciphertext.len() + h.signature.len() + 32)
+                + 32
+        });
+        let text = self.id.len()
+            + self.msg_type.as_str().len()
+            + self.from.len()
+            + self.to.len()
+            + self.content.as_ref().map_or(0, String::len);
+        // Field names, integers and CBOR headers: under 160 bytes.
+        self.payload.len() + text + sealed + 160
     }
 
     /// Decodes an envelope from wire bytes (no semantic checks: see
@@ -279,6 +296,7 @@ mod tests {
         env.timestamp = 1_700_000_000_000;
         let bytes = env.encode();
         assert_eq!(Envelope::decode(&bytes).unwrap(), env);
+        assert!(bytes.len() <= env.encoded_len_bound());
         assert_eq!(env.id.len(), 32);
         assert_ne!(env.id, Envelope::new(MsgType::Thought, "x", 0, 1).id);
         let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_message_id()).collect();
