@@ -380,18 +380,20 @@ fn row(net: Net, what: &str, [e2e, plain, bare, stack]: [f64; 4], higher_is_bett
 }
 
 /// `INFERMESH_BENCH_PROFILE=1`: only InferMesh's 1 KiB throughput, for a
-/// profiler to look at.
+/// profiler to look at (`INFERMESH_BENCH_PAYLOAD=65536`: another size).
 async fn profile(net: Net) {
-    let payload = vec![0x5a; 1024];
+    let size = std::env::var("INFERMESH_BENCH_PAYLOAD").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
+    let payload = vec![0x5a; size];
+    let n = if size > 4096 { 4_000 } else { 40_000 };
     let mode = std::env::var("INFERMESH_BENCH_PROFILE").unwrap_or_default();
     let start = Instant::now();
     match mode.as_str() {
         "ours-latency" => drop(ours(net, true).await.latencies(&payload, 10_000).await),
-        "plain" => drop(ours(net, false).await.throughput(&payload, 40_000).await),
+        "plain" => drop(ours(net, false).await.throughput(&payload, n).await),
         "bare-latency" => drop(bare(net, false).await.latencies(&payload, 10_000).await),
-        "bare" => drop(bare(net, false).await.throughput(&payload, 40_000).await),
-        "stack" => drop(bare(net, true).await.throughput(&payload, 40_000).await),
-        _ => drop(ours(net, true).await.throughput(&payload, 40_000).await),
+        "bare" => drop(bare(net, false).await.throughput(&payload, n).await),
+        "stack" => drop(bare(net, true).await.throughput(&payload, n).await),
+        _ => drop(ours(net, true).await.throughput(&payload, n).await),
     }
     println!("{mode}: {:?}", start.elapsed());
 }
