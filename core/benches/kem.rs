@@ -217,6 +217,7 @@ fn codec() {
         "\ndirect message through the codec (level 3, session established), median of {ROUNDS} rounds of {PER_ROUND}"
     );
     println!("{:<8} {:>10} {:>10} {:>12}", "payload", "plain us", "e2e us", "e2e adds us");
+    let (alice_id, bob_id) = (alice.peer_id(), bob.peer_id());
     for size in [1024usize, 64 * 1024] {
         let mut env =
             Envelope::new(MsgType::Thought, bob.peer_id().to_base58(), 5, 60).with_payload(vec![7; size]);
@@ -228,9 +229,9 @@ fn codec() {
             std::hint::black_box(Envelope::decode(&env.encode()).unwrap());
         });
         let e2e = time_us(|| {
-            let (sealed, _) = sender.sealed(&bob.peer_id(), &env).unwrap();
+            let (sealed, _) = sender.sealed(&bob_id, &env).unwrap();
             let mut received = Envelope::decode(&sealed.encode()).unwrap();
-            receiver.open(&alice.peer_id(), &mut received).unwrap();
+            receiver.open(&alice_id, &mut received).unwrap();
             std::hint::black_box(received);
         });
         println!(
