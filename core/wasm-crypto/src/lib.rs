@@ -4,7 +4,7 @@
 //!
 //! Why a crate of its own: Rust compiles a generic function in the crate
 //! that instantiates it, with that crate's optimisation level. The npm
-//! package is built for size, and ML-KEM compiled for size is ~1.6x
+//! package is built for size, and ML-KEM compiled for size is 1.7-1.9x
 //! slower. The `wasm` profile builds this crate for speed, so the handshake
 //! is fast and the rest of the package stays small. `infermesh-core` uses
 //! it in wasm only (natively it has `libcrux-ml-kem` and ring).
