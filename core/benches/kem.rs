@@ -219,12 +219,11 @@ fn codec() {
     println!("{:<8} {:>10} {:>10} {:>12}", "payload", "plain us", "e2e us", "e2e adds us");
     let (alice_id, bob_id) = (alice.peer_id(), bob.peer_id());
     for size in [1024usize, 64 * 1024] {
-        let mut env =
-            Envelope::new(MsgType::Thought, bob.peer_id().to_base58(), 5, 60).with_payload(vec![7; size]);
-        env.from = alice.peer_id().to_base58();
-        let (first, sealing) = sender.sealed(&bob.peer_id(), &env).unwrap();
-        receiver.open(&alice.peer_id(), &mut Envelope::decode(&first.encode()).unwrap()).unwrap();
-        sender.confirm(&bob.peer_id(), sealing.session);
+        let mut env = Envelope::new(MsgType::Thought, bob_id.to_base58(), 5, 60).with_payload(vec![7; size]);
+        env.from = alice_id.to_base58();
+        let (first, sealing) = sender.sealed(&bob_id, &env).unwrap();
+        receiver.open(&alice_id, &mut Envelope::decode(&first.encode()).unwrap()).unwrap();
+        sender.confirm(&bob_id, sealing.session);
         let plain = time_us(|| {
             std::hint::black_box(Envelope::decode(&env.encode()).unwrap());
         });

@@ -52,6 +52,16 @@ pub struct E2eBody {
     pub sealed: Sealed,
 }
 
+impl E2eBody {
+    /// At least the bytes of this body's encoding (field names and CBOR
+    /// headers included), for sizing an envelope's buffer.
+    pub(crate) fn encoded_len_bound(&self) -> usize {
+        self.sealed.ciphertext.len()
+            + self.handshake.as_ref().map_or(0, |h| h.ciphertext.len() + h.signature.len() + 32)
+            + 32
+    }
+}
+
 /// What is encrypted.
 #[derive(Serialize, Deserialize)]
 struct Inner {

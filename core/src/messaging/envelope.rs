@@ -222,11 +222,7 @@ impl Envelope {
     /// At least [`Envelope::encoded_len`], without encoding: room to
     /// encode into without growing (and copying) the buffer.
     pub(crate) fn encoded_len_bound(&self) -> usize {
-        let sealed = self.e2e.as_ref().map_or(0, |body| {
-            body.sealed.ciphertext.len()
-                + body.handshake.as_ref().map_or(0, |h| h.ciphertext.len() + h.signature.len() + 32)
-                + 32
-        });
+        let sealed = self.e2e.as_ref().map_or(0, |body| body.encoded_len_bound());
         let text = self.id.len()
             + self.msg_type.as_str().len()
             + self.from.len()
