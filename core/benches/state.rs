@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use infermesh_core::{
     Identity,
-    state::{Entry, Replica, sync::sync_pair},
+    state::{Entry, Replica, reconcile::sync_pair},
 };
 
 #[path = "shared/ingest.rs"]

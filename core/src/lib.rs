@@ -27,20 +27,30 @@
 #[cfg(all(test, target_arch = "wasm32"))]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
+mod addr;
+mod config;
 pub mod crypto;
+mod error;
+mod events;
+mod handle;
 mod identity;
-mod mesh;
 pub mod messaging;
 mod metrics;
 mod net;
 pub mod platform;
+mod protocols;
 pub mod state;
+pub mod store;
 
+pub use config::{MeshConfig, Timing, TransportConfig};
+pub use error::MeshError;
+pub use events::{
+    Delivery, InboundMessage, MeshEvent, PeerInfo, Sent, StateView, Status, Via, transport_name,
+};
+pub use handle::{Mesh, MeshEvents, MeshHandle};
 pub use identity::{Identity, IdentityError};
 pub use libp2p::{Multiaddr, PeerId, multiaddr};
-pub use mesh::{
-    Delivery, EventLoop, InboundMessage, Mesh, MeshConfig, MeshError, MeshEvent, MeshEvents, MeshHandle,
-    PeerInfo, Sent, StateView, Status, Timing, TransportConfig, Via, WriteMode, transport_name,
-};
 pub use messaging::{Envelope, MsgType};
 pub use metrics::MetricsSnapshot;
+pub use net::EventLoop;
+pub use state::WriteMode;

@@ -52,6 +52,15 @@ struct RawPeer {
 
 impl RawPeer {
     fn start() -> RawPeer {
+        Self::start_with(false)
+    }
+
+    /// A peer of the state topic's own gossipsub (anonymous, content-addressed).
+    fn start_state_gossip() -> RawPeer {
+        Self::start_with(true)
+    }
+
+    fn start_with(state_gossip: bool) -> RawPeer {
         let identity = Identity::generate().unwrap();
         let id = identity.peer_id();
         let keypair = identity.keypair().clone();
@@ -64,17 +73,25 @@ impl RawPeer {
                     .multiplex(yamux::Config::default()))
             })
             .unwrap()
-            .with_behaviour(|kp| Raw {
-                gossipsub: gossipsub::Behaviour::new(
-                    gossipsub::MessageAuthenticity::Signed(kp.clone()),
-                    gossipsub::ConfigBuilder::default()
-                        .max_transmit_size(4 * 1024 * 1024)
-                        .heartbeat_interval(Duration::from_millis(100))
-                        .build()
-                        .unwrap(),
-                )
-                .unwrap(),
-                stream: libp2p_stream::Behaviour::new(),
+            .with_behaviour(|kp| {
+                let mut config = gossipsub::ConfigBuilder::default();
+                config.max_transmit_size(4 * 1024 * 1024).heartbeat_interval(Duration::from_millis(100));
+                let authenticity = if state_gossip {
+                    config
+                        .protocol_id_prefix("/infermesh/state-gossip")
+                        .validation_mode(gossipsub::ValidationMode::Anonymous)
+                        .message_id_fn(|m| {
+                            use sha2::Digest;
+                            gossipsub::MessageId::from(&sha2::Sha256::digest(&m.data)[..20])
+                        });
+                    gossipsub::MessageAuthenticity::Anonymous
+                } else {
+                    gossipsub::MessageAuthenticity::Signed(kp.clone())
+                };
+                Raw {
+                    gossipsub: gossipsub::Behaviour::new(authenticity, config.build().unwrap()).unwrap(),
+                    stream: libp2p_stream::Behaviour::new(),
+                }
             })
             .unwrap()
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
@@ -379,9 +396,12 @@ async fn sealed_messages_that_do_not_open_are_rejected_with_their_reason() {
     assert_eq!(node.received(|_| true), 1, "nothing else was delivered");
 }
 
+/// The topic state entries are gossiped on (in a gossipsub of its own).
+const STATE_TOPIC: &str = "/infermesh/state/1";
+
 /// A fresh foreign peer, connected to `node` and subscribed to `topic`.
 async fn gossiping_raw_peer(node: &TestNode, topic: &str) -> RawPeer {
-    let raw = RawPeer::start();
+    let raw = if topic == STATE_TOPIC { RawPeer::start_state_gossip() } else { RawPeer::start() };
     raw.send(RawCommand::Dial(node.addr.clone())).await;
     raw.send(RawCommand::Subscribe(topic.into())).await;
     wait_until(DEADLINE, "raw peer sees the node's subscription", || async {
@@ -491,7 +511,6 @@ async fn garbage_on_every_protocol_does_not_take_the_node_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_state_gossip_is_refused_counted_and_not_stored() {
-    const STATE_TOPIC: &str = "/infermesh/state/1";
     let node =
         TestNode::start(memory_config(Identity::generate().unwrap(), vec![]), "/memory/0".parse().unwrap())
             .await;

@@ -12,35 +12,11 @@ use std::{
 
 use common::*;
 use infermesh_core::{
-    Delivery, Envelope, Identity, MeshConfig, MeshError, MsgType, PeerId, Sent, Via,
-    crypto::Level,
-    messaging::Held,
-    state::{Entry, MemoryStore, Store, StoreError},
+    Delivery, Envelope, Identity, MeshConfig, MeshError, MsgType, Sent, Via, crypto::Level,
+    store::MemoryStore,
 };
 
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// A store that outlives the node using it (a data directory across restarts).
-#[derive(Clone, Default)]
-struct SharedStore(Arc<Mutex<MemoryStore>>);
-
-impl Store for SharedStore {
-    fn load(&self) -> Result<Vec<Entry>, StoreError> {
-        self.0.lock().unwrap().load()
-    }
-    fn put(&mut self, entries: &[&Entry]) -> Result<(), StoreError> {
-        self.0.lock().unwrap().put(entries)
-    }
-    fn load_mail(&self) -> Result<Vec<(PeerId, Held)>, StoreError> {
-        self.0.lock().unwrap().load_mail()
-    }
-    fn put_mail(&mut self, recipient: &PeerId, held: &Held) -> Result<(), StoreError> {
-        self.0.lock().unwrap().put_mail(recipient, held)
-    }
-    fn drop_mail(&mut self, messages: &[(PeerId, PeerId, String)]) -> Result<(), StoreError> {
-        self.0.lock().unwrap().drop_mail(messages)
-    }
-}
 
 fn memory() -> infermesh_core::Multiaddr {
     "/memory/0".parse().unwrap()
@@ -202,11 +178,11 @@ async fn a_message_to_an_offline_peer_waits_sealed_in_a_mailbox() {
     // A native holder (its store outlives its restart); light clients
     // (browser pages' configuration) that reach each other through it.
     let holder_identity = Identity::generate().unwrap();
-    let holder_store = SharedStore::default();
+    let holder_store = MemoryStore::default();
     let holder = TestNode::start_with_store(
         memory_config(holder_identity.clone(), vec![]),
         memory(),
-        Box::new(holder_store.clone()),
+        holder_store.clone(),
     )
     .await;
     let client =
@@ -247,7 +223,7 @@ async fn a_message_to_an_offline_peer_waits_sealed_in_a_mailbox() {
     assert_eq!(holder.mesh.metrics().mailbox_held, 2);
 
     // The holder restarts: the messages were on its disk, ciphertext only.
-    let on_disk = holder_store.0.lock().unwrap().load_mail().unwrap();
+    let on_disk = holder_store.mail();
     assert_eq!(on_disk.len(), 2);
     for (recipient, held) in &on_disk {
         assert_eq!(*recipient, bob.peer_id());
@@ -256,12 +232,9 @@ async fn a_message_to_an_offline_peer_waits_sealed_in_a_mailbox() {
         }
     }
     holder.mesh.shutdown().await.unwrap();
-    let holder = TestNode::start_with_store(
-        memory_config(holder_identity, vec![]),
-        memory(),
-        Box::new(holder_store.clone()),
-    )
-    .await;
+    let holder =
+        TestNode::start_with_store(memory_config(holder_identity, vec![]), memory(), holder_store.clone())
+            .await;
     assert_eq!(holder.mesh.metrics().mailbox_held, 2);
 
     // Bob comes back (the same key, a new device): the mail is delivered.
@@ -287,8 +260,7 @@ async fn a_message_to_an_offline_peer_waits_sealed_in_a_mailbox() {
     assert_eq!(bob.received(|m| m.envelope.from == "carol-agent"), 1);
     // Once bob's node confirms, the holder forgets them, on disk too.
     wait_until(DEADLINE, "the holder to let go", || async {
-        holder.mesh.metrics().mailbox_delivered == 2
-            && holder_store.0.lock().unwrap().load_mail().unwrap().is_empty()
+        holder.mesh.metrics().mailbox_delivered == 2 && holder_store.mail().is_empty()
     })
     .await;
     assert!(holder.mesh.held_mail().await.unwrap().is_empty());

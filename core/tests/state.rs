@@ -9,7 +9,7 @@
 
 use infermesh_core::{
     Identity,
-    state::{Entry, Hlc, Replica, sync::sync_pair},
+    state::{Entry, Hlc, Replica, reconcile::sync_pair},
 };
 use proptest::prelude::*;
 use serde_json::json;

@@ -176,7 +176,8 @@ async fn start(
     config.mailbox = !args.no_mailbox;
 
     let store = RedbStore::open(&data.path().join("state.redb"))?;
-    let (mesh, events, event_loop) = Mesh::build_with_store(config, Box::new(store))?;
+    let (mesh, events, event_loop) =
+        Mesh::build_with_stores(config, Box::new(store.clone()), Box::new(store))?;
     let event_loop = tokio::spawn(event_loop.run());
     println!("node ID: {}", identity.peer_id());
 

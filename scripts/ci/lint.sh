@@ -5,6 +5,8 @@ source "$(dirname "$0")/env.sh"
 step "cargo fmt --check"
 cargo fmt --all --check
 
+bash "$(dirname "$0")/check-patches.sh"
+
 step "clippy (native, all targets)"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 

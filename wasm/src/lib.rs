@@ -9,13 +9,15 @@
 mod convert;
 mod store_idb;
 
-use std::{cell::RefCell, rc::Rc};
+use std::{
+    cell::{Cell, RefCell},
+    rc::{Rc, Weak},
+};
 
 use convert::{js_error, to_js};
 use futures::StreamExt;
 use infermesh_core::{
-    Envelope, Identity, Mesh, MeshConfig, MeshEvent, MeshHandle, MetricsSnapshot, MsgType, Multiaddr, PeerId,
-    Sent, WriteMode,
+    Identity, Mesh, MeshConfig, MeshEvent, MeshEvents, MeshHandle, Multiaddr, PeerId, Sent, WriteMode,
 };
 use js_sys::{Function, Promise};
 use serde::Serialize;
@@ -33,50 +35,72 @@ pub fn start() {
     );
 }
 
+thread_local! {
+    /// Clients alive, event loops running and event pumps running on this
+    /// page (see [`runtime_stats`]).
+    static CLIENTS: Cell<u32> = const { Cell::new(0) };
+    static EVENT_LOOPS: Cell<u32> = const { Cell::new(0) };
+    static EVENT_PUMPS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Counts one of something while it lives.
+struct Live(&'static std::thread::LocalKey<Cell<u32>>);
+
+impl Live {
+    fn new(counter: &'static std::thread::LocalKey<Cell<u32>>) -> Self {
+        counter.with(|c| c.set(c.get() + 1));
+        Live(counter)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.with(|c| c.set(c.get().saturating_sub(1)));
+    }
+}
+
 /// The running node behind a client.
 struct Node {
     mesh: MeshHandle,
-    /// Waits for state writes to reach IndexedDB.
-    durability: store_idb::StateDurability,
     identity: Identity,
     bootstrap: Vec<Multiaddr>,
     quantum_resistant: bool,
 }
 
-#[derive(Default)]
-struct Shared {
-    node: RefCell<Option<Node>>,
-    handler: RefCell<Option<Function>>,
-    state_handler: RefCell<Option<Function>>,
-    starting: RefCell<bool>,
-    closed: RefCell<bool>,
+/// Where a client is in its life.
+enum Lifecycle {
+    /// Made, `initialize` not called yet.
+    Idle,
+    /// `initialize` under way.
+    Starting,
+    /// Running.
+    Running(Box<Node>),
+    /// `close` was called (maybe while starting: the start then stops the
+    /// node it made).
+    Closed,
 }
 
+struct Shared {
+    life: RefCell<Lifecycle>,
+    handler: RefCell<Option<Function>>,
+    state_handler: RefCell<Option<Function>>,
+    _live: Live,
+}
+
+const NOT_STARTED: &str = "not initialized: call and await initialize() first";
+const CLOSED: &str = "the client is closed";
+
 impl Shared {
+    fn node<T>(&self, pick: impl FnOnce(&Node) -> T) -> Result<T, JsValue> {
+        match &*self.life.borrow() {
+            Lifecycle::Running(node) => Ok(pick(node)),
+            Lifecycle::Closed => Err(js_error(CLOSED)),
+            Lifecycle::Idle | Lifecycle::Starting => Err(js_error(NOT_STARTED)),
+        }
+    }
+
     fn mesh(&self) -> Result<MeshHandle, JsValue> {
-        if *self.closed.borrow() {
-            return Err(js_error("the client is closed"));
-        }
-        match &*self.node.borrow() {
-            Some(node) => Ok(node.mesh.clone()),
-            None => Err(js_error("not initialized: call and await initialize() first")),
-        }
-    }
-
-    /// The handle and the state writer, for calls that write state.
-    fn writer(&self) -> Result<(MeshHandle, store_idb::StateDurability), JsValue> {
-        let mesh = self.mesh()?;
-        match &*self.node.borrow() {
-            Some(node) => Ok((mesh, node.durability.clone())),
-            None => Err(js_error("not initialized: call and await initialize() first")),
-        }
-    }
-
-    fn identity(&self) -> Result<Identity, JsValue> {
-        match &*self.node.borrow() {
-            Some(node) => Ok(node.identity.clone()),
-            None => Err(js_error("not initialized: call and await initialize() first")),
-        }
+        self.node(|node| node.mesh.clone())
     }
 }
 
@@ -133,75 +157,59 @@ fn sent_to_js(sent: Sent) -> JsResult {
     to_js(&outcome)
 }
 
-#[derive(Serialize)]
-struct Metrics {
-    peers: u64,
-    bytes_in: u64,
-    bytes_out: u64,
-    messages_in: u64,
-    messages_out: u64,
-    messages_dropped: u64,
-    dropped_by_reason: std::collections::BTreeMap<String, u64>,
-    e2e_sessions: u64,
-    e2e_rekeys: u64,
-    e2e_decrypt_failures: u64,
-    e2e_replays_rejected: u64,
-    state_namespaces: u64,
-    state_entries: u64,
-    state_entries_ingested: u64,
-    state_entries_rejected: u64,
-    state_rejected_by_reason: std::collections::BTreeMap<String, u64>,
-    state_sync_lag_ms: u64,
-}
-
-impl From<MetricsSnapshot> for Metrics {
-    fn from(m: MetricsSnapshot) -> Self {
-        Metrics {
-            peers: m.connected_peers,
-            bytes_in: m.bytes_in,
-            bytes_out: m.bytes_out,
-            messages_in: m.messages_in,
-            messages_out: m.messages_out,
-            messages_dropped: m.messages_dropped,
-            dropped_by_reason: m.dropped_by_reason,
-            e2e_sessions: m.e2e_sessions,
-            e2e_rekeys: m.e2e_rekeys,
-            e2e_decrypt_failures: m.e2e_decrypt_failures,
-            e2e_replays_rejected: m.e2e_replays_rejected,
-            state_namespaces: m.state_namespaces,
-            state_entries: m.state_entries,
-            state_entries_ingested: m.state_entries_ingested,
-            state_entries_rejected: m.state_entries_rejected,
-            state_rejected_by_reason: m.state_rejected_by_reason,
-            state_sync_lag_ms: m.state_last_sync_lag_ms,
-        }
-    }
-}
-
 #[wasm_bindgen]
 impl WasmP2PClient {
     /// A client named `name`; the name keys its identity and its state in
     /// IndexedDB.
     #[wasm_bindgen(constructor)]
     pub fn new(name: String) -> WasmP2PClient {
-        WasmP2PClient { name, shared: Rc::new(Shared::default()) }
+        let shared = Shared {
+            life: RefCell::new(Lifecycle::Idle),
+            handler: RefCell::new(None),
+            state_handler: RefCell::new(None),
+            _live: Live::new(&CLIENTS),
+        };
+        WasmP2PClient { name, shared: Rc::new(shared) }
     }
 
     /// Starts the node: `{ bootstrap_peers, max_peers, quantum_resistant,
     /// mlkem_security_level, private_key, replication_factor }`, all
-    /// optional. Without
-    /// `private_key` the identity is created once and kept in IndexedDB.
-    /// Resolves with the node ID once connected to a bootstrap peer (if any
-    /// were given).
+    /// optional. Without `private_key` the identity is created once and kept
+    /// in IndexedDB. Resolves with the node ID once connected to a
+    /// bootstrap peer (if any were given).
     pub fn initialize(&self, options: JsValue) -> Promise {
         let (name, shared) = (self.name.clone(), self.shared.clone());
         promise(async move {
-            if shared.node.borrow().is_some() || shared.starting.replace(true) {
-                return Err(js_error("already initialized"));
+            {
+                let mut life = shared.life.borrow_mut();
+                match &*life {
+                    Lifecycle::Idle => *life = Lifecycle::Starting,
+                    Lifecycle::Closed => return Err(js_error(CLOSED)),
+                    Lifecycle::Starting | Lifecycle::Running(_) => {
+                        return Err(js_error("already initialized"));
+                    }
+                }
             }
-            let result = start_node(&name, &shared, options).await;
-            *shared.starting.borrow_mut() = false;
-            result
+            let started = start_node(&name, &shared, options).await;
+            let closed = matches!(*shared.life.borrow(), Lifecycle::Closed);
+            match started {
+                Ok(node) if closed => {
+                    // Closed while it started: the node it made stops.
+                    let _ = node.mesh.shutdown().await;
+                    Err(js_error("the client was closed while it started"))
+                }
+                Ok(node) => {
+                    let id = node.identity.peer_id().to_base58();
+                    *shared.life.borrow_mut() = Lifecycle::Running(Box::new(node));
+                    Ok(JsValue::from_str(&id))
+                }
+                Err(e) => {
+                    if !closed {
+                        *shared.life.borrow_mut() = Lifecycle::Idle;
+                    }
+                    Err(e)
+                }
+            }
         })
     }
 
@@ -227,12 +235,12 @@ impl WasmP2PClient {
 
     /// This node's ID.
     pub fn peer_id(&self) -> Result<String, JsValue> {
-        Ok(self.shared.identity()?.peer_id().to_base58())
+        self.shared.node(|node| node.identity.peer_id().to_base58())
     }
 
     /// The private key (64 hex characters): whoever has it is this node.
     pub fn export_private_key(&self) -> Result<String, JsValue> {
-        Ok(self.shared.identity()?.to_hex())
+        self.shared.node(|node| node.identity.to_hex())
     }
 
     /// Connects to a multiaddr; resolves with the peer's node ID.
@@ -272,9 +280,7 @@ impl WasmP2PClient {
         let shared = self.shared.clone();
         promise(async move {
             let mesh = shared.mesh()?;
-            let envelope = Envelope::new(MsgType::Custom("data".into()), topic, 5, 300)
-                .with_payload(convert::payload(&data)?);
-            sent_to_js(mesh.send(envelope).await.map_err(js_error)?)
+            sent_to_js(mesh.publish_bytes(&topic, convert::payload(&data)?).await.map_err(js_error)?)
         })
     }
 
@@ -285,9 +291,7 @@ impl WasmP2PClient {
         promise(async move {
             let mesh = shared.mesh()?;
             let peer = parse_peer(&peer_id)?;
-            let envelope = Envelope::new(MsgType::Custom("data".into()), peer.to_base58(), 5, 300)
-                .with_payload(convert::payload(&data)?);
-            sent_to_js(mesh.send(envelope).await.map_err(js_error)?)
+            sent_to_js(mesh.send_bytes(peer, convert::payload(&data)?).await.map_err(js_error)?)
         })
     }
 
@@ -297,10 +301,12 @@ impl WasmP2PClient {
         promise(async move { status(&name, &shared).await })
     }
 
-    /// Counters: `{ peers, bytes_in, bytes_out, messages_in, messages_out,
-    /// messages_dropped, dropped_by_reason }`.
+    /// The node's metrics (the core's `MetricsSnapshot`): `{
+    /// connected_peers, bytes_in, bytes_out, messages_in, messages_out,
+    /// messages_dropped, dropped_by_reason, state_…, e2e_…, mailbox_…,
+    /// relay_… }`.
     pub fn metrics(&self) -> Result<JsValue, JsValue> {
-        to_js(&Metrics::from(self.shared.mesh()?.metrics()))
+        to_js(&self.shared.mesh()?.metrics())
     }
 
     /// The value of `key` (a JS value of its JSON type), or `undefined`.
@@ -329,7 +335,7 @@ impl WasmP2PClient {
             let namespace = convert::namespace_option(&options)?;
             let private = convert::private_option(&options)?;
             let value = convert::json_value(value)?;
-            let (mesh, durability) = shared.writer()?;
+            let mesh = shared.mesh()?;
             if private {
                 if namespace.is_some() {
                     return Err(js_error("private values live in your own namespace: drop `namespace`"));
@@ -339,7 +345,6 @@ impl WasmP2PClient {
                 mesh.state_write_in(namespace.as_deref(), &key, Some(value), WriteMode::Update).await
             }
             .map_err(js_error)?;
-            durability.flush().await.map_err(js_error)?;
             Ok(JsValue::UNDEFINED)
         })
     }
@@ -349,11 +354,10 @@ impl WasmP2PClient {
         let shared = self.shared.clone();
         promise(async move {
             let namespace = convert::namespace_option(&options)?;
-            let (mesh, durability) = shared.writer()?;
+            let mesh = shared.mesh()?;
             mesh.state_write_in(namespace.as_deref(), &key, None, WriteMode::Delete)
                 .await
                 .map_err(js_error)?;
-            durability.flush().await.map_err(js_error)?;
             Ok(JsValue::UNDEFINED)
         })
     }
@@ -379,13 +383,12 @@ impl WasmP2PClient {
         Ok(())
     }
 
-    /// Stops the node and closes its connections.
+    /// Stops the node and closes its connections (also while it starts).
     pub fn close(&self) -> Promise {
         let shared = self.shared.clone();
         promise(async move {
-            let node = shared.node.borrow_mut().take();
-            *shared.closed.borrow_mut() = true;
-            if let Some(node) = node {
+            let previous = shared.life.replace(Lifecycle::Closed);
+            if let Lifecycle::Running(node) = previous {
                 node.mesh.shutdown().await.map_err(js_error)?;
             }
             Ok(JsValue::UNDEFINED)
@@ -393,7 +396,9 @@ impl WasmP2PClient {
     }
 }
 
-async fn start_node(name: &str, shared: &Rc<Shared>, options: JsValue) -> JsResult {
+/// Starts the node of client `name`; the event pump holds the client
+/// weakly, so a client dropped by the page stops its node.
+async fn start_node(name: &str, shared: &Rc<Shared>, options: JsValue) -> Result<Node, JsValue> {
     let options = convert::init_options(options)?;
     let bootstrap = options.bootstrap_peers.iter().map(|a| parse_addr(a)).collect::<Result<Vec<_>, _>>()?;
     let identity = async {
@@ -408,9 +413,9 @@ async fn start_node(name: &str, shared: &Rc<Shared>, options: JsValue) -> JsResu
         }
     };
     // The identity and the stored state load together.
-    let (identity, state) = futures::join!(identity, store_idb::IdbStore::open(name));
+    let (identity, store) = futures::join!(identity, store_idb::IdbStore::open(name));
     let identity = identity?;
-    let (store, durability) = state.map_err(js_error)?;
+    let store = store.map_err(js_error)?;
     let mut config = MeshConfig::client(identity.clone());
     if let Some(max) = options.max_peers {
         if max == 0 {
@@ -421,47 +426,18 @@ async fn start_node(name: &str, shared: &Rc<Shared>, options: JsValue) -> JsResu
     if let Some(factor) = options.replication_factor {
         config.replication_factor = factor;
     }
-    config.quantum_resistant = options.quantum_resistant.unwrap_or(true);
+    let quantum_resistant = options.quantum_resistant.unwrap_or(true);
+    config.quantum_resistant = quantum_resistant;
     if let Some(level) = options.mlkem_security_level {
         config.kem_level = infermesh_core::crypto::Level::try_from(level).map_err(js_error)?;
     }
-    let (mesh, mut events, event_loop) = Mesh::build_with_store(config, Box::new(store)).map_err(js_error)?;
-    spawn_local(event_loop.run());
-
-    let pump = shared.clone();
+    let (mesh, events, event_loop) = Mesh::build_with_store(config, Box::new(store)).map_err(js_error)?;
+    let running = Live::new(&EVENT_LOOPS);
     spawn_local(async move {
-        while let Some(event) = events.next().await {
-            if let MeshEvent::StateChanged { namespace, key, value } = &event {
-                let Some(handler) = pump.state_handler.borrow().clone() else { continue };
-                #[derive(Serialize)]
-                struct Change<'a> {
-                    namespace: &'a str,
-                    key: &'a str,
-                    value: &'a Option<serde_json::Value>,
-                }
-                match to_js(&Change { namespace, key, value }) {
-                    Ok(change) => {
-                        if let Err(e) = handler.call1(&JsValue::NULL, &change) {
-                            web_sys::console::error_2(&"infermesh: the state handler threw".into(), &e);
-                        }
-                    }
-                    Err(e) => web_sys::console::error_1(&e),
-                }
-                continue;
-            }
-            if let MeshEvent::Message(message) = event {
-                let Some(handler) = pump.handler.borrow().clone() else { continue };
-                match convert::inbound(&message) {
-                    Ok((message, payload)) => {
-                        if let Err(e) = handler.call2(&JsValue::NULL, &message, &payload) {
-                            web_sys::console::error_2(&"infermesh: the message handler threw".into(), &e);
-                        }
-                    }
-                    Err(e) => web_sys::console::error_1(&e),
-                }
-            }
-        }
+        event_loop.run().await;
+        drop(running);
     });
+    spawn_local(pump(events, Rc::downgrade(shared)));
 
     if !bootstrap.is_empty() {
         let joins = bootstrap.iter().map(|addr| mesh.join(addr.clone()));
@@ -473,14 +449,47 @@ async fn start_node(name: &str, shared: &Rc<Shared>, options: JsValue) -> JsResu
             return Err(js_error(format!("could not connect to any bootstrap peer: {}", reasons.join("; "))));
         }
     }
-    *shared.node.borrow_mut() = Some(Node {
-        mesh,
-        durability,
-        identity: identity.clone(),
-        bootstrap,
-        quantum_resistant: options.quantum_resistant.unwrap_or(true),
-    });
-    Ok(JsValue::from_str(&identity.peer_id().to_base58()))
+    Ok(Node { mesh, identity, bootstrap, quantum_resistant })
+}
+
+/// Hands the node's events to the page's handlers while the client lives;
+/// ends with the node's event stream.
+async fn pump(mut events: MeshEvents, client: Weak<Shared>) {
+    let _running = Live::new(&EVENT_PUMPS);
+    while let Some(event) = events.next().await {
+        let Some(shared) = client.upgrade() else { break };
+        match event {
+            MeshEvent::StateChanged { namespace, key, value } => {
+                let Some(handler) = shared.state_handler.borrow().clone() else { continue };
+                #[derive(Serialize)]
+                struct Change {
+                    namespace: String,
+                    key: String,
+                    value: Option<serde_json::Value>,
+                }
+                match to_js(&Change { namespace, key, value }) {
+                    Ok(change) => {
+                        if let Err(e) = handler.call1(&JsValue::NULL, &change) {
+                            web_sys::console::error_2(&"infermesh: the state handler threw".into(), &e);
+                        }
+                    }
+                    Err(e) => web_sys::console::error_1(&e),
+                }
+            }
+            MeshEvent::Message(message) => {
+                let Some(handler) = shared.handler.borrow().clone() else { continue };
+                match convert::inbound(&message) {
+                    Ok((message, payload)) => {
+                        if let Err(e) = handler.call2(&JsValue::NULL, &message, &payload) {
+                            web_sys::console::error_2(&"infermesh: the message handler threw".into(), &e);
+                        }
+                    }
+                    Err(e) => web_sys::console::error_1(&e),
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 async fn status(name: &str, shared: &Rc<Shared>) -> JsResult {
@@ -502,18 +511,15 @@ async fn status(name: &str, shared: &Rc<Shared>) -> JsResult {
         mlkem_security_level: u8,
         /// Peers with an end-to-end session: `[{ peer_id, kem_level }]`.
         sessions: Vec<Session>,
-        metrics: Metrics,
+        metrics: infermesh_core::MetricsSnapshot,
     }
     #[derive(Serialize)]
     struct Session {
         peer_id: String,
         kem_level: Option<u8>,
     }
-    let mesh = shared.mesh()?;
-    let (bootstrap, quantum_resistant) = match &*shared.node.borrow() {
-        Some(node) => (node.bootstrap.clone(), node.quantum_resistant),
-        None => return Err(js_error("not initialized: call and await initialize() first")),
-    };
+    let (mesh, bootstrap, quantum_resistant) =
+        shared.node(|node| (node.mesh.clone(), node.bootstrap.clone(), node.quantum_resistant))?;
     let status = mesh.status().await.map_err(js_error)?;
     let peers = mesh.peers().await.map_err(js_error)?;
     let bootstrap_ids: Vec<String> = bootstrap
@@ -545,7 +551,7 @@ async fn status(name: &str, shared: &Rc<Shared>) -> JsResult {
             .filter(|p| p.quantum_secure)
             .map(|p| Session { peer_id: p.peer_id.clone(), kem_level: p.kem_level })
             .collect(),
-        metrics: status.metrics.into(),
+        metrics: status.metrics,
     })
 }
 
@@ -570,4 +576,22 @@ pub fn create_neural_message(msg_type: &str, from: &str, to: &str, priority: u8,
 #[wasm_bindgen]
 pub fn version() -> String {
     env!("CARGO_PKG_VERSION").to_owned()
+}
+
+/// Clients alive on this page, and the event loops and event pumps their
+/// nodes run: `{ clients, event_loops, event_pumps }`. A client freed
+/// (`client.free()`) stops its node, and both counts go down.
+#[wasm_bindgen]
+pub fn runtime_stats() -> JsResult {
+    #[derive(Serialize)]
+    struct Stats {
+        clients: u32,
+        event_loops: u32,
+        event_pumps: u32,
+    }
+    to_js(&Stats {
+        clients: CLIENTS.with(Cell::get),
+        event_loops: EVENT_LOOPS.with(Cell::get),
+        event_pumps: EVENT_PUMPS.with(Cell::get),
+    })
 }

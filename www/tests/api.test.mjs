@@ -23,16 +23,16 @@ after(async () => {
   await node?.stop()
 })
 
-/** The seed snippet: the first ```js block of SPEC.md's JavaScript API section. */
+/** The seed snippet: the first ```js block of the README's section on web apps. */
 function seedSnippet () {
-  const spec = readFileSync(join(ROOT, '..', 'shared', 'SPEC.md'), 'utf8')
-  const section = spec.slice(spec.indexOf('## JavaScript API'))
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+  const section = readme.slice(readme.indexOf('## Use it from a web app'))
   return section.slice(section.indexOf('```js\n') + 6, section.indexOf('```', section.indexOf('```js\n') + 6))
 }
 
 test('the seed snippet runs verbatim and its message reaches another page\'s handler', async () => {
   const snippet = seedSnippet()
-  assert.ok(snippet.includes("new WasmP2PClient('node-123')"), 'found the snippet in SPEC.md')
+  assert.ok(snippet.includes("new WasmP2PClient('node-123')"), 'found the snippet in the README')
   const page = readFileSync(join(WWW, 'tests', 'seed.html'), 'utf8')
   assert.ok(page.includes(snippet), 'seed.html carries the snippet verbatim')
 

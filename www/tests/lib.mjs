@@ -138,13 +138,16 @@ export async function openPage (browser, node, path = '/tests/harness.html', con
 
 /**
  * Starts a client on a harness page connected to `addr`; messages it
- * receives collect in `window.received`.
+ * receives collect in `window.received`, state changes (watched from
+ * before it starts) in `window.changes`.
  */
 export async function startClient (page, addr, { name = 'test', options = {} } = {}) {
   return page.evaluate(async ({ addr, name, options }) => {
     const { WasmP2PClient } = window.infermesh
     window.received = []
+    window.changes = []
     const client = new WasmP2PClient(name)
+    client.on_state_change((change) => window.changes.push(change))
     const id = await client.initialize({ bootstrap_peers: addr ? [addr] : [], ...options })
     client.set_message_handler((message, payload) => {
       window.received.push({ message, payload: Array.from(payload), at: Date.now() })

@@ -30,9 +30,12 @@ use sha2::{Digest as _, Sha256};
 
 use super::{
     kem::{KemPublicKey, KemSecret, Level},
-    session::{Handshake, Rekey, Sealed, Session, SessionError, SignedKemKey},
+    session::{Rekey, Session, SessionError, SignedKemKey},
 };
-use crate::{Identity, messaging::Envelope};
+use crate::{
+    Identity,
+    messaging::{Envelope, Handshake, Sealed, SealedBody},
+};
 
 /// The most a sealed envelope's encoding exceeds its plaintext encoding's
 /// (a level-5 handshake with its signature, counters, tag, framing).
@@ -41,26 +44,6 @@ pub const MAX_SEAL_OVERHEAD: usize = 2048;
 /// Most peers with a session in each direction; beyond it the table
 /// forgets one (a forgotten session is re-established on the next message).
 const MAX_SESSIONS: usize = 4096;
-
-/// The sealed part of an envelope, as carried in its `e2e` field.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct E2eBody {
-    /// The session's handshake, until the sender knows it arrived.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub handshake: Option<Handshake>,
-    /// The encrypted payload and content.
-    pub sealed: Sealed,
-}
-
-impl E2eBody {
-    /// At least the bytes of this body's encoding (field names and CBOR
-    /// headers included), for sizing an envelope's buffer.
-    pub(crate) fn encoded_len_bound(&self) -> usize {
-        self.sealed.ciphertext.len()
-            + self.handshake.as_ref().map_or(0, |h| h.ciphertext.len() + h.signature.len() + 32)
-            + 32
-    }
-}
 
 /// What is encrypted.
 #[derive(Serialize, Deserialize)]
@@ -167,7 +150,7 @@ fn seal_body(
         timestamp: env.timestamp,
         payload: Vec::new(),
         content: None,
-        e2e: Some(Box::new(E2eBody { handshake, sealed })),
+        e2e: Some(Box::new(SealedBody { handshake, sealed })),
     })
 }
 
@@ -398,7 +381,7 @@ impl E2e {
         &mut self,
         sender: &PeerId,
         env: &mut Envelope,
-        body: &E2eBody,
+        body: &SealedBody,
     ) -> Result<Opened, OpenError> {
         let mut new_epoch = None;
         if let Some(handshake) = &body.handshake {
@@ -407,8 +390,9 @@ impl E2e {
                 i.started_by == hash || i.previous.as_ref().is_some_and(|(_, h)| *h == hash)
             });
             if !known {
-                self.secret(handshake.level);
-                let ours = self.secrets.get(&handshake.level).expect("derived above");
+                let level = Level::try_from(handshake.level).map_err(SessionError::from)?;
+                self.secret(level);
+                let ours = self.secrets.get(&level).expect("derived above");
                 let mut session = Session::accept(&self.identity, ours, sender, handshake)?;
                 // Open with the new session before installing it, so a
                 // handshake with a forged body changes nothing.
@@ -448,49 +432,23 @@ impl E2e {
             env.e2e = Some(body);
             return Err(OpenError::NoHandshake);
         };
-        self.secret(handshake.level);
-        let result = Session::accept(
-            &self.identity,
-            self.secrets.get(&handshake.level).expect("derived above"),
-            author,
-            handshake,
-        )
-        .map_err(OpenError::from)
-        .and_then(|mut session| open_body(&mut session, env, &body.sealed).map(|()| session.level()));
+        let result = Level::try_from(handshake.level)
+            .map_err(|e| OpenError::Session(e.into()))
+            .and_then(|level| {
+                self.secret(level);
+                Session::accept(
+                    &self.identity,
+                    self.secrets.get(&level).expect("derived above"),
+                    author,
+                    handshake,
+                )
+                .map_err(OpenError::from)
+            })
+            .and_then(|mut session| open_body(&mut session, env, &body.sealed).map(|()| session.level()));
         if result.is_err() {
             env.e2e = Some(body);
         }
         result
-    }
-
-    /// Seals a value for `key` of this node's own `namespace` to its own
-    /// KEM key (a private state value).
-    pub fn seal_value(
-        &mut self,
-        namespace: &str,
-        key: &str,
-        value: &serde_json::Value,
-    ) -> Result<serde_json::Value, super::KemError> {
-        let level = self.level;
-        let public = self.secret(level).public_key();
-        super::private::seal_value(&public, namespace, key, value)
-    }
-
-    /// Opens a private value of this node's own namespace; `None` if the
-    /// value is not sealed.
-    pub fn open_value(
-        &mut self,
-        namespace: &str,
-        key: &str,
-        value: &serde_json::Value,
-    ) -> Option<Result<serde_json::Value, super::private::PrivateError>> {
-        if !super::private::is_sealed(value) {
-            return None;
-        }
-        Some(
-            super::private::sealed_level(value)
-                .and_then(|level| super::private::open_value(self.secret(level), namespace, key, value)),
-        )
     }
 
     /// Peers with a session in either direction.

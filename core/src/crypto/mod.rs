@@ -7,6 +7,6 @@ pub mod kem;
 pub mod private;
 pub mod session;
 
-pub use e2e::{E2e, E2eBody, MAX_SEAL_OVERHEAD, OpenError, Opened, SealError, Sealing};
+pub use e2e::{E2e, MAX_SEAL_OVERHEAD, OpenError, Opened, SealError, Sealing};
 pub use kem::{KemError, KemPublicKey, KemSecret, Level, SharedSecret};
-pub use session::{Handshake, Rekey, Role, Sealed, Session, SessionError, SignedKemKey};
+pub use session::{Rekey, Role, Session, SessionError, SignedKemKey};

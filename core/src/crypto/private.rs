@@ -104,6 +104,41 @@ pub fn open_value(
     serde_json::from_slice(&plaintext).map_err(|_| PrivateError::Malformed("plaintext"))
 }
 
+/// A node's own private values: sealed to, and opened with, the KEM keys
+/// its identity derives (one per level, derived once when first used).
+pub struct PrivateValues {
+    identity: crate::Identity,
+    level: Level,
+    secrets: std::collections::HashMap<Level, KemSecret>,
+}
+
+impl PrivateValues {
+    /// Private values of `identity`, sealed at `level`.
+    pub fn new(identity: crate::Identity, level: Level) -> Self {
+        Self { identity, level, secrets: std::collections::HashMap::new() }
+    }
+
+    fn secret(&mut self, level: Level) -> &KemSecret {
+        let identity = &self.identity;
+        self.secrets.entry(level).or_insert_with(|| KemSecret::derive(identity, level))
+    }
+
+    /// Seals `value` for `key` of this node's own `namespace`.
+    pub fn seal(&mut self, namespace: &str, key: &str, value: &Value) -> Result<Value, KemError> {
+        let public = self.secret(self.level).public_key();
+        seal_value(&public, namespace, key, value)
+    }
+
+    /// Opens a private value of this node's own namespace; `None` if the
+    /// value is not sealed.
+    pub fn open(&mut self, namespace: &str, key: &str, value: &Value) -> Option<Result<Value, PrivateError>> {
+        if !is_sealed(value) {
+            return None;
+        }
+        Some(sealed_level(value).and_then(|level| open_value(self.secret(level), namespace, key, value)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[cfg(target_arch = "wasm32")]

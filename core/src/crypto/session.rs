@@ -27,7 +27,11 @@ use libp2p::{PeerId, identity::PublicKey};
 use sha2::{Digest as _, Sha256};
 
 use super::kem::{KemError, KemPublicKey, KemSecret, Level};
-use crate::{Identity, platform::aead::ChaChaPoly};
+use crate::{
+    Identity,
+    messaging::{Handshake, Sealed},
+    platform::aead::ChaChaPoly,
+};
 
 /// Counters remembered behind the newest one received.
 pub const REPLAY_WINDOW: u64 = 1024;
@@ -145,33 +149,6 @@ impl SignedKemKey {
     }
 }
 
-/// The first message of a session (and of each rotation).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Handshake {
-    /// The KEM level.
-    pub level: Level,
-    /// Which key generation this starts (0, then one more per rotation).
-    pub epoch: u32,
-    /// The KEM ciphertext.
-    #[serde(with = "serde_bytes")]
-    pub ciphertext: Vec<u8>,
-    /// The initiator's signature over the transcript hash (prefixed with `infermesh/e2e/v2 handshake`).
-    #[serde(with = "serde_bytes")]
-    pub signature: Vec<u8>,
-}
-
-/// An encrypted message.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Sealed {
-    /// The key generation it was sealed under.
-    pub epoch: u32,
-    /// The sender's counter (the nonce).
-    pub counter: u64,
-    /// Ciphertext and tag.
-    #[serde(with = "serde_bytes")]
-    pub ciphertext: Vec<u8>,
-}
-
 /// Bytes a sealed message adds to its plaintext (tag; epoch and counter are
 /// framing).
 pub const TAG_BYTES: usize = 16;
@@ -267,7 +244,7 @@ impl Session {
             identity.keypair().sign(&signed_statement(&hash)).expect("Ed25519 signing cannot fail");
         let (to_peer, from_peer) = directional_keys(&secret, &hash);
         let session = Session::new(Role::Initiator, level, epoch, to_peer, from_peer);
-        Ok((session, Handshake { level, epoch, ciphertext, signature }))
+        Ok((session, Handshake { level: level.number(), epoch, ciphertext, signature }))
     }
 
     /// Accepts a handshake from `peer` to this identity, whose KEM secret
@@ -280,11 +257,12 @@ impl Session {
         peer: &PeerId,
         handshake: &Handshake,
     ) -> Result<Session, SessionError> {
-        if ours.level() != handshake.level {
+        let level = ours.level();
+        if level.number() != handshake.level {
             return Err(SessionError::NotForUs);
         }
         let hash = transcript_hash(
-            handshake.level,
+            level,
             handshake.epoch,
             peer,
             &identity.peer_id(),
@@ -296,7 +274,7 @@ impl Session {
         }
         let secret = ours.decapsulate(&handshake.ciphertext)?;
         let (from_peer, to_peer) = directional_keys(&secret, &hash);
-        Ok(Session::new(Role::Responder, handshake.level, handshake.epoch, to_peer, from_peer))
+        Ok(Session::new(Role::Responder, level, handshake.epoch, to_peer, from_peer))
     }
 
     fn new(role: Role, level: Level, epoch: u32, send: [u8; 32], receive: [u8; 32]) -> Self {
@@ -454,9 +432,13 @@ mod tests {
         let (alice, bob) = (Identity::from_seed([1; 32]), Identity::from_seed([2; 32]));
         let bob_key = SignedKemKey::new(&bob, level).verify(&bob.peer_id()).unwrap();
         let (a, handshake) = Session::initiate(&alice, &bob.peer_id(), &bob_key, 0).unwrap();
-        let b =
-            Session::accept(&bob, &KemSecret::derive(&bob, handshake.level), &alice.peer_id(), &handshake)
-                .unwrap();
+        let b = Session::accept(
+            &bob,
+            &KemSecret::derive(&bob, Level::try_from(handshake.level).unwrap()),
+            &alice.peer_id(),
+            &handshake,
+        )
+        .unwrap();
         (alice, bob, a, b)
     }
 
@@ -570,9 +552,13 @@ mod tests {
         assert!(a.needs_rekey(), "by count");
         let bob_key = SignedKemKey::new(&bob, Level::L3).verify(&bob.peer_id()).unwrap();
         let (mut a2, handshake) = Session::initiate(&alice, &bob.peer_id(), &bob_key, 1).unwrap();
-        let mut b2 =
-            Session::accept(&bob, &KemSecret::derive(&bob, handshake.level), &alice.peer_id(), &handshake)
-                .unwrap();
+        let mut b2 = Session::accept(
+            &bob,
+            &KemSecret::derive(&bob, Level::try_from(handshake.level).unwrap()),
+            &alice.peer_id(),
+            &handshake,
+        )
+        .unwrap();
         assert_eq!((a2.epoch(), b2.epoch()), (1, 1));
         let new = a2.seal(b"after", b"").unwrap();
         assert_eq!(b2.open(&new, b"").unwrap(), b"after");

@@ -148,7 +148,7 @@ pub struct Envelope {
     /// The end-to-end encrypted payload and content of a direct message
     /// on the wire (both are then empty); `None` once opened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) e2e: Option<Box<crate::crypto::E2eBody>>,
+    pub(crate) e2e: Option<Box<super::SealedBody>>,
 }
 
 /// The highest priority.

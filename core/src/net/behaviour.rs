@@ -11,13 +11,15 @@ use libp2p::{
 };
 use sha2::{Digest, Sha256};
 
-use super::{
-    direct,
-    e2e_proto::{self, E2eRequest, E2eResponse},
-    peer_limit::PeerLimit,
-    state_sync::{self, SyncRequest, SyncResponse},
+use super::peer_limit::PeerLimit;
+use crate::{
+    MeshConfig, MeshError, platform,
+    protocols::{
+        direct,
+        replication::wire::{self as replication, SyncRequest, SyncResponse},
+        sessions::wire::{self as e2e, E2eRequest, E2eResponse},
+    },
 };
-use crate::{MeshConfig, MeshError, platform};
 
 /// Identify's protocol version string for InferMesh nodes.
 pub(crate) const PROTOCOL_VERSION: &str = "/infermesh/1.0.0";
@@ -34,6 +36,9 @@ pub(crate) struct Behaviour {
     pub(crate) ping: ping::Behaviour,
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
     pub(crate) gossipsub: gossipsub::Behaviour,
+    /// The state topic's own gossipsub: anonymous, content-addressed (the
+    /// entries inside are signed; see `protocols::replication::wire`).
+    pub(crate) state_gossip: gossipsub::Behaviour,
     pub(crate) direct: direct::Behaviour,
     pub(crate) state_sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
     pub(crate) e2e: request_response::cbor::Behaviour<E2eRequest, E2eResponse>,
@@ -74,17 +79,12 @@ pub(crate) fn topic_score_params() -> gossipsub::TopicScoreParams {
     }
 }
 
-fn gossipsub(keypair: &Keypair, config: &MeshConfig) -> Result<gossipsub::Behaviour, MeshError> {
-    let setup = |e: &dyn std::fmt::Display| MeshError::Setup(format!("gossipsub: {e}"));
-    let gossip_config = gossipsub::ConfigBuilder::default()
+fn gossip_config(config: &MeshConfig) -> gossipsub::ConfigBuilder {
+    let mut builder = gossipsub::ConfigBuilder::default();
+    builder
         .heartbeat_interval(config.timing.gossip_heartbeat)
-        .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
         .message_id_fn(message_id)
-        // Room for our envelope limit plus protobuf framing; anything bigger
-        // is dropped by gossipsub's codec before decoding, anything between
-        // reaches our validator and is counted as oversize.
-        .max_transmit_size(config.limits.max_envelope_bytes * 2 + 64 * 1024)
         // Small meshes are normal for us: keep every subscribed peer meshed,
         // and graft a new subscriber as soon as its subscription arrives
         // (below `mesh_n_low`). Left to the next heartbeat, a message could
@@ -94,15 +94,49 @@ fn gossipsub(keypair: &Keypair, config: &MeshConfig) -> Result<gossipsub::Behavi
         .mesh_n(6)
         .mesh_n_high(12)
         .mesh_outbound_min(0)
-        .flood_publish(true)
+        .flood_publish(true);
+    builder
+}
+
+/// The gossipsub of user topics: every message signed by its author and
+/// verified by each receiver (envelopes name their sender).
+fn gossipsub(keypair: &Keypair, config: &MeshConfig) -> Result<gossipsub::Behaviour, MeshError> {
+    let setup = |e: &dyn std::fmt::Display| MeshError::Setup(format!("gossipsub: {e}"));
+    let gossip_config = gossip_config(config)
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        // Room for our envelope limit plus protobuf framing; anything bigger
+        // is dropped by gossipsub's codec before decoding, anything between
+        // reaches our validator and is counted as oversize.
+        .max_transmit_size(config.limits.max_envelope_bytes * 2 + 64 * 1024)
         .build()
         .map_err(|e| setup(&e))?;
-    let params = gossipsub::PeerScoreParams::default();
-    let thresholds = gossipsub::PeerScoreThresholds::default();
     let mut behaviour =
         gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(keypair.clone()), gossip_config)
             .map_err(|e| setup(&e))?;
-    behaviour.with_peer_score(params, thresholds).map_err(|e| setup(&e))?;
+    behaviour
+        .with_peer_score(gossipsub::PeerScoreParams::default(), gossipsub::PeerScoreThresholds::default())
+        .map_err(|e| setup(&e))?;
+    Ok(behaviour)
+}
+
+/// The gossipsub of the state topic. Its messages are batches of entries
+/// that carry their own signatures, so the messages themselves are
+/// anonymous (no signature for gossipsub to check on every copy that
+/// arrives) and identified by their content. A batch that fails our checks
+/// is rejected, which counts against the peer that sent it.
+fn state_gossip(config: &MeshConfig) -> Result<gossipsub::Behaviour, MeshError> {
+    let setup = |e: &dyn std::fmt::Display| MeshError::Setup(format!("state gossipsub: {e}"));
+    let gossip_config = gossip_config(config)
+        .protocol_id_prefix(replication::GOSSIP_PROTOCOL)
+        .validation_mode(gossipsub::ValidationMode::Anonymous)
+        .max_transmit_size(replication::MAX_GOSSIP_BYTES * 2 + 64 * 1024)
+        .build()
+        .map_err(|e| setup(&e))?;
+    let mut behaviour = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, gossip_config)
+        .map_err(|e| setup(&e))?;
+    let mut params = gossipsub::PeerScoreParams::default();
+    params.topics.insert(gossipsub::IdentTopic::new(replication::STATE_TOPIC).hash(), topic_score_params());
+    behaviour.with_peer_score(params, gossipsub::PeerScoreThresholds::default()).map_err(|e| setup(&e))?;
     Ok(behaviour)
 }
 
@@ -144,9 +178,9 @@ pub(crate) fn build(
 
     let state_sync = request_response::cbor::Behaviour::with_codec(
         request_response::cbor::codec::Codec::default()
-            .set_request_size_maximum(state_sync::MAX_REQUEST_BYTES)
-            .set_response_size_maximum(state_sync::MAX_RESPONSE_BYTES),
-        [(state_sync::PROTOCOL, request_response::ProtocolSupport::Full)],
+            .set_request_size_maximum(replication::MAX_REQUEST_BYTES)
+            .set_response_size_maximum(replication::MAX_RESPONSE_BYTES),
+        [(replication::PROTOCOL, request_response::ProtocolSupport::Full)],
         request_response::Config::default()
             .with_request_timeout(timing.request_timeout)
             .with_max_concurrent_streams(32),
@@ -154,9 +188,9 @@ pub(crate) fn build(
 
     let e2e = request_response::cbor::Behaviour::with_codec(
         request_response::cbor::codec::Codec::default()
-            .set_request_size_maximum(e2e_proto::MAX_REQUEST_BYTES)
-            .set_response_size_maximum(e2e_proto::MAX_RESPONSE_BYTES),
-        [(e2e_proto::PROTOCOL, request_response::ProtocolSupport::Full)],
+            .set_request_size_maximum(e2e::MAX_REQUEST_BYTES)
+            .set_response_size_maximum(e2e::MAX_RESPONSE_BYTES),
+        [(e2e::PROTOCOL, request_response::ProtocolSupport::Full)],
         request_response::Config::default()
             .with_request_timeout(timing.request_timeout)
             .with_max_concurrent_streams(32),
@@ -183,6 +217,7 @@ pub(crate) fn build(
         ping,
         kad,
         gossipsub: gossipsub(keypair, config)?,
+        state_gossip: state_gossip(config)?,
         direct,
         state_sync,
         e2e,

@@ -39,6 +39,11 @@ impl aead::ChaChaPoly {
     }
 }
 
+/// Why the platform's transports could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PlatformError(pub String);
+
 /// A monotonic instant that works in browsers too.
 pub use web_time::Instant;
 

@@ -9,7 +9,7 @@ use libp2p::{
     mdns, noise, quic, tcp, websocket, yamux,
 };
 
-use crate::MeshError;
+use super::PlatformError;
 
 /// Options for the platform transports.
 #[derive(Clone, Debug, Default)]
@@ -21,9 +21,9 @@ pub struct TransportOptions {
 }
 
 /// Makes a new WebRTC certificate, returned as PEM to be stored.
-pub fn generate_webrtc_certificate() -> Result<String, MeshError> {
+pub fn generate_webrtc_certificate() -> Result<String, PlatformError> {
     let cert = libp2p_webrtc::tokio::Certificate::generate(&mut rand::rng())
-        .map_err(|e| MeshError::Transport(format!("WebRTC certificate: {e}")))?;
+        .map_err(|e| PlatformError(format!("WebRTC certificate: {e}")))?;
     Ok(cert.serialize_pem())
 }
 
@@ -37,7 +37,7 @@ pub(crate) fn swarm_config() -> libp2p::swarm::Config {
 pub(crate) fn transport(
     keypair: &Keypair,
     options: &TransportOptions,
-) -> Result<Boxed<(PeerId, StreamMuxerBox)>, MeshError> {
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, PlatformError> {
     // DNS goes around everything: it resolves `/dns*` and hands the result to
     // whichever transport supports it. Wrapped around only some transports it
     // would claim the others' addresses and fail them.
@@ -54,12 +54,12 @@ pub(crate) fn transport(
 fn transports(
     keypair: &Keypair,
     options: &TransportOptions,
-) -> Result<Boxed<(PeerId, StreamMuxerBox)>, MeshError> {
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, PlatformError> {
     let tcp_config = tcp::Config::default().nodelay(true);
     let streams = websocket::Config::new(tcp::tokio::Transport::new(tcp_config.clone()))
         .or_transport(tcp::tokio::Transport::new(tcp_config))
         .upgrade(upgrade::Version::V1Lazy)
-        .authenticate(noise::Config::new(keypair).map_err(|e| MeshError::Transport(e.to_string()))?)
+        .authenticate(noise::Config::new(keypair).map_err(|e| PlatformError(e.to_string()))?)
         .multiplex(yamux::Config::default())
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
 
@@ -73,9 +73,9 @@ fn transports(
     let _ = rustls::crypto::ring::default_provider().install_default();
     let certificate = match &options.webrtc_certificate_pem {
         Some(pem) => libp2p_webrtc::tokio::Certificate::from_pem(pem)
-            .map_err(|e| MeshError::Transport(format!("stored WebRTC certificate is unusable: {e}")))?,
+            .map_err(|e| PlatformError(format!("stored WebRTC certificate is unusable: {e}")))?,
         None => libp2p_webrtc::tokio::Certificate::generate(&mut rand::rng())
-            .map_err(|e| MeshError::Transport(format!("WebRTC certificate: {e}")))?,
+            .map_err(|e| PlatformError(format!("WebRTC certificate: {e}")))?,
     };
     let webrtc = libp2p_webrtc::tokio::Transport::new(keypair.clone(), certificate)
         .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)));

@@ -10,7 +10,7 @@ use libp2p::{
     webrtc_websys, websocket_websys, yamux,
 };
 
-use crate::MeshError;
+use super::PlatformError;
 
 /// Options for the platform transports (none are needed in a browser).
 #[derive(Clone, Debug, Default)]
@@ -26,10 +26,10 @@ pub(crate) fn swarm_config() -> libp2p::swarm::Config {
 pub(crate) fn transport(
     keypair: &Keypair,
     _options: &TransportOptions,
-) -> Result<Boxed<(PeerId, StreamMuxerBox)>, MeshError> {
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, PlatformError> {
     let ws = websocket_websys::Transport::default()
         .upgrade(upgrade::Version::V1Lazy)
-        .authenticate(noise::Config::new(keypair).map_err(|e| MeshError::Transport(e.to_string()))?)
+        .authenticate(noise::Config::new(keypair).map_err(|e| PlatformError(e.to_string()))?)
         .multiplex(yamux::Config::default())
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
     let webrtc = webrtc_websys::Transport::new(webrtc_websys::Config::new(keypair))

@@ -6,15 +6,15 @@
 mod entry;
 mod hlc;
 mod local;
+pub mod reconcile;
 mod replica;
-pub mod sync;
 
 pub use entry::{
     ACL_PREFIX, Entry, EntryError, EntryRejection, KEM_PREFIX, MAX_ENTRY_BYTES, MAX_KEY_BYTES,
     MAX_VALUE_BYTES, is_internal_key,
 };
 pub use hlc::Hlc;
-pub use local::{LocalState, MemoryStore, StateError, Store, StoreError, WriteMode};
+pub use local::{Ingested, LocalState, StateError, StoreError, WriteMode};
 pub use replica::{Applied, MAX_CLOCK_SKEW_MS, Outcome, Replica, wins};
 
 /// Parses CLI input the way the prompt does: JSON when it parses (number,

@@ -10,7 +10,7 @@ use std::{
 use futures::StreamExt;
 use infermesh_core::{
     Identity, InboundMessage, Mesh, MeshConfig, MeshEvent, MeshHandle, Multiaddr, PeerId, Timing,
-    TransportConfig,
+    TransportConfig, store::MemoryStore,
 };
 
 /// A test node: its handle, identity, listen address and the messages it
@@ -57,17 +57,15 @@ pub fn client_config(identity: Identity) -> MeshConfig {
 impl TestNode {
     /// Starts a node on `listen` (e.g. `/memory/0`).
     pub async fn start(config: MeshConfig, listen: Multiaddr) -> TestNode {
-        Self::start_with_store(config, listen, Box::new(infermesh_core::state::MemoryStore::default())).await
+        Self::start_with_store(config, listen, MemoryStore::default()).await
     }
 
-    /// Starts a node keeping its state (and mailbox) in `store`.
-    pub async fn start_with_store(
-        config: MeshConfig,
-        listen: Multiaddr,
-        store: Box<dyn infermesh_core::state::Store + Send>,
-    ) -> TestNode {
+    /// Starts a node keeping its state and mailbox in `store` (a clone kept
+    /// by the test outlives the node, like a data directory).
+    pub async fn start_with_store(config: MeshConfig, listen: Multiaddr, store: MemoryStore) -> TestNode {
         let identity = config.identity.clone();
-        let (mesh, mut events, event_loop) = Mesh::build_with_store(config, store).expect("mesh builds");
+        let (mesh, mut events, event_loop) =
+            Mesh::build_with_stores(config, Box::new(store.clone()), Box::new(store)).expect("mesh builds");
         tokio::spawn(event_loop.run());
         let inbox = Arc::new(Mutex::new(Vec::new()));
         let sink = inbox.clone();

@@ -244,3 +244,14 @@ pub fn run_to_end(args: &[String]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// `GET <api><path>` on the node's loopback HTTP API; the response body.
+pub fn http_get(api: &str, path: &str) -> String {
+    use std::io::Read;
+    let host = api.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(host).expect("the HTTP API answers");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
+}

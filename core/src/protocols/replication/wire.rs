@@ -1,7 +1,12 @@
 //! The wire side of state replication.
 //!
-//! - Live: every entry written is published on one gossipsub topic,
-//!   [`STATE_TOPIC`]; receivers verify and merge it before forwarding.
+//! - Live: entries written are published, a batch per gossip message (a
+//!   CBOR array of encoded entries), on one topic, [`STATE_TOPIC`], of a
+//!   gossipsub instance of its own ([`GOSSIP_PROTOCOL`]): anonymous, with
+//!   content-addressed message IDs. The entries carry their own signatures,
+//!   which receivers verify (once per entry, not per copy) and merge before
+//!   forwarding; a batch with a bad entry is rejected, which penalises the
+//!   peer that sent it through gossipsub's peer scoring.
 //! - Catch-up: `/infermesh/state-sync/1.0.0` (request-response, CBOR). On
 //!   connecting, and periodically, a node asks a peer which namespaces it
 //!   holds (with a digest of each), reconciles each one it replicates and
@@ -19,6 +24,12 @@ use serde_bytes::ByteBuf;
 pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/infermesh/state-sync/1.0.0");
 /// The gossipsub topic that carries new entries.
 pub(crate) const STATE_TOPIC: &str = "/infermesh/state/1";
+/// The protocol prefix of the state's own gossipsub instance.
+pub(crate) const GOSSIP_PROTOCOL: &str = "/infermesh/state-gossip";
+/// Most entries in one gossip message.
+pub(crate) const MAX_GOSSIP_ENTRIES: usize = 256;
+/// Most bytes of entries in one gossip message.
+pub(crate) const MAX_GOSSIP_BYTES: usize = 256 * 1024;
 /// Most entry IDs asked for in one fetch.
 pub(crate) const MAX_FETCH_IDS: usize = 256;
 /// Most bytes of entries in one fetch answer or one push.
@@ -60,4 +71,16 @@ pub(crate) enum SyncResponse {
     Replicating,
     /// The request could not be served (the reason, for the log).
     Refused(String),
+}
+
+/// A gossip message: entries, each encoded ([`crate::state::Entry::encode`]).
+pub(crate) fn encode_batch(entries: &[ByteBuf], bytes: usize) -> Vec<u8> {
+    let mut data = Vec::with_capacity(bytes + 16);
+    ciborium::into_writer(entries, &mut data).expect("writing CBOR into a Vec cannot fail");
+    data
+}
+
+/// The encoded entries of a gossip message.
+pub(crate) fn decode_batch(data: &[u8]) -> Result<Vec<ByteBuf>, String> {
+    ciborium::from_reader(data).map_err(|e| e.to_string())
 }

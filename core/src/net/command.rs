@@ -1,0 +1,82 @@
+//! What a [`crate::MeshHandle`] asks of the event loop: one [`Command`]
+//! per call, each carrying the channel its answer goes back on.
+
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::oneshot;
+
+pub(crate) use crate::protocols::outbox::Outbound;
+use crate::{
+    Delivery, MeshError, PeerInfo, StateView, Status,
+    state::{StateError, WriteMode},
+};
+
+/// Requests from handles to the event loop; each carries its reply channel.
+pub(crate) enum Command {
+    Listen {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<Multiaddr, MeshError>>,
+    },
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<PeerId, MeshError>>,
+    },
+    Join {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<PeerId, MeshError>>,
+    },
+    FindPeer {
+        peer: PeerId,
+        reply: oneshot::Sender<Result<(), MeshError>>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerInfo>>,
+    },
+    Status {
+        reply: oneshot::Sender<Status>,
+    },
+    Subscribe {
+        topic: String,
+        reply: oneshot::Sender<Result<bool, MeshError>>,
+    },
+    Unsubscribe {
+        topic: String,
+        reply: oneshot::Sender<bool>,
+    },
+    TopicPeers {
+        topic: String,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    Publish {
+        topic: String,
+        outbound: Outbound,
+        reply: oneshot::Sender<Result<(), MeshError>>,
+    },
+    SendDirect {
+        peer: PeerId,
+        outbound: Outbound,
+        reply: oneshot::Sender<Result<Delivery, MeshError>>,
+    },
+    StateWrite {
+        namespace: Option<String>,
+        key: String,
+        value: Option<serde_json::Value>,
+        mode: WriteMode,
+        private: bool,
+        reply: oneshot::Sender<Result<(), StateError>>,
+    },
+    StateGet {
+        namespace: Option<String>,
+        key: String,
+        reply: oneshot::Sender<Option<serde_json::Value>>,
+    },
+    StateView {
+        namespace: Option<String>,
+        reply: oneshot::Sender<StateView>,
+    },
+    HeldMail {
+        reply: oneshot::Sender<Vec<Vec<u8>>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}

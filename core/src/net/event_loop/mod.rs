@@ -1,0 +1,302 @@
+//! The event loop: the only owner of the `Swarm`. It turns swarm events
+//! and handle commands into calls on the protocol drivers ([`inbound`]),
+//! and carries out what the drivers ask for: dial, send, answer, store,
+//! tell the application ([`outbound`]). It holds no protocol rules of its
+//! own; this file is the loop itself, its state and its timers.
+
+mod inbound;
+mod outbound;
+
+use std::{collections::HashMap, sync::Arc, task::Poll, time::Duration};
+
+use futures::{FutureExt, StreamExt, future::FusedFuture};
+use libp2p::{PeerId, Swarm, gossipsub, request_response, swarm::SwarmEvent};
+use tokio::sync::mpsc;
+
+use super::{
+    BATCH, Command, TICK,
+    behaviour::{Behaviour, BehaviourEvent},
+    persist::{Persistence, Stored},
+};
+use crate::{
+    InboundMessage, MeshConfig, MeshEvent,
+    messaging::{Held, RejectReason},
+    metrics::Metrics,
+    platform::{self, Instant},
+    protocols::{
+        AskId,
+        connections::Connections,
+        outbox::Outbox,
+        pubsub::Pubsub,
+        replication::{self, Replication, wire::STATE_TOPIC},
+        sessions::{self, Sessions},
+    },
+    state::{Entry, StateError},
+    store::{MailStore, Store},
+};
+
+type SyncChannel = request_response::ResponseChannel<replication::wire::SyncResponse>;
+type E2eChannel = request_response::ResponseChannel<sessions::wire::E2eResponse>;
+
+/// What `build` hands the event loop.
+pub(crate) struct Parts {
+    pub swarm: Swarm<Behaviour>,
+    pub commands: mpsc::Receiver<Command>,
+    pub events: mpsc::Sender<MeshEvent>,
+    pub metrics: Arc<Metrics>,
+    pub recorder: platform::EventRecorder,
+    pub stored: Vec<Entry>,
+    pub stored_mail: Vec<(PeerId, Held)>,
+    pub store: Box<dyn Store>,
+    pub mail: Box<dyn MailStore>,
+}
+
+// A transient value that lives for one loop iteration: its size is no
+// concern, and boxing would allocate once per swarm event.
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    Swarm(SwarmEvent<BehaviourEvent>),
+    Command(Option<Command>),
+    Stored(Stored<E2eChannel>),
+    Tick,
+    Linger,
+}
+
+/// Drives one node. Obtain it from [`crate::Mesh::build`] and spawn
+/// [`EventLoop::run`].
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    config: MeshConfig,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<MeshEvent>,
+    metrics: Arc<Metrics>,
+    recorder: platform::EventRecorder,
+    connections: Connections,
+    pubsub: Pubsub,
+    outbox: Outbox,
+    replication: Replication<SyncChannel>,
+    sessions: Sessions<E2eChannel>,
+    persist: Persistence<E2eChannel>,
+    /// libp2p's IDs of the drivers' outstanding requests.
+    sync_asks: HashMap<request_response::OutboundRequestId, AskId>,
+    e2e_asks: HashMap<request_response::OutboundRequestId, AskId>,
+    /// Mail the store held, restored when the loop starts.
+    stored_mail: Vec<(PeerId, Held)>,
+}
+
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // Jitter only: a failing random source degrades to no jitter.
+    let _ = getrandom::fill(&mut bytes);
+    u64::from_le_bytes(bytes)
+}
+
+impl EventLoop {
+    pub(crate) fn new(config: MeshConfig, parts: Parts) -> Self {
+        let now = Instant::now();
+        let local = *parts.swarm.local_peer_id();
+        let metrics = parts.metrics;
+        let connections = Connections::new(local, (&config).into(), &config.bootstrap, now, random_u64());
+        let (hub, limits) = (config.gossip_hub, config.limits.clone());
+        let pubsub = Pubsub::new(hub, config.hub_topics, STATE_TOPIC, limits, metrics.clone());
+        let outbox = Outbox::new(config.direct_window, config.direct_queue, metrics.clone());
+        let identity = config.identity.clone();
+        let (replication, skipped) =
+            Replication::new(identity.clone(), parts.stored, (&config).into(), metrics.clone(), now);
+        if skipped > 0 {
+            tracing::warn!("{skipped} stored state entries no longer verify and were skipped");
+        }
+        let sessions = Sessions::new(identity, (&config).into(), metrics.clone());
+        Self {
+            swarm: parts.swarm,
+            commands: parts.commands,
+            events: parts.events,
+            recorder: parts.recorder,
+            metrics,
+            connections,
+            pubsub,
+            outbox,
+            replication,
+            sessions,
+            persist: Persistence::new(parts.store, parts.mail),
+            sync_asks: HashMap::new(),
+            e2e_asks: HashMap::new(),
+            stored_mail: parts.stored_mail,
+            config,
+        }
+    }
+
+    /// Runs the node until [`crate::MeshHandle::shutdown`] is called or every
+    /// handle is dropped.
+    pub async fn run(mut self) {
+        let topic = gossipsub::IdentTopic::new(STATE_TOPIC);
+        if let Err(e) = self.swarm.behaviour_mut().state_gossip.subscribe(&topic) {
+            tracing::warn!("cannot join the state topic: {e}");
+        }
+        self.sessions.start(std::mem::take(&mut self.stored_mail), platform::now_ms());
+        self.connections.on_tick(Instant::now());
+        self.drain();
+        let mut tick = platform::sleep(TICK).fuse();
+        let mut linger = futures::future::Fuse::terminated();
+        let shutdown = loop {
+            let now = Instant::now();
+            if linger.is_terminated()
+                && let Some(due) = self.replication.flush_due()
+            {
+                linger = platform::sleep(due.saturating_duration_since(now)).fuse();
+            }
+            self.persist.start(now);
+            // Stores behind: callers wait (the command channel is bounded).
+            let backlogged = self.persist.backlogged();
+            let step = futures::select! {
+                event = self.swarm.select_next_some() => Step::Swarm(event),
+                command = futures::future::poll_fn(|cx| {
+                    if backlogged { Poll::Pending } else { self.commands.poll_recv(cx) }
+                }).fuse() => Step::Command(command),
+                stored = futures::future::poll_fn(|cx| self.persist.poll(cx, Instant::now())).fuse() => {
+                    Step::Stored(stored)
+                }
+                _ = tick => Step::Tick,
+                _ = linger => Step::Linger,
+            };
+            match step {
+                Step::Swarm(event) => {
+                    self.on_swarm_event(event);
+                    // Under load many events are ready at once: take them
+                    // here rather than one per trip through `select!`.
+                    for _ in 0..BATCH {
+                        self.drain();
+                        let Some(Some(event)) = self.swarm.next().now_or_never() else { break };
+                        self.on_swarm_event(event);
+                    }
+                }
+                Step::Command(None) => break None,
+                Step::Command(Some(command)) => {
+                    let mut stop = self.on_command(command);
+                    for _ in 0..BATCH {
+                        self.drain();
+                        if stop.is_some() || self.persist.backlogged() {
+                            break;
+                        }
+                        let Ok(command) = self.commands.try_recv() else { break };
+                        stop = self.on_command(command);
+                    }
+                    if stop.is_some() {
+                        break stop;
+                    }
+                }
+                Step::Stored(stored) => self.on_stored(stored),
+                Step::Tick => {
+                    tick = platform::sleep(TICK).fuse();
+                    self.on_tick();
+                }
+                Step::Linger => self.replication.flush(),
+            }
+            self.drain();
+        };
+        // Entries written in the last moments go out, and what is being
+        // stored is finished, before the connections close.
+        self.replication.flush();
+        self.drain();
+        self.finish_storing().await;
+        // Close every listener and connection before saying we are done, so
+        // the caller may reuse the addresses at once.
+        for id in self.connections.take_listeners() {
+            self.swarm.remove_listener(id);
+        }
+        drop(self);
+        if let Some(reply) = shutdown {
+            let _ = reply.send(());
+        }
+    }
+
+    /// Waits (a few seconds at most) for what is staged to be stored.
+    async fn finish_storing(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.persist.busy() && Instant::now() < deadline {
+            self.persist.start(Instant::now());
+            let mut pause = platform::sleep(Duration::from_millis(50)).fuse();
+            let stored = futures::select! {
+                stored = futures::future::poll_fn(|cx| self.persist.poll(cx, Instant::now())).fuse() => Some(stored),
+                _ = pause => None,
+            };
+            if let Some(stored) = stored {
+                self.on_stored(stored);
+                self.drain();
+            }
+        }
+    }
+
+    fn emit(&mut self, event: MeshEvent) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.events.try_send(event) {
+            tracing::debug!("event stream full; event dropped");
+        }
+    }
+
+    /// Hands a validated message to the application.
+    fn deliver(&mut self, message: InboundMessage) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.events.try_send(MeshEvent::Message(message)) {
+            self.metrics.dropped(RejectReason::QueueFull);
+            tracing::debug!("event stream full; message dropped");
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        self.connections.on_tick(now);
+        self.outbox.on_tick(now);
+        self.replication.on_tick(now);
+        self.sessions.on_tick(now);
+    }
+
+    fn on_stored(&mut self, stored: Stored<E2eChannel>) {
+        match stored {
+            Stored::State(done) => {
+                let result = done.failed.as_ref().map_or(Ok(()), |(e, _)| Err(e.clone()));
+                for waiter in done.waiters {
+                    let _ = waiter.send(result.clone().map_err(StateError::Store));
+                }
+                if let Some((e, keys)) = done.failed {
+                    tracing::warn!("state not saved (retrying): {e}");
+                    self.replication.on_not_stored(keys);
+                }
+            }
+            Stored::Mail(done) => {
+                let result = done.failed.map_or(Ok(()), |(e, _)| Err(e.to_string()));
+                self.sessions.on_mail_stored(done.waiters, result);
+            }
+        }
+    }
+
+    // ---- actions --------------------------------------------------------
+
+    /// Carries out what the drivers asked for, until none asks for more.
+    fn drain(&mut self) {
+        loop {
+            let mut any = false;
+            while let Some(action) = self.connections.poll_action() {
+                any = true;
+                self.on_connections_action(action);
+            }
+            while let Some(action) = self.pubsub.poll_action() {
+                any = true;
+                self.on_pubsub_action(action);
+            }
+            while let Some(action) = self.outbox.poll_action() {
+                any = true;
+                self.on_outbox_action(action);
+            }
+            while let Some(action) = self.sessions.poll_action() {
+                any = true;
+                self.on_sessions_action(action);
+            }
+            while let Some(action) = self.replication.poll_action() {
+                any = true;
+                self.on_replication_action(action);
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+}
