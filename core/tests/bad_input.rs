@@ -544,13 +544,19 @@ async fn bad_state_gossip_is_refused_counted_and_not_stored() {
     .await;
     let data = node.mesh.state(Some(&ns)).await.unwrap().data;
     assert_eq!(data, json!({"good": {"kept": true}}), "only the good entry is stored");
+    // The peer that passed the forged entry on lost its standing: what it
+    // sends next is dropped before it is looked at.
+    let from_penalised = Entry::sign(&author, &ns, "penalised", Some(&json!(0)), now + 1).unwrap();
+    raw.publish(STATE_TOPIC, batch(&[&from_penalised])).await;
 
     // The node still takes good gossip from an honest peer.
     let raw = gossiping_raw_peer(&node, STATE_TOPIC).await;
-    let later = Entry::sign(&author, &ns, "later", Some(&json!([1, 2])), now + 1).unwrap();
+    let later = Entry::sign(&author, &ns, "later", Some(&json!([1, 2])), now + 2).unwrap();
     raw.publish(STATE_TOPIC, batch(&[&later])).await;
     wait_until(DEADLINE, "the good batch is stored", || async {
         node.mesh.state(Some(&ns)).await.unwrap().data["later"] == json!([1, 2])
     })
     .await;
+    let data = node.mesh.state(Some(&ns)).await.unwrap().data;
+    assert!(data.get("penalised").is_none(), "the penalised peer's batch was ignored: {data}");
 }

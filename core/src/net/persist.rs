@@ -6,20 +6,17 @@
 use std::task::{Context, Poll};
 
 use futures::FutureExt;
-use libp2p::PeerId;
 
 use crate::{
     platform::Instant,
     protocols::{replication::WriteReply, sessions::HeldAck},
     state::Entry,
-    store::{Commit, Finished, MailChange, MailStore, Store, Writer},
+    store::{Commit, Finished, MailChange, MailKey, MailStore, Store, Writer},
 };
 
 /// Staged changes beyond which the loop stops taking commands until the
 /// store catches up.
 const HIGH_WATER: usize = 50_000;
-
-type MailKey = (PeerId, PeerId, String);
 
 /// A commit that finished.
 pub(crate) enum Stored<C> {

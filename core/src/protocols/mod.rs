@@ -11,6 +11,9 @@ pub(crate) mod pubsub;
 pub(crate) mod replication;
 pub(crate) mod sessions;
 
+/// A caller waiting for an answer (a handle's command).
+pub(crate) type Reply<T> = tokio::sync::oneshot::Sender<Result<T, crate::MeshError>>;
+
 /// A driver's number for one of its outstanding requests; the event loop
 /// maps libp2p's request IDs to it and back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -43,6 +43,9 @@ pub trait Store: Send {
     fn commit(&mut self, entries: Vec<Entry>) -> Commit;
 }
 
+/// A held message: its recipient, author and message ID.
+pub type MailKey = (PeerId, PeerId, String);
+
 /// One change to the held messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MailChange {

@@ -54,7 +54,7 @@ pub(crate) struct Parts {
 // A transient value that lives for one loop iteration: its size is no
 // concern, and boxing would allocate once per swarm event.
 #[allow(clippy::large_enum_variant)]
-enum Step {
+enum Wake {
     Swarm(SwarmEvent<BehaviourEvent>),
     Command(Option<Command>),
     Stored(Stored<E2eChannel>),
@@ -149,18 +149,18 @@ impl EventLoop {
             // Stores behind: callers wait (the command channel is bounded).
             let backlogged = self.persist.backlogged();
             let step = futures::select! {
-                event = self.swarm.select_next_some() => Step::Swarm(event),
+                event = self.swarm.select_next_some() => Wake::Swarm(event),
                 command = futures::future::poll_fn(|cx| {
                     if backlogged { Poll::Pending } else { self.commands.poll_recv(cx) }
-                }).fuse() => Step::Command(command),
+                }).fuse() => Wake::Command(command),
                 stored = futures::future::poll_fn(|cx| self.persist.poll(cx, Instant::now())).fuse() => {
-                    Step::Stored(stored)
+                    Wake::Stored(stored)
                 }
-                _ = tick => Step::Tick,
-                _ = linger => Step::Linger,
+                _ = tick => Wake::Tick,
+                _ = linger => Wake::Linger,
             };
             match step {
-                Step::Swarm(event) => {
+                Wake::Swarm(event) => {
                     self.on_swarm_event(event);
                     // Under load many events are ready at once: take them
                     // here rather than one per trip through `select!`.
@@ -170,8 +170,8 @@ impl EventLoop {
                         self.on_swarm_event(event);
                     }
                 }
-                Step::Command(None) => break None,
-                Step::Command(Some(command)) => {
+                Wake::Command(None) => break None,
+                Wake::Command(Some(command)) => {
                     let mut stop = self.on_command(command);
                     for _ in 0..BATCH {
                         self.drain();
@@ -185,12 +185,12 @@ impl EventLoop {
                         break stop;
                     }
                 }
-                Step::Stored(stored) => self.on_stored(stored),
-                Step::Tick => {
+                Wake::Stored(stored) => self.on_stored(stored),
+                Wake::Tick => {
                     tick = platform::sleep(TICK).fuse();
                     self.on_tick();
                 }
-                Step::Linger => self.replication.flush(),
+                Wake::Linger => self.replication.flush(),
             }
             self.drain();
         };

@@ -19,13 +19,13 @@ use libp2p::{
         dial_opts::{DialOpts, PeerCondition},
     },
 };
-use tokio::sync::oneshot;
 
 use super::backoff::{Backoff, Reconnector};
 use crate::{
     MeshError, PeerInfo,
     addr::{is_relayed, peer_of, without_p2p},
     platform::Instant,
+    protocols::Reply,
 };
 
 /// Most listen addresses remembered per peer for redialling.
@@ -38,9 +38,6 @@ const MAX_RESERVATIONS: usize = 2;
 const RESERVATION_RETRY: Duration = Duration::from_secs(5);
 /// A connection this young may not have told us its subscriptions yet.
 const NEW_CONNECTION: Duration = Duration::from_secs(3);
-
-/// A caller waiting for an answer.
-pub(crate) type Reply<T> = oneshot::Sender<Result<T, MeshError>>;
 
 /// The settings this driver uses.
 #[derive(Clone, Debug)]
@@ -768,6 +765,7 @@ impl Connections {
 
 #[cfg(test)]
 mod tests {
+    use tokio::sync::oneshot;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 

@@ -14,18 +14,17 @@ use std::{
 };
 
 use libp2p::PeerId;
-use tokio::sync::oneshot;
 
 use crate::{
     Delivery, MeshError,
     messaging::{Envelope, PriorityQueue, RejectReason, Rejection},
     metrics::{Metrics, Route},
     platform::Instant,
-    protocols::direct::{Ack, Failure, RequestId},
+    protocols::{
+        Reply,
+        direct::{Ack, Failure, RequestId},
+    },
 };
-
-/// A caller waiting for an answer.
-pub(crate) type Reply<T> = oneshot::Sender<Result<T, MeshError>>;
 
 /// An envelope on its way out.
 #[derive(Debug)]
@@ -379,6 +378,7 @@ pub(crate) const PUBLISH_GRACE: Duration = Duration::from_secs(2);
 
 #[cfg(test)]
 mod tests {
+    use tokio::sync::oneshot;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 

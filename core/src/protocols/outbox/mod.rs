@@ -5,4 +5,4 @@
 
 mod driver;
 
-pub(crate) use driver::{Action, Body, Outbound, Outbox, PUBLISH_GRACE, Queued, Reply, Sealer, Undelivered};
+pub(crate) use driver::{Action, Body, Outbound, Outbox, PUBLISH_GRACE, Queued, Sealer, Undelivered};

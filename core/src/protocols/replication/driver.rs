@@ -110,7 +110,7 @@ pub(crate) enum Action<C> {
 }
 
 /// What an outstanding state-sync request was for.
-enum Step {
+enum Purpose {
     Namespaces,
     Reconcile { ns: String, initiator: Box<Initiator> },
     Fetch,
@@ -128,7 +128,7 @@ struct ReplicaAsk {
 
 /// Local entries waiting to be gossiped, already encoded.
 #[derive(Default)]
-struct Outgoing {
+struct GossipBatch {
     entries: Vec<ByteBuf>,
     bytes: usize,
     since: Option<Instant>,
@@ -143,9 +143,9 @@ pub(crate) struct Replication<C> {
     connected: HashSet<PeerId>,
     /// Connected peers subscribed to the state topic.
     subscribers: HashSet<PeerId>,
-    outgoing: Outgoing,
+    outgoing: GossipBatch,
     /// Requests to each peer, a few at a time.
-    flows: Flows<SyncRequest, Step>,
+    flows: Flows<SyncRequest, Purpose>,
     /// Peers known to hold each namespace.
     holders: HashMap<String, HashSet<PeerId>>,
     /// Namespaces asked for that this node does not own (replicated too).
@@ -181,7 +181,7 @@ impl<C> Replication<C> {
             settings,
             connected: HashSet::new(),
             subscribers: HashSet::new(),
-            outgoing: Outgoing::default(),
+            outgoing: GossipBatch::default(),
             flows: Flows::new(SYNC_IN_FLIGHT),
             holders: HashMap::new(),
             wanted: HashSet::new(),
@@ -588,7 +588,7 @@ impl<C> Replication<C> {
             }
             missing -= 1;
             let ns = self.local.clone();
-            self.send(peer, SyncRequest::Replicate { ns }, Step::Replicate);
+            self.send(peer, SyncRequest::Replicate { ns }, Purpose::Replicate);
             self.replica_asks.insert(peer, ReplicaAsk { open: true, again_at: now + REPLICA_ASK_AGAIN });
         }
     }
@@ -597,12 +597,12 @@ impl<C> Replication<C> {
 
     /// Starts catching up with a peer: ask which namespaces it holds.
     fn start_sync(&mut self, peer: PeerId) {
-        self.send(peer, SyncRequest::Namespaces, Step::Namespaces);
+        self.send(peer, SyncRequest::Namespaces, Purpose::Namespaces);
     }
 
     /// Sends a request, or queues it while `SYNC_IN_FLIGHT` requests to
     /// that peer are outstanding.
-    fn send(&mut self, peer: PeerId, request: SyncRequest, step: Step) {
+    fn send(&mut self, peer: PeerId, request: SyncRequest, step: Purpose) {
         if let Some((ask, request)) = self.flows.send(peer, request, step) {
             self.actions.push_back(Action::Request { peer, ask, request });
         }
@@ -610,7 +610,7 @@ impl<C> Replication<C> {
 
     /// Request `ask` was answered or failed: its peer and purpose (the
     /// next waiting request to that peer goes).
-    fn done(&mut self, ask: AskId) -> Option<(PeerId, Step)> {
+    fn done(&mut self, ask: AskId) -> Option<(PeerId, Purpose)> {
         let (peer, step, next) = self.flows.finish(ask)?;
         if let Some((ask, request)) = next {
             self.actions.push_back(Action::Request { peer, ask, request });
@@ -622,7 +622,7 @@ impl<C> Replication<C> {
     /// does not speak the protocol).
     pub(crate) fn on_failure(&mut self, ask: AskId, error: &str) {
         let Some((peer, step)) = self.done(ask) else { return };
-        if matches!(step, Step::Replicate) {
+        if matches!(step, Purpose::Replicate) {
             self.replica_answered(peer);
         }
         tracing::debug!(%peer, "state sync request failed: {error}");
@@ -638,27 +638,27 @@ impl<C> Replication<C> {
     pub(crate) fn on_response(&mut self, ask: AskId, response: SyncResponse) {
         let Some((peer, step)) = self.done(ask) else { return };
         match (step, response) {
-            (Step::Namespaces, SyncResponse::Namespaces(theirs)) => self.compare(peer, theirs),
-            (Step::Reconcile { ns, mut initiator }, SyncResponse::Reconcile(answer)) => {
+            (Purpose::Namespaces, SyncResponse::Namespaces(theirs)) => self.compare(peer, theirs),
+            (Purpose::Reconcile { ns, mut initiator }, SyncResponse::Reconcile(answer)) => {
                 match initiator.step(&answer) {
                     Ok(Some(next)) => {
                         let request = SyncRequest::Reconcile { ns: ns.clone(), msg: ByteBuf::from(next) };
-                        self.send(peer, request, Step::Reconcile { ns, initiator });
+                        self.send(peer, request, Purpose::Reconcile { ns, initiator });
                     }
                     Ok(None) => self.exchange(peer, ns, &initiator),
                     Err(e) => tracing::debug!(%peer, %ns, "reconciliation failed: {e}"),
                 }
             }
-            (Step::Fetch, SyncResponse::Entries(entries)) => {
+            (Purpose::Fetch, SyncResponse::Entries(entries)) => {
                 self.ingest_encoded(entries.into_iter().take(MAX_FETCH_IDS), peer);
             }
-            (Step::Push, SyncResponse::Pushed { .. }) => {}
-            (Step::Replicate, SyncResponse::Replicating) => {
+            (Purpose::Push, SyncResponse::Pushed { .. }) => {}
+            (Purpose::Replicate, SyncResponse::Replicating) => {
                 // It has undertaken to hold our namespace and is catching up.
                 self.replica_answered(peer);
                 self.holders.entry(self.local.clone()).or_default().insert(peer);
             }
-            (Step::Replicate, SyncResponse::Refused(reason)) => {
+            (Purpose::Replicate, SyncResponse::Refused(reason)) => {
                 tracing::debug!(%peer, "replica refused: {reason}");
                 self.replica_answered(peer);
             }
@@ -690,7 +690,7 @@ impl<C> Replication<C> {
             match Initiator::start(self.state.replica(), &ns) {
                 Ok((initiator, first)) => {
                     let request = SyncRequest::Reconcile { ns: ns.clone(), msg: ByteBuf::from(first) };
-                    self.send(peer, request, Step::Reconcile { ns, initiator: Box::new(initiator) });
+                    self.send(peer, request, Purpose::Reconcile { ns, initiator: Box::new(initiator) });
                 }
                 Err(e) => tracing::debug!(%ns, "cannot start reconciling: {e}"),
             }
@@ -704,7 +704,7 @@ impl<C> Replication<C> {
         }
         for chunk in initiator.need.chunks(MAX_FETCH_IDS) {
             let ids = chunk.iter().map(|id| ByteBuf::from(id.to_vec())).collect();
-            self.send(peer, SyncRequest::Fetch { ns: ns.clone(), ids }, Step::Fetch);
+            self.send(peer, SyncRequest::Fetch { ns: ns.clone(), ids }, Purpose::Fetch);
         }
         let have: Vec<Vec<u8>> = initiator
             .have
@@ -717,14 +717,14 @@ impl<C> Replication<C> {
         for encoded in have {
             if !batch.is_empty() && (bytes + encoded.len() > MAX_BATCH_BYTES || batch.len() >= MAX_FETCH_IDS)
             {
-                self.send(peer, SyncRequest::Push { entries: std::mem::take(&mut batch) }, Step::Push);
+                self.send(peer, SyncRequest::Push { entries: std::mem::take(&mut batch) }, Purpose::Push);
                 bytes = 0;
             }
             bytes += encoded.len();
             batch.push(ByteBuf::from(encoded));
         }
         if !batch.is_empty() {
-            self.send(peer, SyncRequest::Push { entries: batch }, Step::Push);
+            self.send(peer, SyncRequest::Push { entries: batch }, Purpose::Push);
         }
     }
 

@@ -19,7 +19,7 @@ pub(super) type Ready<R> = (AskId, R);
 
 /// What finished: the peer, what the request was for, and the next
 /// request to that peer that may go now.
-pub(super) type Finished<R, S> = (PeerId, S, Option<Ready<R>>);
+pub(super) type Done<R, S> = (PeerId, S, Option<Ready<R>>);
 
 /// Outstanding and waiting requests `R`, each with what it is for, `S`.
 pub(super) struct Flows<R, S> {
@@ -57,7 +57,7 @@ impl<R, S> Flows<R, S> {
     /// Request `ask` was answered or failed: its peer and purpose, and the
     /// next request to that peer that may go now, if one waits. `None` for
     /// a request this does not know (answered already).
-    pub(super) fn finish(&mut self, ask: AskId) -> Option<Finished<R, S>> {
+    pub(super) fn finish(&mut self, ask: AskId) -> Option<Done<R, S>> {
         let (peer, step) = self.asks.remove(&ask)?;
         let flow = self.peers.get_mut(&peer)?;
         flow.in_flight = flow.in_flight.saturating_sub(1);

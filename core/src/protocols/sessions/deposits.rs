@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use libp2p::PeerId;
 
-use crate::{Delivery, MeshError, platform::Instant, protocols::outbox::Reply};
+use crate::{Delivery, MeshError, platform::Instant, protocols::Reply};
 
 /// A message deposited with mailbox holders, waiting for their answers.
 struct Deposit {

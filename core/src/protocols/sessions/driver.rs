@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use super::{
     deposits::Deposits,
-    holder::{self, Holder, MailKey},
+    holder::{self, Holder},
     keys::{self, KeyWaits},
     wire::{E2eRequest, E2eResponse, HeldFrame},
 };
@@ -34,7 +34,7 @@ use crate::{
         outbox::{Body, Queued, Sealer, Undelivered},
     },
     state::LocalState,
-    store::MailChange,
+    store::{MailChange, MailKey},
 };
 
 /// Most peers asked for a KEM key when its owner does not answer.

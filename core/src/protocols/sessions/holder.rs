@@ -12,6 +12,7 @@ use super::wire::MAX_MAIL_BYTES;
 use crate::{
     messaging::{Envelope, Held, Limits, Mailbox, MailboxError, MailboxLimits},
     platform::Instant,
+    store::MailKey,
 };
 
 /// How long a recipient whose event stream was full gets before its
@@ -19,9 +20,6 @@ use crate::{
 const MAIL_RETRY: Duration = Duration::from_secs(1);
 /// The longest such pause.
 const MAIL_RETRY_MAX: Duration = Duration::from_secs(60);
-
-/// A held message: recipient, author, message ID.
-pub(super) type MailKey = (PeerId, PeerId, String);
 
 /// When a recipient that could not take all its mail gets it again.
 #[derive(Debug, PartialEq, Eq)]

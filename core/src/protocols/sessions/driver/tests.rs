@@ -7,7 +7,7 @@ use super::*;
 use crate::{
     Delivery,
     messaging::MsgType,
-    protocols::outbox::{Outbound, Reply},
+    protocols::{Reply, outbox::Outbound},
     state::Entry,
 };
 
