@@ -67,7 +67,6 @@ impl EventLoop {
 
     /// Serves a command; returns the reply channel when it asks to shut down.
     pub(super) fn on_command(&mut self, command: Command) -> Option<oneshot::Sender<()>> {
-        let now = Instant::now();
         match command {
             Command::Listen { addr, reply } => match self.swarm.listen_on(addr.clone()) {
                 Ok(id) => self.connections.on_listen_started(id, addr, reply),
@@ -103,6 +102,7 @@ impl EventLoop {
                     .send(gossip.all_peers().filter(|(_, t)| t.contains(&&hash)).map(|(p, _)| *p).collect());
             }
             Command::Publish { topic, outbound, reply } => {
+                let now = Instant::now();
                 let deadline = self.connections.has_new_connection(now).then(|| now + PUBLISH_GRACE);
                 self.publish(topic, outbound, reply, deadline);
             }
@@ -112,12 +112,12 @@ impl EventLoop {
                 } else if let Some(queued) =
                     self.sessions.ready(peer, Queued { outbound, reply }, self.replication.state())
                 {
-                    self.outbox.submit(peer, queued, now, &mut self.sessions);
+                    self.outbox.submit(peer, queued, Instant::now(), &mut self.sessions);
                 }
             }
             Command::StateWrite { namespace, key, value, mode, private, reply } => {
                 let write = replication::Write { namespace, key, value, mode, private };
-                self.replication.write(write, reply, now)
+                self.replication.write(write, reply, Instant::now())
             }
             Command::StateGet { namespace, key, reply } => {
                 let _ = reply.send(self.replication.get(namespace, &key));
@@ -209,9 +209,12 @@ impl EventLoop {
 
     pub(super) fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         self.recorder.record(&event);
+        let event = match event {
+            SwarmEvent::Behaviour(event) => return self.on_behaviour_event(event),
+            other => other,
+        };
         let now = Instant::now();
         match event {
-            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             SwarmEvent::NewListenAddr { listener_id, address } => {
                 self.connections.on_new_listen_addr(listener_id, address)
             }
@@ -246,7 +249,6 @@ impl EventLoop {
     }
 
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
-        let now = Instant::now();
         match event {
             BehaviourEvent::Gossipsub(event) => {
                 self.recorder.record(&event);
@@ -267,8 +269,10 @@ impl EventLoop {
                     let (state, room) = (self.replication.state(), self.events.capacity());
                     self.sessions.on_request(peer, request, channel, state, room)
                 }
-                Some(Exchange::Response { ask, response }) => self.sessions.on_response(ask, response, now),
-                Some(Exchange::Failed { ask, error }) => self.sessions.on_failure(ask, error, now),
+                Some(Exchange::Response { ask, response }) => {
+                    self.sessions.on_response(ask, response, Instant::now())
+                }
+                Some(Exchange::Failed { ask, error }) => self.sessions.on_failure(ask, error, Instant::now()),
                 None => {}
             },
             BehaviourEvent::Identify(event) => {
@@ -294,7 +298,7 @@ impl EventLoop {
                     Err(ping::Failure::Unsupported) => connections::Ping::Unsupported,
                     Err(e) => connections::Ping::Failed(e.to_string()),
                 };
-                self.connections.on_ping(event.peer, event.connection, outcome, now);
+                self.connections.on_ping(event.peer, event.connection, outcome, Instant::now());
             }
             BehaviourEvent::Mdns(event) => {
                 for (peer, addr) in platform::mdns_discovered(event) {
@@ -392,7 +396,6 @@ impl EventLoop {
     }
 
     fn on_direct(&mut self, event: direct::Event) {
-        let now = Instant::now();
         match event {
             direct::Event::Request { peer, request, channel } => {
                 let accepted = match request {
@@ -412,10 +415,10 @@ impl EventLoop {
                 self.swarm.behaviour_mut().direct.send_response(channel, ack);
             }
             direct::Event::Response { request_id, response } => {
-                self.outbox.on_ack(request_id, response, now, &mut self.sessions)
+                self.outbox.on_ack(request_id, response, Instant::now(), &mut self.sessions)
             }
             direct::Event::OutboundFailure { request_id, error } => {
-                self.outbox.on_failure(request_id, error, now, &mut self.sessions)
+                self.outbox.on_failure(request_id, error, Instant::now(), &mut self.sessions)
             }
         }
     }

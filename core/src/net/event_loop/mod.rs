@@ -153,7 +153,7 @@ impl EventLoop {
                 command = futures::future::poll_fn(|cx| {
                     if backlogged { Poll::Pending } else { self.commands.poll_recv(cx) }
                 }).fuse() => Wake::Command(command),
-                stored = futures::future::poll_fn(|cx| self.persist.poll(cx, Instant::now())).fuse() => {
+                stored = futures::future::poll_fn(|cx| self.persist.poll(cx, now)).fuse() => {
                     Wake::Stored(stored)
                 }
                 _ = tick => Wake::Tick,

@@ -14,13 +14,12 @@ use crate::{
 impl EventLoop {
     pub(super) fn on_connections_action(&mut self, action: connections::Action) {
         use connections::Action;
-        let now = Instant::now();
         let swarm = &mut self.swarm;
         match action {
             Action::Dial(opts) => {
                 let id = opts.connection_id();
                 if let Err(e) = swarm.dial(opts) {
-                    self.connections.on_dial_error(id, e.to_string(), now);
+                    self.connections.on_dial_error(id, e.to_string(), Instant::now());
                 }
             }
             Action::Reserve { relay, circuit } => {
@@ -99,7 +98,6 @@ impl EventLoop {
     }
 
     pub(super) fn on_sessions_action(&mut self, action: sessions::Action<E2eChannel>) {
-        let now = Instant::now();
         match action {
             sessions::Action::Request { peer, ask, request, via_relays } => {
                 let via = if via_relays { self.connections.circuit_addrs(peer) } else { Vec::new() };
@@ -116,9 +114,11 @@ impl EventLoop {
             }
             sessions::Action::Deliver(message) => self.deliver(message),
             sessions::Action::Send { peer, queued } => {
-                self.outbox.submit(peer, queued, now, &mut self.sessions)
+                self.outbox.submit(peer, queued, Instant::now(), &mut self.sessions)
             }
-            sessions::Action::PublishKey { key, value } => self.replication.write_own(&key, value, now),
+            sessions::Action::PublishKey { key, value } => {
+                self.replication.write_own(&key, value, Instant::now())
+            }
             sessions::Action::StoreMail { changes, held } => {
                 if let Some(held) = self.persist.mail(changes, held) {
                     self.sessions.on_mail_stored(vec![held], Ok(()));
