@@ -155,7 +155,8 @@ impl IdbStore {
             let request = store.get_all(None, None).map_err(|e| e.to_string())?;
             request.await.map_err(|e| format!("cannot read the stored state: {e}"))
         }
-        .await?;
+        .await
+        .inspect_err(|_| db.close())?;
         let mut loaded = Vec::with_capacity(records.len());
         let mut damaged = 0usize;
         for record in records {
