@@ -42,3 +42,5 @@ if [ "$HAVE" = "$WANT" ] && command -v wasm-bindgen-test-runner >/dev/null; then
 else
   cargo install --locked wasm-bindgen-cli --version "$WANT"
 fi
+
+bash "$(dirname "$0")/models.sh"
