@@ -71,6 +71,15 @@ pub enum MeshError {
         /// Why.
         reason: String,
     },
+    /// A private network operation failed.
+    #[error("{0}")]
+    Network(String),
+    /// A job could not run or did not finish.
+    #[error("{0}")]
+    Job(String),
+    /// What was asked for is not valid (an unknown model, a bad input).
+    #[error("{0}")]
+    BadRequest(String),
     /// The peer received the message and refused it.
     #[error("{peer} rejected the message: {reason}")]
     RejectedByPeer {
@@ -79,6 +88,13 @@ pub enum MeshError {
         /// The reason label it gave.
         reason: String,
     },
+}
+
+impl MeshError {
+    /// Whether the caller's input was at fault (as opposed to the mesh).
+    pub fn is_bad_request(&self) -> bool {
+        matches!(self, MeshError::BadRequest(_) | MeshError::InvalidMessage(_))
+    }
 }
 
 impl From<crate::platform::PlatformError> for MeshError {

@@ -106,7 +106,10 @@ pub struct MeshHandle {
 }
 
 impl MeshHandle {
-    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, MeshError> {
+    pub(crate) async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, MeshError> {
         let (tx, rx) = oneshot::channel();
         self.commands.clone().send(make(tx)).await.map_err(|_| MeshError::Closed)?;
         rx.await.map_err(|_| MeshError::Closed)

@@ -28,6 +28,7 @@
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 mod addr;
+pub mod compute;
 mod config;
 pub mod crypto;
 mod error;
@@ -38,6 +39,7 @@ pub mod messaging;
 mod metrics;
 mod net;
 pub mod platform;
+mod pool;
 mod protocols;
 pub mod state;
 pub mod store;
@@ -53,4 +55,6 @@ pub use libp2p::{Multiaddr, PeerId, multiaddr};
 pub use messaging::{Envelope, MsgType};
 pub use metrics::MetricsSnapshot;
 pub use net::EventLoop;
+pub use pool::InviteOptions;
+pub use protocols::jobs::JobHandle;
 pub use state::WriteMode;

@@ -83,6 +83,10 @@ pub(crate) struct Metrics {
     e2e_replays: Counter,
     mailbox_held: Gauge,
     mailbox_delivered: Counter,
+    jobs_done: Counter,
+    jobs_failed: Counter,
+    job_chunks_refused: Counter,
+    job_chunks_served: Counter,
 }
 
 impl Metrics {
@@ -172,6 +176,16 @@ impl Metrics {
             "Held messages delivered to their recipient",
             mailbox_delivered.clone(),
         );
+        let [jobs_done, jobs_failed, job_chunks_refused, job_chunks_served] =
+            std::array::from_fn(|_| Counter::default());
+        sub.register("jobs_done", "Jobs this node asked for that finished", jobs_done.clone());
+        sub.register("jobs_failed", "Jobs this node asked for that failed", jobs_failed.clone());
+        sub.register(
+            "job_chunks_refused",
+            "Chunks refused: from non-members or malformed, and answers that did not check out",
+            job_chunks_refused.clone(),
+        );
+        sub.register("job_chunks_served", "Chunks run here for other members", job_chunks_served.clone());
         register_more(&mut registry, &mut bandwidth);
         Self {
             registry,
@@ -195,7 +209,27 @@ impl Metrics {
             e2e_replays,
             mailbox_held,
             mailbox_delivered,
+            jobs_done,
+            jobs_failed,
+            job_chunks_refused,
+            job_chunks_served,
         }
+    }
+
+    pub(crate) fn job_finished(&self, ok: bool) {
+        if ok {
+            self.jobs_done.inc()
+        } else {
+            self.jobs_failed.inc()
+        };
+    }
+
+    pub(crate) fn job_chunk_refused(&self) {
+        self.job_chunks_refused.inc();
+    }
+
+    pub(crate) fn job_chunk_served(&self) {
+        self.job_chunks_served.inc();
     }
 
     pub(crate) fn set_e2e_sessions(&self, n: usize) {
@@ -311,6 +345,10 @@ impl Metrics {
             mailbox_delivered: self.mailbox_delivered.get(),
             relay_reservations: self.relay_reservations.get().max(0) as u64,
             relay_circuits: self.relay_circuits.get().max(0) as u64,
+            jobs_done: self.jobs_done.get(),
+            jobs_failed: self.jobs_failed.get(),
+            job_chunks_refused: self.job_chunks_refused.get(),
+            job_chunks_served: self.job_chunks_served.get(),
             state_rejected_by_reason: EntryRejection::ALL
                 .iter()
                 .map(|r| (r.as_str().to_owned(), self.state_rejected[*r as usize].get()))
@@ -383,6 +421,14 @@ pub struct MetricsSnapshot {
     pub relay_reservations: u64,
     /// Relayed connections open through this node (native nodes).
     pub relay_circuits: u64,
+    /// Jobs this node asked for that finished.
+    pub jobs_done: u64,
+    /// Jobs this node asked for that failed.
+    pub jobs_failed: u64,
+    /// Chunks refused (from non-members, malformed) and answers refused.
+    pub job_chunks_refused: u64,
+    /// Chunks run here for other members.
+    pub job_chunks_served: u64,
 }
 
 #[cfg(test)]

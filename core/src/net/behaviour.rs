@@ -16,6 +16,8 @@ use crate::{
     MeshConfig, MeshError, platform,
     protocols::{
         direct,
+        jobs::wire::{self as jobs, JobRequest, JobResponse},
+        networks::wire::{self as networks, NetRequest, NetResponse},
         replication::wire::{self as replication, SyncRequest, SyncResponse},
         sessions::wire::{self as e2e, E2eRequest, E2eResponse},
     },
@@ -42,6 +44,8 @@ pub(crate) struct Behaviour {
     pub(crate) direct: direct::Behaviour,
     pub(crate) state_sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
     pub(crate) e2e: request_response::cbor::Behaviour<E2eRequest, E2eResponse>,
+    pub(crate) networks: request_response::cbor::Behaviour<NetRequest, NetResponse>,
+    pub(crate) jobs: request_response::cbor::Behaviour<JobRequest, JobResponse>,
     pub(crate) autonat: Toggle<platform::Autonat>,
     pub(crate) dcutr: Toggle<platform::Dcutr>,
     pub(crate) mdns: Toggle<platform::Mdns>,
@@ -196,6 +200,28 @@ pub(crate) fn build(
             .with_max_concurrent_streams(32),
     );
 
+    let networks = request_response::cbor::Behaviour::with_codec(
+        request_response::cbor::codec::Codec::default()
+            .set_request_size_maximum(networks::MAX_REQUEST_BYTES)
+            .set_response_size_maximum(networks::MAX_RESPONSE_BYTES),
+        [(networks::PROTOCOL, request_response::ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(timing.request_timeout)
+            .with_max_concurrent_streams(8),
+    );
+
+    // The jobs driver times chunks out itself (from what it measured of
+    // each worker); this bound only frees a stream nobody answers.
+    let jobs = request_response::cbor::Behaviour::with_codec(
+        request_response::cbor::codec::Codec::default()
+            .set_request_size_maximum(jobs::MAX_REQUEST_BYTES)
+            .set_response_size_maximum(jobs::MAX_RESPONSE_BYTES),
+        [(jobs::PROTOCOL, request_response::ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(Duration::from_secs(600))
+            .with_max_concurrent_streams(32),
+    );
+
     let mdns = if config.mdns {
         match platform::mdns(peer_id) {
             Ok(mdns) => Some(mdns),
@@ -221,6 +247,8 @@ pub(crate) fn build(
         direct,
         state_sync,
         e2e,
+        networks,
+        jobs,
         autonat: config.autonat.then(|| platform::autonat(peer_id)).into(),
         dcutr: config.dcutr.then(|| platform::dcutr(peer_id)).into(),
         mdns: mdns.into(),

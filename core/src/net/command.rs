@@ -7,6 +7,8 @@ use tokio::sync::oneshot;
 pub(crate) use crate::protocols::outbox::Outbound;
 use crate::{
     Delivery, MeshError, PeerInfo, StateView, Status,
+    compute::{ComputeOffer, Executor, JobInfo, MemberInfo, ModelSpec, NetworkInfo, WorkerInfo},
+    protocols::{Reply, jobs::JobHandle},
     state::{StateError, WriteMode},
 };
 
@@ -78,5 +80,67 @@ pub(crate) enum Command {
     },
     Shutdown {
         reply: oneshot::Sender<()>,
+    },
+    /// Networks, workers and jobs.
+    Pool(PoolCommand),
+}
+
+/// The pooled-compute commands (served by `event_loop::pool`).
+pub(crate) enum PoolCommand {
+    NetworkCreate {
+        name: String,
+        reply: Reply<NetworkInfo>,
+    },
+    NetworkInvite {
+        network: Option<String>,
+        uses: u32,
+        valid_ms: u64,
+        member_for_ms: Option<u64>,
+        reply: Reply<String>,
+    },
+    NetworkCertify {
+        network: Option<String>,
+        device: PeerId,
+        valid_ms: u64,
+        reply: Reply<String>,
+    },
+    NetworkJoin {
+        token: String,
+        cert: Option<String>,
+        reply: Reply<NetworkInfo>,
+    },
+    NetworkLeave {
+        network: Option<String>,
+        reply: Reply<bool>,
+    },
+    NetworkRevoke {
+        network: Option<String>,
+        id: String,
+        reply: Reply<String>,
+    },
+    NetworkMembers {
+        network: Option<String>,
+        reply: Reply<Vec<MemberInfo>>,
+    },
+    Networks {
+        reply: oneshot::Sender<Vec<NetworkInfo>>,
+    },
+    Workers {
+        network: Option<String>,
+        reply: Reply<Vec<WorkerInfo>>,
+    },
+    Embed {
+        network: Option<String>,
+        model: ModelSpec,
+        inputs: Vec<String>,
+        reply: Reply<JobHandle>,
+    },
+    Jobs {
+        reply: oneshot::Sender<Vec<JobInfo>>,
+    },
+    /// Offer compute with this executor (`None`: stop offering).
+    Compute {
+        executor: Option<Box<dyn Executor>>,
+        reply: oneshot::Sender<Option<ComputeOffer>>,
     },
 }

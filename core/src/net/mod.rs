@@ -16,7 +16,7 @@ use std::{sync::Arc, time::Duration};
 use libp2p::{Swarm, relay};
 use tokio::sync::mpsc;
 
-pub(crate) use command::Command;
+pub(crate) use command::{Command, PoolCommand};
 pub use event_loop::EventLoop;
 
 use crate::{

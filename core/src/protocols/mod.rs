@@ -6,6 +6,8 @@
 
 pub(crate) mod connections;
 pub(crate) mod direct;
+pub(crate) mod jobs;
+pub(crate) mod networks;
 pub(crate) mod outbox;
 pub(crate) mod pubsub;
 pub(crate) mod replication;

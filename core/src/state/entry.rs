@@ -26,10 +26,21 @@ pub const ACL_PREFIX: &str = "_acl/";
 /// encryption to the owner while it is offline.
 pub const KEM_PREFIX: &str = "_kem/";
 
-/// Whether a key is kept by InferMesh itself (access list, KEM keys)
+/// Keys under this prefix hold the private networks this namespace's owner
+/// runs: `_net/<id>`, its members, revocations and invite uses.
+pub const NETWORK_PREFIX: &str = "_net/";
+
+/// Keys under this prefix list the networks this namespace's owner is in:
+/// `_nets/<id>`.
+pub const NETWORKS_JOINED_PREFIX: &str = "_nets/";
+
+/// Whether a key is kept by InferMesh itself (access list, KEM keys, networks)
 /// rather than by the application: such keys are left out of the data.
 pub fn is_internal_key(key: &str) -> bool {
-    key.starts_with(ACL_PREFIX) || key.starts_with(KEM_PREFIX)
+    key.starts_with(ACL_PREFIX)
+        || key.starts_with(KEM_PREFIX)
+        || key.starts_with(NETWORK_PREFIX)
+        || key.starts_with(NETWORKS_JOINED_PREFIX)
 }
 
 /// Domain separation for entry signatures.

@@ -338,6 +338,20 @@ impl Replica {
         self.namespaces.get(namespace).into_iter().flat_map(|keys| keys.values().map(|s| &s.entry))
     }
 
+    /// The winning entries of a namespace whose keys start with `prefix`,
+    /// in key order, tombstones included.
+    pub fn entries_under<'a>(
+        &'a self,
+        namespace: &str,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = &'a Entry> + 'a {
+        self.namespaces.get(namespace).into_iter().flat_map(move |keys| {
+            keys.range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+                .take_while(move |(key, _)| key.starts_with(prefix))
+                .map(|(_, slot)| &slot.entry)
+        })
+    }
+
     /// The live values of a namespace as a JSON object (deleted keys and the
     /// access list left out).
     pub fn to_json(&self, namespace: &str) -> serde_json::Map<String, serde_json::Value> {

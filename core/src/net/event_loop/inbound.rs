@@ -23,6 +23,7 @@ use crate::{
     protocols::{
         AskId, connections,
         direct::{self, Ack, DirectRequest},
+        networks::wire::PRESENCE_PREFIX,
         outbox::{Body, Outbound, PUBLISH_GRACE, Queued},
         pubsub::Verdict,
         replication::{self, wire::STATE_TOPIC},
@@ -132,6 +133,7 @@ impl EventLoop {
                 tracing::info!("shutting down");
                 return Some(reply);
             }
+            Command::Pool(command) => self.on_pool_command(command),
         }
         None
     }
@@ -182,7 +184,7 @@ impl EventLoop {
         let _ = reply.send(answer);
     }
 
-    fn topic_has_peers(&self, topic: &str) -> bool {
+    pub(super) fn topic_has_peers(&self, topic: &str) -> bool {
         let hash = gossipsub::IdentTopic::new(topic).hash();
         self.swarm.behaviour().gossipsub.all_peers().any(|(_, topics)| topics.contains(&&hash))
     }
@@ -275,6 +277,24 @@ impl EventLoop {
                 Some(Exchange::Failed { ask, error }) => self.sessions.on_failure(ask, error, Instant::now()),
                 None => {}
             },
+            BehaviourEvent::Networks(event) => match answer_to(event, &mut self.net_asks) {
+                Some(Exchange::Request { peer, request, channel }) => {
+                    self.on_network_request(peer, request, channel)
+                }
+                Some(Exchange::Response { ask, response }) => {
+                    self.networks.on_response(ask, response, platform::now_ms())
+                }
+                Some(Exchange::Failed { ask, error }) => self.networks.on_failure(ask, &error),
+                None => {}
+            },
+            BehaviourEvent::Jobs(event) => match answer_to(event, &mut self.job_asks) {
+                Some(Exchange::Request { peer, request, channel }) => {
+                    self.on_job_request(peer, request, channel)
+                }
+                Some(Exchange::Response { ask, response }) => self.on_job_response(ask, response),
+                Some(Exchange::Failed { ask, error }) => self.on_job_failure(ask, &error),
+                None => {}
+            },
             BehaviourEvent::Identify(event) => {
                 self.recorder.record(&event);
                 if let identify::Event::Received { peer_id, info, .. } = event {
@@ -335,6 +355,13 @@ impl EventLoop {
                 self.outbox.on_subscribed(topic.as_str());
             }
             gossipsub::Event::Unsubscribed { .. } => self.leave_unused_topics(),
+            gossipsub::Event::Message { propagation_source, message_id, message }
+                if message.topic.as_str().starts_with(PRESENCE_PREFIX) =>
+            {
+                let acceptance = self.on_presence(message.source, message.topic.as_str(), &message.data);
+                let gossip = &mut self.swarm.behaviour_mut().gossipsub;
+                gossip.report_message_validation_result(&message_id, &propagation_source, acceptance);
+            }
             gossipsub::Event::Message { propagation_source, message_id, message } => {
                 let topic = message.topic.as_str();
                 let verdict =

@@ -6,10 +6,11 @@
 
 mod inbound;
 mod outbound;
+mod pool;
 
 use std::{collections::HashMap, sync::Arc, task::Poll, time::Duration};
 
-use futures::{FutureExt, StreamExt, future::FusedFuture};
+use futures::{FutureExt, StreamExt, future::FusedFuture, stream::FuturesUnordered};
 use libp2p::{PeerId, Swarm, gossipsub, request_response, swarm::SwarmEvent};
 use tokio::sync::mpsc;
 
@@ -20,12 +21,15 @@ use super::{
 };
 use crate::{
     InboundMessage, MeshConfig, MeshEvent,
+    compute::{Executor, TaskResult},
     messaging::{Held, RejectReason},
     metrics::Metrics,
     platform::{self, Instant},
     protocols::{
         AskId,
         connections::Connections,
+        jobs::{self, Jobs, TaskId},
+        networks::{self, Networks},
         outbox::Outbox,
         pubsub::Pubsub,
         replication::{self, Replication, wire::STATE_TOPIC},
@@ -37,6 +41,8 @@ use crate::{
 
 type SyncChannel = request_response::ResponseChannel<replication::wire::SyncResponse>;
 type E2eChannel = request_response::ResponseChannel<sessions::wire::E2eResponse>;
+type NetChannel = request_response::ResponseChannel<networks::wire::NetResponse>;
+type JobChannel = request_response::ResponseChannel<jobs::wire::JobResponse>;
 
 /// What `build` hands the event loop.
 pub(crate) struct Parts {
@@ -58,6 +64,7 @@ enum Wake {
     Swarm(SwarmEvent<BehaviourEvent>),
     Command(Option<Command>),
     Stored(Stored<E2eChannel>),
+    Executed(TaskId, TaskResult),
     Tick,
     Linger,
 }
@@ -76,10 +83,18 @@ pub struct EventLoop {
     outbox: Outbox,
     replication: Replication<SyncChannel>,
     sessions: Sessions<E2eChannel>,
+    networks: Networks<NetChannel>,
+    jobs: Jobs<JobChannel>,
     persist: Persistence<E2eChannel>,
+    /// Runs tasks of jobs, when this node offers compute.
+    executor: Option<Box<dyn Executor>>,
+    /// Tasks the executor is running.
+    running: FuturesUnordered<pool::Running>,
     /// libp2p's IDs of the drivers' outstanding requests.
     sync_asks: HashMap<request_response::OutboundRequestId, AskId>,
     e2e_asks: HashMap<request_response::OutboundRequestId, AskId>,
+    net_asks: HashMap<request_response::OutboundRequestId, AskId>,
+    job_asks: HashMap<request_response::OutboundRequestId, AskId>,
     /// Mail the store held, restored when the loop starts.
     stored_mail: Vec<(PeerId, Held)>,
 }
@@ -98,7 +113,7 @@ impl EventLoop {
         let metrics = parts.metrics;
         let connections = Connections::new(local, (&config).into(), &config.bootstrap, now, random_u64());
         let (hub, limits) = (config.gossip_hub, config.limits.clone());
-        let pubsub = Pubsub::new(hub, config.hub_topics, STATE_TOPIC, limits, metrics.clone());
+        let pubsub = Pubsub::new(hub, config.hub_topics, limits, metrics.clone());
         let outbox = Outbox::new(config.direct_window, config.direct_queue, metrics.clone());
         let identity = config.identity.clone();
         let (replication, skipped) =
@@ -106,6 +121,8 @@ impl EventLoop {
         if skipped > 0 {
             tracing::warn!("{skipped} stored state entries no longer verify and were skipped");
         }
+        let networks = Networks::new(identity.clone(), now);
+        let jobs = Jobs::new(local, metrics.clone());
         let sessions = Sessions::new(identity, (&config).into(), metrics.clone());
         Self {
             swarm: parts.swarm,
@@ -118,9 +135,15 @@ impl EventLoop {
             outbox,
             replication,
             sessions,
+            networks,
+            jobs,
             persist: Persistence::new(parts.store, parts.mail),
+            executor: None,
+            running: FuturesUnordered::new(),
             sync_asks: HashMap::new(),
             e2e_asks: HashMap::new(),
+            net_asks: HashMap::new(),
+            job_asks: HashMap::new(),
             stored_mail: parts.stored_mail,
             config,
         }
@@ -134,6 +157,7 @@ impl EventLoop {
             tracing::warn!("cannot join the state topic: {e}");
         }
         self.sessions.start(std::mem::take(&mut self.stored_mail), platform::now_ms());
+        self.networks.start(self.replication.state());
         self.connections.on_tick(Instant::now());
         self.drain();
         let mut tick = platform::sleep(TICK).fuse();
@@ -156,6 +180,7 @@ impl EventLoop {
                 stored = futures::future::poll_fn(|cx| self.persist.poll(cx, now)).fuse() => {
                     Wake::Stored(stored)
                 }
+                (id, result) = self.running.select_next_some() => Wake::Executed(id, result),
                 _ = tick => Wake::Tick,
                 _ = linger => Wake::Linger,
             };
@@ -186,6 +211,7 @@ impl EventLoop {
                     }
                 }
                 Wake::Stored(stored) => self.on_stored(stored),
+                Wake::Executed(id, result) => self.on_executed(id, result),
                 Wake::Tick => {
                     tick = platform::sleep(TICK).fuse();
                     self.on_tick();
@@ -247,6 +273,7 @@ impl EventLoop {
         self.outbox.on_tick(now);
         self.replication.on_tick(now);
         self.sessions.on_tick(now);
+        self.on_pool_tick();
     }
 
     fn on_stored(&mut self, stored: Stored<E2eChannel>) {
@@ -293,6 +320,14 @@ impl EventLoop {
             while let Some(action) = self.replication.poll_action() {
                 any = true;
                 self.on_replication_action(action);
+            }
+            while let Some(action) = self.networks.poll_action() {
+                any = true;
+                self.on_networks_action(action);
+            }
+            while let Some(action) = self.jobs.poll_action() {
+                any = true;
+                self.on_jobs_action(action);
             }
             if !any {
                 return;

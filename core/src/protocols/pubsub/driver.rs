@@ -15,10 +15,21 @@ use crate::{
     InboundMessage, MeshError, Via,
     messaging::{Limits, RejectReason, Rejection, Validator},
     metrics::{Metrics, Route},
+    protocols::replication::wire::STATE_TOPIC,
 };
+
+const RESERVED: &str = "topics under /infermesh/ are reserved for the mesh itself";
+
+/// Whether `topic` is InferMesh's own.
+pub(crate) fn is_reserved(topic: &str) -> bool {
+    topic.starts_with(RESERVED_PREFIX)
+}
 
 /// Longest topic name.
 pub(crate) const MAX_TOPIC_LEN: usize = 256;
+/// Topics under this prefix are InferMesh's own (network presence); users
+/// may not subscribe or publish to them.
+pub(crate) const RESERVED_PREFIX: &str = "/infermesh/";
 
 /// What the event loop does for this driver.
 #[derive(Debug)]
@@ -46,11 +57,11 @@ pub(crate) struct Pubsub {
     user: BTreeSet<String>,
     /// Topics joined only to relay for peers.
     hub: BTreeSet<String>,
+    /// Reserved topics other drivers joined for this node (network presence).
+    internal: BTreeSet<String>,
     /// Join every topic a peer subscribes to (up to `max_hub`).
     gossip_hub: bool,
     max_hub: usize,
-    /// A topic nobody may use (the state topic's name).
-    reserved: &'static str,
     validator: Validator,
     metrics: Arc<Metrics>,
     actions: VecDeque<Action>,
@@ -58,19 +69,13 @@ pub(crate) struct Pubsub {
 
 impl Pubsub {
     /// A node that relays up to `max_hub` topics for peers if `gossip_hub`.
-    pub(crate) fn new(
-        gossip_hub: bool,
-        max_hub: usize,
-        reserved: &'static str,
-        limits: Limits,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub(crate) fn new(gossip_hub: bool, max_hub: usize, limits: Limits, metrics: Arc<Metrics>) -> Self {
         Self {
             user: BTreeSet::new(),
             hub: BTreeSet::new(),
+            internal: BTreeSet::new(),
             gossip_hub,
             max_hub,
-            reserved,
             validator: Validator::new(limits),
             metrics,
             actions: VecDeque::new(),
@@ -94,11 +99,8 @@ impl Pubsub {
 
     /// Whether `topic` may be published on by the user.
     pub(crate) fn check_publish(&self, topic: &str) -> Result<(), MeshError> {
-        if topic == self.reserved {
-            return Err(MeshError::Publish {
-                topic: topic.to_owned(),
-                reason: "reserved for state replication".into(),
-            });
+        if is_reserved(topic) {
+            return Err(MeshError::Publish { topic: topic.to_owned(), reason: RESERVED.into() });
         }
         Ok(())
     }
@@ -106,8 +108,8 @@ impl Pubsub {
     /// The user subscribes: messages on `topic` are delivered from now on.
     /// `false` if already subscribed.
     pub(crate) fn subscribe(&mut self, topic: String) -> Result<bool, MeshError> {
-        if topic == self.reserved {
-            return Err(MeshError::Subscribe { topic, reason: "reserved for state replication".into() });
+        if is_reserved(&topic) {
+            return Err(MeshError::Subscribe { topic, reason: RESERVED.into() });
         }
         if topic.is_empty() || topic.len() > MAX_TOPIC_LEN {
             return Err(MeshError::Subscribe {
@@ -139,9 +141,34 @@ impl Pubsub {
         true
     }
 
-    /// A peer subscribed to `topic`: a hub joins it too, while it has room.
+    /// Another driver joins a reserved topic for this node.
+    pub(crate) fn join_internal(&mut self, topic: &str) {
+        if self.internal.insert(topic.to_owned()) && !self.hub.remove(topic) {
+            self.actions.push_back(Action::Join(topic.to_owned()));
+        }
+    }
+
+    /// Another driver leaves a reserved topic it joined; a hub keeps
+    /// relaying it while peers use it.
+    pub(crate) fn leave_internal(&mut self, topic: &str, peers_on_it: bool) {
+        if !self.internal.remove(topic) {
+            return;
+        }
+        if self.gossip_hub && peers_on_it && self.hub.len() < self.max_hub {
+            self.hub.insert(topic.to_owned());
+        } else {
+            self.actions.push_back(Action::Leave(topic.to_owned()));
+        }
+    }
+
+    /// A peer subscribed to `topic`: a hub joins it too, while it has room
+    /// (network presence included, which it relays without reading).
     pub(crate) fn on_peer_subscribed(&mut self, topic: &str) {
-        if !self.gossip_hub || topic == self.reserved || self.user.contains(topic) || self.hub.contains(topic)
+        if !self.gossip_hub
+            || topic == STATE_TOPIC
+            || self.user.contains(topic)
+            || self.hub.contains(topic)
+            || self.internal.contains(topic)
         {
             return;
         }
@@ -205,7 +232,7 @@ mod tests {
     };
 
     fn pubsub(hub: bool) -> Pubsub {
-        Pubsub::new(hub, 2, "/reserved", Limits::default(), Arc::new(Metrics::new(|_, _| {})))
+        Pubsub::new(hub, 2, Limits::default(), Arc::new(Metrics::new(|_, _| {})))
     }
 
     fn actions(p: &mut Pubsub) -> Vec<String> {
@@ -223,7 +250,7 @@ mod tests {
         p.on_peer_subscribed("a");
         p.on_peer_subscribed("b");
         p.on_peer_subscribed("c");
-        p.on_peer_subscribed("/reserved");
+        p.on_peer_subscribed(STATE_TOPIC);
         assert_eq!(actions(&mut p), ["join a", "join b"], "two hub topics at most");
         // The user subscribes to a hub topic: no second join; unsubscribes
         // while peers use it: it stays a hub topic.
@@ -248,8 +275,28 @@ mod tests {
         let mut p = pubsub(true);
         assert!(p.subscribe(String::new()).is_err());
         assert!(p.subscribe("t".repeat(MAX_TOPIC_LEN + 1)).is_err());
-        assert!(p.subscribe("/reserved".into()).unwrap_err().to_string().contains("reserved"));
-        assert!(p.check_publish("/reserved").is_err() && p.check_publish("ok").is_ok());
+        assert!(p.subscribe("/infermesh/net/x".into()).unwrap_err().to_string().contains("reserved"));
+        assert!(p.check_publish(STATE_TOPIC).is_err() && p.check_publish("ok").is_ok());
+    }
+
+    #[test]
+    fn internal_topics_are_kept_apart_from_hub_topics() {
+        let mut p = pubsub(true);
+        p.on_peer_subscribed("/infermesh/net/a");
+        assert_eq!(actions(&mut p), ["join /infermesh/net/a"]);
+        // Joined for this node: no second join, and not left as unused.
+        p.join_internal("/infermesh/net/a");
+        p.join_internal("/infermesh/net/b");
+        assert_eq!(actions(&mut p), ["join /infermesh/net/b"]);
+        p.leave_unused(|_| false);
+        assert!(actions(&mut p).is_empty());
+        p.on_peer_subscribed("/infermesh/net/b");
+        assert!(actions(&mut p).is_empty());
+        // Left while peers use it: relayed as a hub topic; otherwise left.
+        p.leave_internal("/infermesh/net/a", true);
+        p.leave_internal("/infermesh/net/b", false);
+        assert_eq!(actions(&mut p), ["leave /infermesh/net/b"]);
+        assert_eq!(p.hub_topics(), ["/infermesh/net/a"]);
     }
 
     #[test]

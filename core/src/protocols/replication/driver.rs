@@ -259,6 +259,21 @@ impl<C> Replication<C> {
         }
     }
 
+    /// A write of InferMesh's own records (networks) to this node's
+    /// namespace; `None` deletes (nothing happens if the key holds nothing).
+    pub(crate) fn write_internal(&mut self, key: &str, value: Option<Value>, now: Instant) {
+        let local = self.local.clone();
+        let mode = match value {
+            Some(_) => WriteMode::Update,
+            None if self.state.get(&local, key).is_none() => return,
+            None => WriteMode::Delete,
+        };
+        match self.state.write(&local, key, value.as_ref(), mode, platform::now_ms()) {
+            Ok(entry) => self.written(entry, None, now),
+            Err(e) => tracing::warn!(key, "could not write to this node's namespace: {e}"),
+        }
+    }
+
     fn written(&mut self, entry: Entry, ack: Option<WriteReply>, now: Instant) {
         self.count();
         self.changed(&entry.namespace, &entry.key);
@@ -325,8 +340,9 @@ impl<C> Replication<C> {
         StateView { data, replicas, namespace }
     }
 
-    /// Starts replicating a namespace this node was asked about.
-    fn want(&mut self, namespace: &str) {
+    /// Starts replicating a namespace this node was asked about (or needs:
+    /// the owner's of a network it is in).
+    pub(crate) fn want(&mut self, namespace: &str) {
         if namespace == self.local
             || self.wanted.contains(namespace)
             || self.wanted.len() >= MAX_NAMESPACES

@@ -1,0 +1,782 @@
+// Over 600 lines: a job's two sides (asking and working) share the executor's slots and one book of workers.
+//! Jobs, the rules. As a requester: a job is cut into chunks, each given
+//! to the worker the [`scheduler`](super::scheduler) picks (this node
+//! too, if it offers compute), run again elsewhere when its worker fails,
+//! times out, refuses, answers with something malformed or stops being a
+//! member; the answers are put back in order. As a worker: chunks from
+//! members wait in a bounded queue (per peer and in all) and run on the
+//! [`Executor`](crate::compute::Executor), as many at once as it has
+//! threads. I/O-free: the event loop carries the [`Action`]s.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    ops::Range,
+    sync::Arc,
+    time::Duration,
+};
+
+use libp2p::PeerId;
+use serde_bytes::ByteBuf;
+use tokio::sync::watch;
+
+use super::{
+    scheduler::{self, Slot, WorkerStats},
+    wire::{JobRequest, JobResponse, MAX_CHUNK_BYTES, MAX_CHUNK_INPUTS, Run, pack, unpack},
+};
+use crate::{
+    MeshError,
+    compute::{
+        Embeddings, JobInfo, MAX_INPUT_BYTES, MAX_JOB_BYTES, MAX_JOB_INPUTS, ModelSpec, Progress, Task,
+        TaskOutput, TaskResult, WorkerInfo,
+    },
+    metrics::Metrics,
+    platform::Instant,
+    protocols::{AskId, networks::Candidate},
+};
+
+/// Jobs of this node running at once.
+pub(crate) const MAX_JOBS: usize = 16;
+/// Chunks waiting here from one peer.
+const MAX_QUEUED_PER_PEER: usize = 8;
+/// Chunks waiting here in all.
+const MAX_QUEUED: usize = 64;
+/// Times a chunk is tried before its job fails.
+const MAX_ATTEMPTS: u32 = 8;
+/// Finished jobs kept for `jobs`.
+const KEEP_FINISHED: usize = 32;
+/// How long a worker that failed is given nothing.
+const REST_AFTER_FAILURE: Duration = Duration::from_secs(30);
+/// How long a worker that answered badly is given nothing.
+const REST_AFTER_BAD_ANSWER: Duration = Duration::from_secs(300);
+/// How long a busy worker is given nothing.
+const REST_WHEN_BUSY: Duration = Duration::from_millis(500);
+
+/// What a job's caller gets back at once.
+pub struct JobHandle {
+    /// The job's ID.
+    pub id: String,
+    /// Its progress, updated as chunks come back.
+    pub progress: watch::Receiver<Progress>,
+    /// Its result.
+    pub result: tokio::sync::oneshot::Receiver<Result<Embeddings, MeshError>>,
+}
+
+/// Who asks this driver about networks (the networks driver and the
+/// state, through the event loop).
+pub(crate) trait Roster {
+    /// Whether `device`, of `person`, may take part in `network`'s jobs.
+    fn authorize(&self, network: &str, device: &PeerId, person: &str) -> Result<(), String>;
+    /// Workers of `network` that run `model`, heard from recently.
+    fn candidates(&self, network: &str, model: &str) -> Vec<Candidate>;
+    /// The person this node is in `network`.
+    fn person(&self, network: &str) -> Option<String>;
+}
+
+/// A task's number with the executor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct TaskId(pub u64);
+
+/// What the event loop does for this driver.
+#[derive(Debug)]
+pub(crate) enum Action<C> {
+    /// Send a chunk; the answer comes back with `ask`.
+    Request { peer: PeerId, ask: AskId, request: JobRequest },
+    /// Answer an inbound chunk.
+    Respond { channel: C, response: JobResponse },
+    /// Run a task on the executor; its result comes back with `id`.
+    Execute { id: TaskId, task: Task },
+    /// A worker did not answer: it may be gone.
+    Unreachable(PeerId),
+}
+
+#[derive(Debug)]
+enum ChunkState {
+    Pending,
+    Running { worker: PeerId, person: String, ask: AskId, since: Instant, timeout: Instant },
+    Done,
+}
+
+struct Chunk {
+    range: Range<usize>,
+    state: ChunkState,
+    tried: Vec<PeerId>,
+    attempts: u32,
+}
+
+struct Job {
+    id: String,
+    raw_id: [u8; 16],
+    network: String,
+    person: String,
+    model: ModelSpec,
+    inputs: Arc<Vec<String>>,
+    chunks: Vec<Chunk>,
+    vectors: Vec<Option<Vec<f32>>>,
+    tokens: u64,
+    done: usize,
+    chunks_done: usize,
+    workers: BTreeMap<String, usize>,
+    reassigned: usize,
+    started: Instant,
+    deadline: Instant,
+    deadline_ms: u64,
+    progress: watch::Sender<Progress>,
+    reply: Option<tokio::sync::oneshot::Sender<Result<Embeddings, MeshError>>>,
+}
+
+impl Job {
+    fn info(&self, state: &str, error: Option<String>, now: Instant) -> JobInfo {
+        JobInfo {
+            id: self.id.clone(),
+            network: self.network.clone(),
+            model: self.model.name.into(),
+            state: state.into(),
+            done: self.done,
+            inputs: self.inputs.len(),
+            workers: self.workers.clone(),
+            reassigned: self.reassigned,
+            elapsed_ms: now.saturating_duration_since(self.started).as_millis() as u64,
+            error,
+        }
+    }
+
+    fn report(&self) {
+        self.progress.send_replace(Progress {
+            job: self.id.clone(),
+            done: self.done,
+            total: self.inputs.len(),
+            chunks_done: self.chunks_done,
+            chunks: self.chunks.len(),
+        });
+    }
+}
+
+/// Who waits for a task's result.
+enum Waiter<C> {
+    /// A peer's chunk: answer on its channel.
+    Peer { peer: PeerId, channel: C, inputs: usize, started: Instant },
+    /// A chunk of this node's own job.
+    Own { ask: AskId },
+}
+
+/// A chunk waiting for a free thread here.
+struct Queued<C> {
+    task: Task,
+    waiter: Waiter<C>,
+}
+
+/// The driver; see the module documentation.
+pub(crate) struct Jobs<C> {
+    local: PeerId,
+    jobs: Vec<Job>,
+    /// Each outstanding chunk: its job (by ID) and its number.
+    asks: HashMap<AskId, (String, usize)>,
+    next_ask: u64,
+    stats: HashMap<PeerId, WorkerStats>,
+    finished: VecDeque<JobInfo>,
+    /// This node's executor: threads (0 when it offers nothing).
+    threads: usize,
+    queue: VecDeque<Queued<C>>,
+    running: HashMap<TaskId, Waiter<C>>,
+    next_task: u64,
+    metrics: Arc<Metrics>,
+    actions: VecDeque<Action<C>>,
+}
+
+fn bad_request(text: impl Into<String>) -> MeshError {
+    MeshError::BadRequest(text.into())
+}
+
+fn job_error(text: impl Into<String>) -> MeshError {
+    MeshError::Job(text.into())
+}
+
+/// Checks a job's inputs against the limits; the error names the first
+/// that breaks one.
+pub(crate) fn check_inputs(inputs: &[String]) -> Result<(), MeshError> {
+    if inputs.is_empty() {
+        return Err(bad_request("no inputs: give at least one text"));
+    }
+    if inputs.len() > MAX_JOB_INPUTS {
+        return Err(bad_request(format!(
+            "{} inputs in one job; the most is {MAX_JOB_INPUTS} (split it into several jobs)",
+            inputs.len()
+        )));
+    }
+    let mut total = 0;
+    for (i, text) in inputs.iter().enumerate() {
+        if text.len() > MAX_INPUT_BYTES {
+            return Err(bad_request(format!(
+                "input {i} is {} bytes; the most is {MAX_INPUT_BYTES} (the model reads only its first 256 tokens)",
+                text.len()
+            )));
+        }
+        total += text.len();
+    }
+    if total > MAX_JOB_BYTES {
+        return Err(bad_request(format!("{total} bytes of input in one job; the most is {MAX_JOB_BYTES}")));
+    }
+    Ok(())
+}
+
+impl<C> Jobs<C> {
+    pub(crate) fn new(local: PeerId, metrics: Arc<Metrics>) -> Self {
+        Self {
+            local,
+            jobs: Vec::new(),
+            asks: HashMap::new(),
+            next_ask: 0,
+            stats: HashMap::new(),
+            finished: VecDeque::new(),
+            threads: 0,
+            queue: VecDeque::new(),
+            running: HashMap::new(),
+            next_task: 0,
+            metrics,
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The next thing to do, if any.
+    pub(crate) fn poll_action(&mut self) -> Option<Action<C>> {
+        self.actions.pop_front()
+    }
+
+    /// Tasks waiting or running here.
+    pub(crate) fn queue_len(&self) -> u32 {
+        (self.queue.len() + self.running.len()) as u32
+    }
+
+    /// This node's executor runs `threads` tasks at once (0: it offers
+    /// nothing; chunks waiting here are refused).
+    pub(crate) fn set_threads(&mut self, threads: usize) {
+        self.threads = threads;
+        if threads == 0 {
+            for queued in std::mem::take(&mut self.queue) {
+                self.finish_task(
+                    queued.waiter,
+                    Err("this worker stopped offering compute".into()),
+                    Instant::now(),
+                );
+            }
+        }
+        self.start_tasks();
+    }
+
+    // ---- as a requester --------------------------------------------------
+
+    /// Starts a job embedding `inputs` with `model` in `network`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn embed(
+        &mut self,
+        network: String,
+        model: ModelSpec,
+        inputs: Vec<String>,
+        roster: &impl Roster,
+        now: Instant,
+        now_ms: u64,
+    ) -> Result<JobHandle, MeshError> {
+        check_inputs(&inputs)?;
+        if self.jobs.len() >= MAX_JOBS {
+            return Err(job_error(format!("{MAX_JOBS} jobs are running already; wait for one to finish")));
+        }
+        let person = roster
+            .person(&network)
+            .ok_or_else(|| job_error(format!("this node is not in network {network}")))?;
+        roster.authorize(&network, &self.local, &person).map_err(job_error)?;
+        let workers = roster.candidates(&network, model.name);
+        if workers.is_empty() {
+            return Err(job_error(format!(
+                "no worker in network {network} offers {} right now (start one with `node --compute`, or contribute a tab)",
+                model.name
+            )));
+        }
+        let mut raw_id = [0u8; 16];
+        getrandom::fill(&mut raw_id).map_err(|e| job_error(format!("no secure random source: {e}")))?;
+        let id = hex::encode(&raw_id[..8]);
+        let ranges = scheduler::chunks(&inputs, workers.len());
+        // Long enough for a slow browser worker to do all of it alone.
+        let budget = Duration::from_secs(60) + Duration::from_millis(200 * inputs.len() as u64);
+        let (progress, progress_rx) = watch::channel(Progress::default());
+        let (reply, result) = tokio::sync::oneshot::channel();
+        let job = Job {
+            id: id.clone(),
+            raw_id,
+            network,
+            person,
+            model,
+            vectors: vec![None; inputs.len()],
+            inputs: Arc::new(inputs),
+            chunks: ranges
+                .into_iter()
+                .map(|range| Chunk { range, state: ChunkState::Pending, tried: Vec::new(), attempts: 0 })
+                .collect(),
+            tokens: 0,
+            done: 0,
+            chunks_done: 0,
+            workers: BTreeMap::new(),
+            reassigned: 0,
+            started: now,
+            deadline: now + budget,
+            deadline_ms: now_ms + budget.as_millis() as u64,
+            progress,
+            reply: Some(reply),
+        };
+        job.report();
+        tracing::info!(job = %id, inputs = job.inputs.len(), chunks = job.chunks.len(), "job started");
+        self.jobs.push(job);
+        self.schedule(roster, now);
+        Ok(JobHandle { id, progress: progress_rx, result })
+    }
+
+    fn ask(&mut self) -> AskId {
+        self.next_ask += 1;
+        AskId(self.next_ask)
+    }
+
+    /// Gives pending chunks to workers with room, oldest job first.
+    fn schedule(&mut self, roster: &impl Roster, now: Instant) {
+        type Workers = (Vec<Slot>, HashMap<PeerId, String>);
+        let mut slots_by_net: HashMap<(String, &'static str), Workers> = HashMap::new();
+        for j in 0..self.jobs.len() {
+            let key = (self.jobs[j].network.clone(), self.jobs[j].model.name);
+            let (slots, people) = slots_by_net
+                .entry(key)
+                .or_insert_with(|| {
+                    let candidates = roster.candidates(&self.jobs[j].network, self.jobs[j].model.name);
+                    let slots = candidates
+                        .iter()
+                        .map(|c| Slot {
+                            device: c.device,
+                            threads: c.offer.threads as usize,
+                            queue: c.queue as usize,
+                        })
+                        .collect();
+                    (slots, candidates.into_iter().map(|c| (c.device, c.person)).collect())
+                })
+                .clone();
+            for c in 0..self.jobs[j].chunks.len() {
+                if !matches!(self.jobs[j].chunks[c].state, ChunkState::Pending) {
+                    continue;
+                }
+                let chunk = &self.jobs[j].chunks[c];
+                let Some(worker) = scheduler::pick(&slots, &self.stats, chunk.range.len(), &chunk.tried, now)
+                else {
+                    continue;
+                };
+                let person = people.get(&worker).cloned().unwrap_or_default();
+                self.send(j, c, worker, person, now);
+            }
+        }
+    }
+
+    /// Gives chunk `c` of job `j` to `worker`.
+    fn send(&mut self, j: usize, c: usize, worker: PeerId, person: String, now: Instant) {
+        let ask = self.ask();
+        let stats = self.stats.entry(worker).or_default();
+        stats.in_flight += 1;
+        let job = &mut self.jobs[j];
+        let chunk = &mut job.chunks[c];
+        chunk.attempts += 1;
+        let timeout = now + scheduler::timeout(Some(stats), chunk.range.len());
+        chunk.state = ChunkState::Running { worker, person, ask, since: now, timeout };
+        let inputs: Vec<String> = job.inputs[chunk.range.clone()].to_vec();
+        self.asks.insert(ask, (job.id.clone(), c));
+        if worker == self.local {
+            let task = Task { model: job.model.name.into(), inputs };
+            self.enqueue(Queued { task, waiter: Waiter::Own { ask } });
+            self.start_tasks();
+        } else {
+            let run = Run {
+                job: ByteBuf::from(job.raw_id.to_vec()),
+                chunk: c as u32,
+                network: job.network.clone(),
+                person: job.person.clone(),
+                kind: "embed".into(),
+                model: job.model.name.into(),
+                inputs,
+                deadline_ms: job.deadline_ms,
+            };
+            self.actions.push_back(Action::Request { peer: worker, ask, request: JobRequest::Run(run) });
+        }
+    }
+
+    fn job_of(&self, ask: AskId) -> Option<(usize, usize, PeerId, Instant)> {
+        let (id, c) = self.asks.get(&ask)?;
+        let j = self.jobs.iter().position(|job| job.id == *id)?;
+        match self.jobs[j].chunks[*c].state {
+            ChunkState::Running { worker, ask: running, since, .. } if running == ask => {
+                Some((j, *c, worker, since))
+            }
+            _ => None,
+        }
+    }
+
+    fn person_running(&self, j: usize, c: usize) -> &str {
+        match &self.jobs[j].chunks[c].state {
+            ChunkState::Running { person, .. } => person,
+            _ => "",
+        }
+    }
+
+    /// A worker's answer to one of this node's chunks.
+    pub(crate) fn on_response(
+        &mut self,
+        ask: AskId,
+        response: JobResponse,
+        roster: &impl Roster,
+        now: Instant,
+    ) {
+        let Some((j, c, worker, since)) = self.job_of(ask) else {
+            self.asks.remove(&ask);
+            return;
+        };
+        self.asks.remove(&ask);
+        if let Some(stats) = self.stats.get_mut(&worker) {
+            stats.in_flight = stats.in_flight.saturating_sub(1);
+        }
+        let inputs = self.jobs[j].chunks[c].range.len();
+        match response {
+            JobResponse::Done { vectors, dims, tokens, .. } => {
+                let job = &self.jobs[j];
+                // A worker revoked meanwhile: its answer does not count.
+                let checked = roster
+                    .authorize(&job.network, &worker, self.person_running(j, c))
+                    .and_then(|()| unpack(&vectors, dims, inputs, job.model.dimensions));
+                match checked {
+                    Ok(vectors) => {
+                        self.stats
+                            .entry(worker)
+                            .or_default()
+                            .answered(inputs, now.saturating_duration_since(since));
+                        self.complete(j, c, worker, vectors, tokens);
+                    }
+                    Err(reason) => {
+                        self.metrics.job_chunk_refused();
+                        tracing::warn!(%worker, job = %self.jobs[j].id, "answer refused: {reason}");
+                        self.retry(j, c, worker, Some(REST_AFTER_BAD_ANSWER), now);
+                    }
+                }
+            }
+            JobResponse::Busy { .. } => self.retry(j, c, worker, Some(REST_WHEN_BUSY), now),
+            JobResponse::Refused(reason) => {
+                tracing::info!(%worker, job = %self.jobs[j].id, "chunk refused: {reason}");
+                self.retry(j, c, worker, Some(REST_AFTER_FAILURE), now);
+            }
+        }
+        self.settle(roster, now);
+    }
+
+    /// One of this node's chunks could not be delivered or answered.
+    pub(crate) fn on_failure(&mut self, ask: AskId, error: &str, roster: &impl Roster, now: Instant) {
+        let Some((j, c, worker, _)) = self.job_of(ask) else {
+            self.asks.remove(&ask);
+            return;
+        };
+        self.asks.remove(&ask);
+        if let Some(stats) = self.stats.get_mut(&worker) {
+            stats.in_flight = stats.in_flight.saturating_sub(1);
+        }
+        tracing::info!(%worker, job = %self.jobs[j].id, "chunk failed: {error}");
+        self.actions.push_back(Action::Unreachable(worker));
+        self.retry(j, c, worker, Some(REST_AFTER_FAILURE), now);
+        self.settle(roster, now);
+    }
+
+    fn complete(&mut self, j: usize, c: usize, worker: PeerId, vectors: Vec<Vec<f32>>, tokens: u64) {
+        let job = &mut self.jobs[j];
+        let chunk = &mut job.chunks[c];
+        chunk.state = ChunkState::Done;
+        for (slot, v) in job.vectors[chunk.range.clone()].iter_mut().zip(vectors) {
+            *slot = Some(v);
+        }
+        job.done += chunk.range.len();
+        job.chunks_done += 1;
+        job.tokens += tokens;
+        *job.workers.entry(worker.to_base58()).or_default() += 1;
+        job.report();
+    }
+
+    /// Chunk `c` of job `j` goes back to pending, `worker` rests.
+    fn retry(&mut self, j: usize, c: usize, worker: PeerId, rest: Option<Duration>, now: Instant) {
+        if let Some(rest) = rest {
+            self.stats.entry(worker).or_default().rest_until = Some(now + rest);
+        }
+        let job = &mut self.jobs[j];
+        let chunk = &mut job.chunks[c];
+        chunk.state = ChunkState::Pending;
+        if !chunk.tried.contains(&worker) {
+            chunk.tried.push(worker);
+        }
+        job.reassigned += 1;
+    }
+
+    /// Finishes jobs that are done or cannot be, then schedules.
+    fn settle(&mut self, roster: &impl Roster, now: Instant) {
+        let mut j = 0;
+        while j < self.jobs.len() {
+            let job = &self.jobs[j];
+            let outcome = if job.chunks_done == job.chunks.len() {
+                Some(Ok(()))
+            } else if let Some(chunk) = job
+                .chunks
+                .iter()
+                .find(|c| c.attempts >= MAX_ATTEMPTS && matches!(c.state, ChunkState::Pending))
+            {
+                Some(Err(format!(
+                    "inputs {}-{} failed on {} workers; the job is abandoned",
+                    chunk.range.start,
+                    chunk.range.end - 1,
+                    chunk.tried.len()
+                )))
+            } else if now >= job.deadline {
+                Some(Err(format!(
+                    "the job ran out of time: {} of {} inputs done (are the workers still there?)",
+                    job.done,
+                    job.inputs.len()
+                )))
+            } else if job.reply.as_ref().is_some_and(|r| r.is_closed()) {
+                Some(Err("its caller went away".to_owned()))
+            } else {
+                None
+            };
+            match outcome {
+                Some(result) => self.finish_job(j, result, now),
+                None => j += 1,
+            }
+        }
+        self.schedule(roster, now);
+    }
+
+    fn finish_job(&mut self, j: usize, result: Result<(), String>, now: Instant) {
+        let mut job = self.jobs.remove(j);
+        for chunk in &job.chunks {
+            if let ChunkState::Running { ask, worker, .. } = chunk.state {
+                self.asks.remove(&ask);
+                if let Some(stats) = self.stats.get_mut(&worker) {
+                    stats.in_flight = stats.in_flight.saturating_sub(1);
+                }
+            }
+        }
+        let elapsed_ms = now.saturating_duration_since(job.started).as_millis() as u64;
+        let (info, answer) = match result {
+            Ok(()) => {
+                let vectors: Vec<Vec<f32>> =
+                    std::mem::take(&mut job.vectors).into_iter().map(Option::unwrap_or_default).collect();
+                tracing::info!(job = %job.id, inputs = vectors.len(), elapsed_ms, workers = ?job.workers, "job done");
+                self.metrics.job_finished(true);
+                let embeddings = Embeddings {
+                    job: job.id.clone(),
+                    model: job.model.name.into(),
+                    vectors,
+                    tokens: job.tokens,
+                    workers: job.workers.clone(),
+                    reassigned: job.reassigned,
+                    elapsed_ms,
+                };
+                (job.info("done", None, now), Ok(embeddings))
+            }
+            Err(reason) => {
+                tracing::warn!(job = %job.id, "job failed: {reason}");
+                self.metrics.job_finished(false);
+                (job.info("failed", Some(reason.clone()), now), Err(job_error(reason)))
+            }
+        };
+        if let Some(reply) = job.reply.take() {
+            let _ = reply.send(answer);
+        }
+        self.finished.push_back(info);
+        while self.finished.len() > KEEP_FINISHED {
+            self.finished.pop_front();
+        }
+    }
+
+    /// Jobs running and recently finished, newest last.
+    pub(crate) fn list(&self, now: Instant) -> Vec<JobInfo> {
+        self.finished.iter().cloned().chain(self.jobs.iter().map(|j| j.info("running", None, now))).collect()
+    }
+
+    /// What this node measured of `worker`: ms per input and chunks run.
+    pub(crate) fn worker_stats(&self, worker: &PeerId) -> (Option<f64>, u64) {
+        self.stats.get(worker).map_or((None, 0), |s| (s.ms_per_input, s.chunks))
+    }
+
+    /// Adds what this node measured to a list of workers.
+    pub(crate) fn annotate(&self, workers: &mut [WorkerInfo]) {
+        for w in workers {
+            if let Ok(device) = w.device.parse::<PeerId>() {
+                (w.ms_per_input, w.chunks) = self.worker_stats(&device);
+            }
+        }
+    }
+
+    /// Time passes: chunks past their timeout go elsewhere, jobs past
+    /// their deadline fail.
+    pub(crate) fn on_tick(&mut self, roster: &impl Roster, now: Instant) {
+        let mut late = Vec::new();
+        for (j, job) in self.jobs.iter().enumerate() {
+            for (c, chunk) in job.chunks.iter().enumerate() {
+                if let ChunkState::Running { worker, ask, timeout, .. } = chunk.state
+                    && now >= timeout
+                {
+                    late.push((j, c, worker, ask));
+                }
+            }
+        }
+        for (j, c, worker, ask) in late {
+            tracing::info!(%worker, job = %self.jobs[j].id, "chunk timed out");
+            self.asks.remove(&ask);
+            if let Some(stats) = self.stats.get_mut(&worker) {
+                stats.in_flight = stats.in_flight.saturating_sub(1);
+            }
+            self.retry(j, c, worker, Some(REST_AFTER_FAILURE), now);
+        }
+        self.settle(roster, now);
+    }
+
+    // ---- as a worker ---------------------------------------------------------
+
+    /// A chunk from `peer`: queued if it may run here, refused otherwise.
+    pub(crate) fn on_request(
+        &mut self,
+        peer: PeerId,
+        request: JobRequest,
+        channel: C,
+        roster: &impl Roster,
+        now: Instant,
+        now_ms: u64,
+    ) {
+        let JobRequest::Run(run) = request;
+        let refuse = |reason: String| JobResponse::Refused(reason);
+        let verdict = if self.threads == 0 {
+            Err(refuse("this node offers no compute".into()))
+        } else if let Err(reason) = roster.authorize(&run.network, &peer, &run.person) {
+            Err(refuse(reason))
+        } else if run.kind != "embed" {
+            Err(refuse(format!("unknown kind of job '{}'", run.kind)))
+        } else if crate::compute::model(&run.model).is_none() {
+            Err(refuse(format!("unknown model '{}'", run.model)))
+        } else if run.inputs.is_empty()
+            || run.inputs.len() > MAX_CHUNK_INPUTS
+            || run.inputs.iter().any(|t| t.len() > MAX_INPUT_BYTES)
+            || run.inputs.iter().map(String::len).sum::<usize>() > MAX_CHUNK_BYTES + MAX_INPUT_BYTES
+        {
+            Err(refuse("the chunk is empty or larger than allowed".into()))
+        } else if now_ms >= run.deadline_ms {
+            Err(refuse("its deadline has passed".into()))
+        } else if self.queue.len() >= MAX_QUEUED
+            || self
+                .queue
+                .iter()
+                .filter(|q| matches!(q.waiter, Waiter::Peer { peer: p, .. } if p == peer))
+                .count()
+                >= MAX_QUEUED_PER_PEER
+        {
+            Err(JobResponse::Busy { queue: self.queue_len() })
+        } else {
+            Ok(())
+        };
+        match verdict {
+            Err(response) => {
+                if let JobResponse::Refused(reason) = &response {
+                    self.metrics.job_chunk_refused();
+                    tracing::info!(%peer, "chunk refused: {reason}");
+                }
+                self.actions.push_back(Action::Respond { channel, response });
+            }
+            Ok(()) => {
+                let model =
+                    crate::compute::model(&run.model).map_or(run.model.clone(), |m| m.name.to_owned());
+                let inputs = run.inputs.len();
+                let waiter = Waiter::Peer { peer, channel, inputs, started: now };
+                self.enqueue(Queued { task: Task { model, inputs: run.inputs }, waiter });
+                self.start_tasks();
+            }
+        }
+    }
+
+    fn enqueue(&mut self, queued: Queued<C>) {
+        // This node's own chunks first: its user is waiting here.
+        if matches!(queued.waiter, Waiter::Own { .. }) {
+            let at = self
+                .queue
+                .iter()
+                .position(|q| !matches!(q.waiter, Waiter::Own { .. }))
+                .unwrap_or(self.queue.len());
+            self.queue.insert(at, queued);
+        } else {
+            self.queue.push_back(queued);
+        }
+    }
+
+    fn start_tasks(&mut self) {
+        while self.running.len() < self.threads {
+            let Some(queued) = self.queue.pop_front() else { return };
+            self.next_task += 1;
+            let id = TaskId(self.next_task);
+            self.running.insert(id, queued.waiter);
+            self.actions.push_back(Action::Execute { id, task: queued.task });
+        }
+    }
+
+    /// The executor finished a task.
+    pub(crate) fn on_executed(&mut self, id: TaskId, result: TaskResult, roster: &impl Roster, now: Instant) {
+        if let Some(waiter) = self.running.remove(&id) {
+            self.finish_task(waiter, result, now);
+        }
+        self.start_tasks();
+        self.settle(roster, now);
+    }
+
+    fn finish_task(&mut self, waiter: Waiter<C>, result: TaskResult, now: Instant) {
+        match waiter {
+            Waiter::Peer { peer, channel, inputs, started } => {
+                let response = match result {
+                    Ok(TaskOutput { vectors, tokens }) if vectors.len() == inputs => {
+                        self.metrics.job_chunk_served();
+                        let (vectors, dims) = pack(&vectors);
+                        let ms =
+                            now.saturating_duration_since(started).as_millis().min(u32::MAX as u128) as u32;
+                        JobResponse::Done { vectors, dims, tokens, ms }
+                    }
+                    Ok(output) => JobResponse::Refused(format!(
+                        "the executor answered {} embeddings for {inputs} inputs",
+                        output.vectors.len()
+                    )),
+                    Err(reason) => {
+                        tracing::warn!(%peer, "task failed: {reason}");
+                        JobResponse::Refused(format!("the task failed here: {reason}"))
+                    }
+                };
+                self.actions.push_back(Action::Respond { channel, response });
+            }
+            Waiter::Own { ask } => {
+                let Some((j, c, worker, since)) = self.job_of(ask) else {
+                    self.asks.remove(&ask);
+                    return;
+                };
+                self.asks.remove(&ask);
+                if let Some(stats) = self.stats.get_mut(&worker) {
+                    stats.in_flight = stats.in_flight.saturating_sub(1);
+                }
+                let inputs = self.jobs[j].chunks[c].range.len();
+                match result {
+                    Ok(TaskOutput { vectors, tokens }) if vectors.len() == inputs => {
+                        self.stats
+                            .entry(worker)
+                            .or_default()
+                            .answered(inputs, now.saturating_duration_since(since));
+                        self.complete(j, c, worker, vectors, tokens);
+                    }
+                    Ok(_) | Err(_) => {
+                        tracing::warn!(job = %self.jobs[j].id, "a chunk failed on this node: {:?}", result.err());
+                        self.retry(j, c, worker, Some(REST_AFTER_FAILURE), now);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,391 @@
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use std::{cell::RefCell, collections::HashSet};
+
+use super::*;
+use crate::{
+    Identity,
+    compute::{ComputeOffer, EMBEDDING_MODEL},
+};
+
+const NET: &str = "0123456789abcdef";
+const T0: u64 = 1_700_000_000_000;
+
+fn peer(n: u8) -> PeerId {
+    Identity::from_seed([n; 32]).peer_id()
+}
+
+/// Members and workers, as a test says.
+struct FakeRoster {
+    members: RefCell<HashSet<PeerId>>,
+    workers: Vec<PeerId>,
+}
+
+impl FakeRoster {
+    fn new(workers: &[PeerId]) -> Self {
+        let mut members: HashSet<PeerId> = workers.iter().copied().collect();
+        members.insert(peer(1));
+        Self { members: RefCell::new(members), workers: workers.to_vec() }
+    }
+}
+
+impl Roster for FakeRoster {
+    fn authorize(&self, _network: &str, device: &PeerId, _person: &str) -> Result<(), String> {
+        if self.members.borrow().contains(device) { Ok(()) } else { Err(format!("{device} is not a member")) }
+    }
+
+    fn candidates(&self, _network: &str, model: &str) -> Vec<Candidate> {
+        self.workers
+            .iter()
+            .filter(|w| self.members.borrow().contains(w) && model == EMBEDDING_MODEL.name)
+            .map(|w| Candidate {
+                device: *w,
+                person: w.to_base58(),
+                offer: ComputeOffer {
+                    threads: 1,
+                    memory_mb: 100,
+                    models: vec![model.into()],
+                    kind: "native".into(),
+                },
+                queue: 0,
+            })
+            .collect()
+    }
+
+    fn person(&self, _network: &str) -> Option<String> {
+        Some(peer(1).to_base58())
+    }
+}
+
+fn jobs() -> Jobs<u32> {
+    Jobs::new(peer(1), Arc::new(Metrics::new(|_, _| {})))
+}
+
+fn texts(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("text {i}")).collect()
+}
+
+/// The embedding a fake worker gives input `i`: unit vector, its index
+/// readable from it.
+fn fake_vector(i: usize) -> Vec<f32> {
+    let mut v = vec![0.0; EMBEDDING_MODEL.dimensions];
+    v[i % EMBEDDING_MODEL.dimensions] = 0.6;
+    v[(i + 1) % EMBEDDING_MODEL.dimensions] = 0.8;
+    v
+}
+
+fn index_of(text: &str) -> usize {
+    text.trim_start_matches("text ").parse().unwrap()
+}
+
+fn done(inputs: &[String]) -> JobResponse {
+    let vectors: Vec<Vec<f32>> = inputs.iter().map(|t| fake_vector(index_of(t))).collect();
+    let (vectors, dims) = pack(&vectors);
+    JobResponse::Done { vectors, dims, tokens: inputs.len() as u64 * 3, ms: 1 }
+}
+
+fn requests(j: &mut Jobs<u32>) -> Vec<(PeerId, AskId, Run)> {
+    std::iter::from_fn(|| j.poll_action())
+        .filter_map(|a| match a {
+            Action::Request { peer, ask, request: JobRequest::Run(run) } => Some((peer, ask, run)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn start(j: &mut Jobs<u32>, roster: &FakeRoster, n: usize) -> JobHandle {
+    j.embed(NET.into(), EMBEDDING_MODEL, texts(n), roster, Instant::now(), T0).unwrap()
+}
+
+fn check_result(handle: &mut JobHandle, n: usize) -> Embeddings {
+    let result = handle.result.try_recv().expect("finished").expect("succeeded");
+    assert_eq!(result.vectors.len(), n);
+    for (i, v) in result.vectors.iter().enumerate() {
+        assert_eq!(*v, fake_vector(i), "input {i} in its place, once");
+    }
+    result
+}
+
+#[test]
+fn a_job_is_spread_over_the_workers_and_put_back_in_order() {
+    let (a, b, c) = (peer(2), peer(3), peer(4));
+    let roster = FakeRoster::new(&[a, b, c]);
+    let mut j = jobs();
+    let mut handle = start(&mut j, &roster, 100);
+    let now = Instant::now();
+    let mut answered = 0;
+    let mut seen_workers = HashSet::new();
+    // Answer in reverse order of sending, round after round.
+    loop {
+        let mut sent = requests(&mut j);
+        if sent.is_empty() {
+            break;
+        }
+        // Each worker has at most threads + 1 chunks at a time.
+        for w in [a, b, c] {
+            assert!(sent.iter().filter(|(p, ..)| *p == w).count() <= 2);
+        }
+        sent.reverse();
+        for (worker, ask, run) in sent {
+            assert_eq!((run.network.as_str(), run.kind.as_str()), (NET, "embed"));
+            seen_workers.insert(worker);
+            j.on_response(ask, done(&run.inputs), &roster, now);
+            answered += 1;
+        }
+    }
+    assert_eq!(seen_workers.len(), 3, "every worker took chunks");
+    let result = check_result(&mut handle, 100);
+    assert_eq!(result.workers.values().sum::<usize>(), answered);
+    assert_eq!(result.tokens, 300);
+    assert_eq!(result.reassigned, 0);
+    let progress = handle.progress.borrow().clone();
+    assert_eq!((progress.done, progress.total, progress.chunks_done), (100, 100, answered));
+    assert_eq!(j.list(now)[0].state, "done");
+}
+
+#[test]
+fn chunks_of_a_failed_slow_or_lying_worker_run_elsewhere() {
+    let (a, b) = (peer(2), peer(3));
+    let roster = FakeRoster::new(&[a, b]);
+    let mut j = jobs();
+    let mut handle = start(&mut j, &roster, 40);
+    let now = Instant::now();
+    let first = requests(&mut j);
+    let (on_a, on_b): (Vec<_>, Vec<_>) = first.into_iter().partition(|(p, ..)| *p == a);
+    assert!(!on_a.is_empty() && !on_b.is_empty());
+    // a's connection drops (kill -9): its chunks go to b.
+    for (_, ask, _) in &on_a {
+        j.on_failure(*ask, "connection closed", &roster, now);
+    }
+    assert!(std::iter::from_fn(|| j.poll_action()).any(|x| matches!(x, Action::Unreachable(p) if p == a)));
+    // b answers one chunk with garbage: refused and run again.
+    let mut bad = true;
+    let mut rounds = 0;
+    let mut pending = on_b;
+    pending.extend(requests(&mut j));
+    assert!(pending.iter().all(|(w, ..)| *w == b), "a rests after failing");
+    while !pending.is_empty() {
+        rounds += 1;
+        assert!(rounds < 50);
+        for (_, ask, run) in pending {
+            if bad {
+                bad = false;
+                let (vectors, dims) = pack(&[vec![1.0; 3]]);
+                j.on_response(ask, JobResponse::Done { vectors, dims, tokens: 0, ms: 0 }, &roster, now);
+            } else {
+                j.on_response(ask, done(&run.inputs), &roster, now);
+            }
+        }
+        pending = requests(&mut j);
+        if pending.is_empty() {
+            // b rests after its bad answer, a after its failure: time passes.
+            j.on_tick(&roster, now + REST_AFTER_FAILURE + Duration::from_secs(1));
+            pending = requests(&mut j);
+        }
+    }
+    let result = check_result(&mut handle, 40);
+    assert!(result.reassigned >= 2, "{result:?}");
+    assert_eq!(j.metrics.snapshot().job_chunks_refused, 1);
+}
+
+#[test]
+fn a_chunk_that_times_out_is_given_to_another_worker_and_a_late_answer_is_ignored() {
+    let (a, b) = (peer(2), peer(3));
+    let roster = FakeRoster::new(&[a, b]);
+    let mut j = jobs();
+    let mut handle = start(&mut j, &roster, 4);
+    let now = Instant::now();
+    let sent = requests(&mut j);
+    assert_eq!(sent.len(), 1, "4 inputs: one chunk");
+    let (worker, ask, run) = sent.into_iter().next().unwrap();
+    j.on_tick(&roster, now + Duration::from_secs(30));
+    let again = requests(&mut j);
+    assert_eq!(again.len(), 1);
+    assert_ne!(again[0].0, worker, "the other worker");
+    // The first worker's late answer does not count twice.
+    j.on_response(ask, done(&run.inputs), &roster, now);
+    assert!(handle.result.try_recv().is_err(), "not finished by the late answer");
+    j.on_response(again[0].1, done(&again[0].2.inputs), &roster, now);
+    let result = check_result(&mut handle, 4);
+    assert_eq!(result.workers.len(), 1);
+}
+
+#[test]
+fn the_answer_of_a_worker_revoked_meanwhile_is_refused() {
+    let (a, b) = (peer(2), peer(3));
+    let roster = FakeRoster::new(&[a, b]);
+    let mut j = jobs();
+    let mut handle = start(&mut j, &roster, 8);
+    let now = Instant::now();
+    let mut first = requests(&mut j);
+    let (worker, ask, run) = first.remove(0);
+    roster.members.borrow_mut().remove(&worker);
+    j.on_response(ask, done(&run.inputs), &roster, now);
+    let mut rest = first;
+    rest.extend(requests(&mut j));
+    for (p, ask, run) in rest {
+        if p == worker {
+            // Sent before the revocation: its answer does not count either.
+            j.on_response(ask, done(&run.inputs), &roster, now);
+            continue;
+        }
+        j.on_response(ask, done(&run.inputs), &roster, now);
+    }
+    for (_, ask, run) in requests(&mut j) {
+        j.on_response(ask, done(&run.inputs), &roster, now);
+    }
+    let result = check_result(&mut handle, 8);
+    assert!(!result.workers.contains_key(&worker.to_base58()));
+}
+
+#[test]
+fn bad_jobs_are_refused_with_clear_errors() {
+    let roster = FakeRoster::new(&[peer(2)]);
+    let mut j = jobs();
+    let refuse = |j: &mut Jobs<u32>, inputs: Vec<String>| {
+        j.embed(NET.into(), EMBEDDING_MODEL, inputs, &roster, Instant::now(), T0).err().unwrap().to_string()
+    };
+    assert!(refuse(&mut j, vec![]).contains("no inputs"));
+    assert!(refuse(&mut j, vec!["x".repeat(1 << 20)]).contains("input 0 is 1048576 bytes"));
+    assert!(refuse(&mut j, texts(100_000)).contains("100000 inputs"));
+    let nobody = FakeRoster::new(&[]);
+    let e = j.embed(NET.into(), EMBEDDING_MODEL, texts(1), &nobody, Instant::now(), T0).err().unwrap();
+    assert!(e.to_string().contains("no worker"), "{e}");
+    assert!(std::iter::from_fn(|| j.poll_action()).next().is_none());
+}
+
+#[test]
+fn a_job_fails_cleanly_when_its_workers_never_come_back() {
+    let a = peer(2);
+    let roster = FakeRoster::new(&[a]);
+    let mut j = jobs();
+    let mut handle = start(&mut j, &roster, 4);
+    let now = Instant::now();
+    let (_, ask, _) = requests(&mut j).remove(0);
+    j.on_failure(ask, "gone", &roster, now);
+    j.on_tick(&roster, now + Duration::from_secs(3600));
+    let error = handle.result.try_recv().unwrap().unwrap_err().to_string();
+    assert!(error.contains("ran out of time: 0 of 4"), "{error}");
+    assert_eq!(j.list(now)[0].state, "failed");
+}
+
+/// A worker's side: `n` answers go back on channel numbers.
+fn respond(j: &mut Jobs<u32>) -> Vec<(u32, JobResponse)> {
+    std::iter::from_fn(|| j.poll_action())
+        .filter_map(|a| match a {
+            Action::Respond { channel, response } => Some((channel, response)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn run(inputs: usize, deadline_ms: u64) -> JobRequest {
+    JobRequest::Run(Run {
+        job: ByteBuf::from(vec![0; 16]),
+        chunk: 0,
+        network: NET.into(),
+        person: peer(2).to_base58(),
+        kind: "embed".into(),
+        model: EMBEDDING_MODEL.name.into(),
+        inputs: texts(inputs),
+        deadline_ms,
+    })
+}
+
+#[test]
+fn a_worker_runs_members_chunks_within_its_threads_and_queue() {
+    let member = peer(2);
+    let roster = FakeRoster::new(&[member]);
+    let mut j = jobs();
+    let now = Instant::now();
+    // Offering nothing: refused.
+    j.on_request(member, run(2, T0 + 1000), 1, &roster, now, T0);
+    assert!(matches!(&respond(&mut j)[..], [(1, JobResponse::Refused(r))] if r.contains("no compute")));
+    j.set_threads(2);
+    // A stranger, a bad model, an empty chunk, a late one: refused.
+    j.on_request(peer(9), run(2, T0 + 1000), 2, &roster, now, T0);
+    let mut bad_model = run(2, T0 + 1000);
+    let JobRequest::Run(r) = &mut bad_model;
+    r.model = "gpt-9".into();
+    j.on_request(member, bad_model, 3, &roster, now, T0);
+    j.on_request(member, run(0, T0 + 1000), 4, &roster, now, T0);
+    j.on_request(member, run(1, T0 - 1), 5, &roster, now, T0);
+    let refused = respond(&mut j);
+    assert_eq!(refused.len(), 4);
+    assert!(refused.iter().all(|(_, r)| matches!(r, JobResponse::Refused(_))));
+    assert_eq!(j.metrics.snapshot().job_chunks_refused, 5);
+    // Two run at once (two threads), the rest wait; past the per-peer
+    // queue, busy.
+    for channel in 10..(10 + 2 + MAX_QUEUED_PER_PEER as u32 + 1) {
+        j.on_request(member, run(3, T0 + 1000), channel, &roster, now, T0);
+    }
+    let actions: Vec<_> = std::iter::from_fn(|| j.poll_action()).collect();
+    let executing: Vec<TaskId> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Execute { id, task } => {
+                assert_eq!(task.inputs.len(), 3);
+                Some(*id)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(executing.len(), 2);
+    assert!(actions.iter().any(|a| matches!(a, Action::Respond { response: JobResponse::Busy { .. }, .. })));
+    assert_eq!(j.queue_len(), 2 + MAX_QUEUED_PER_PEER as u32);
+    // One finishes: its answer goes back, the next starts.
+    let output = TaskOutput { vectors: (0..3).map(fake_vector).collect(), tokens: 9 };
+    j.on_executed(executing[0], Ok(output), &roster, now);
+    let actions: Vec<_> = std::iter::from_fn(|| j.poll_action()).collect();
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Respond { channel: 10, response: JobResponse::Done { tokens: 9, .. } }
+    )));
+    assert_eq!(actions.iter().filter(|a| matches!(a, Action::Execute { .. })).count(), 1);
+    // A failing task is answered as refused, with the reason.
+    j.on_executed(executing[1], Err("out of memory".into()), &roster, now);
+    assert!(
+        std::iter::from_fn(|| j.poll_action()).any(|a| matches!(a, Action::Respond { channel: 11, response: JobResponse::Refused(r) } if r.contains("out of memory")))
+    );
+    // Stopping: the waiting chunks are refused (and will run elsewhere).
+    j.set_threads(0);
+    let stopped = respond(&mut j);
+    assert_eq!(stopped.len(), MAX_QUEUED_PER_PEER - 2, "two of the queued ones started meanwhile");
+    assert!(stopped.iter().all(|(_, r)| matches!(r, JobResponse::Refused(_))));
+}
+
+#[test]
+fn this_node_runs_its_own_chunks_first_when_it_offers_compute() {
+    let me = peer(1);
+    let roster = FakeRoster::new(&[me]);
+    let mut j = jobs();
+    j.set_threads(1);
+    let now = Instant::now();
+    // A peer's chunk is waiting already.
+    j.on_request(me, run(2, T0 + 1000), 1, &roster, now, T0);
+    j.on_request(me, run(2, T0 + 1000), 2, &roster, now, T0);
+    let first: Vec<_> = std::iter::from_fn(|| j.poll_action()).collect();
+    assert_eq!(first.len(), 1);
+    let mut handle = start(&mut j, &roster, 4);
+    assert!(requests(&mut j).is_empty(), "no request over the network to itself");
+    // The running peer chunk finishes; this node's own chunk goes next.
+    let Action::Execute { id, .. } = &first[0] else { panic!() };
+    j.on_executed(
+        *id,
+        Ok(TaskOutput { vectors: (0..2).map(fake_vector).collect(), tokens: 2 }),
+        &roster,
+        now,
+    );
+    let next = std::iter::from_fn(|| j.poll_action())
+        .find_map(|a| match a {
+            Action::Execute { id, task } => Some((id, task)),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(next.1.inputs, texts(4));
+    let vectors = next.1.inputs.iter().map(|t| fake_vector(index_of(t))).collect();
+    j.on_executed(next.0, Ok(TaskOutput { vectors, tokens: 4 }), &roster, now);
+    let result = check_result(&mut handle, 4);
+    assert_eq!(result.workers.get(&me.to_base58()), Some(&1));
+}
