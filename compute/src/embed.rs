@@ -59,8 +59,15 @@ impl Embedder {
 
     /// One embedding (unit length, [`DIMENSIONS`] floats) per text, in order.
     pub fn embed<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, ComputeError> {
+        self.embed_counted(texts).map(|(vectors, _)| vectors)
+    }
+
+    /// Like [`Embedder::embed`], with the number of tokens the model read
+    /// (`[CLS]` and `[SEP]` included).
+    pub fn embed_counted<S: AsRef<str>>(&self, texts: &[S]) -> Result<(Vec<Vec<f32>>, u64), ComputeError> {
         let ids: Vec<Vec<u32>> =
             texts.iter().map(|t| self.token_ids(t.as_ref())).collect::<Result<_, _>>()?;
+        let tokens = ids.iter().map(|i| i.len() as u64).sum();
         // Similar lengths together, so that little is padding.
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| ids[i].len());
@@ -80,7 +87,7 @@ impl Embedder {
             }
             start = end;
         }
-        Ok(out)
+        Ok((out, tokens))
     }
 
     /// Runs one padded batch and pools each sequence over its own tokens.

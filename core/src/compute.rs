@@ -88,7 +88,7 @@ pub trait Executor: Send + 'static {
 }
 
 /// A network this node is in.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkInfo {
     /// Its ID (16 hex characters).
     pub id: String,
@@ -108,7 +108,7 @@ pub struct NetworkInfo {
 }
 
 /// A member of a network.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberInfo {
     /// The person's node ID.
     pub person: String,
@@ -123,7 +123,7 @@ pub struct MemberInfo {
 }
 
 /// A device that offers compute to a network.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkerInfo {
     /// The network.
     pub network: String,
@@ -147,7 +147,7 @@ pub struct WorkerInfo {
 }
 
 /// How far a job is.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
     /// The job.
     pub job: String,
@@ -162,7 +162,7 @@ pub struct Progress {
 }
 
 /// A finished embeddings job.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Embeddings {
     /// The job's ID.
     pub job: String,
@@ -181,7 +181,7 @@ pub struct Embeddings {
 }
 
 /// A job this node asked for, as `jobs` lists it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobInfo {
     /// Its ID.
     pub id: String,

@@ -13,6 +13,11 @@ pub struct Cli {
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
+    /// The data directory: the identity, certificate, addresses and API
+    /// token (the pooled-compute subcommands find the running node by it)
+    /// [default: ~/.infermesh, or ~/.infermesh/connect for `connect`].
+    #[arg(long, global = true, env = "INFERMESH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// The subcommands.
@@ -40,15 +45,13 @@ pub enum Command {
         #[command(flatten)]
         node: NodeArgs,
     },
+    #[command(flatten)]
+    Pool(crate::pool::PoolCommand),
 }
 
 /// Options shared by every way of running a node.
 #[derive(Debug, Args, Clone)]
 pub struct NodeArgs {
-    /// Where the identity, certificate and addresses are kept
-    /// [default: ~/.infermesh, or ~/.infermesh/connect for `connect`].
-    #[arg(long, env = "INFERMESH_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
     /// IP address to listen on.
     #[arg(long, default_value = "0.0.0.0")]
     pub listen_ip: IpAddr,
@@ -102,6 +105,16 @@ pub struct NodeArgs {
     /// Do not hold messages for offline peers.
     #[arg(long)]
     pub no_mailbox: bool,
+    /// Offer this node's compute to its networks (runs all-MiniLM-L6-v2).
+    #[arg(long)]
+    pub compute: bool,
+    /// Tasks run at once, each on one core [default: the cores available].
+    #[arg(long, requires = "compute")]
+    pub compute_threads: Option<usize>,
+    /// Where the model files are [default: $INFERMESH_MODEL_DIR, or
+    /// ~/.cache/infermesh-models/all-MiniLM-L6-v2]; also served to pages.
+    #[arg(long, value_name = "DIR")]
+    pub model_dir: Option<PathBuf>,
 }
 
 fn parse_level(text: &str) -> Result<infermesh_core::crypto::Level, String> {

@@ -10,12 +10,14 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use infermesh_core::Identity;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 const IDENTITY_FILE: &str = "identity.key";
 const WEBRTC_FILE: &str = "webrtc.pem";
 const ADDRS_FILE: &str = "addrs.json";
 const LOCK_FILE: &str = "lock";
+/// The HTTP API's bearer token (for `network …`, `embed …`, `/v1/embeddings`).
+pub const API_TOKEN_FILE: &str = "api-token";
 
 /// The default data directory: `~/.infermesh`, or `~/.infermesh/<sub>`.
 pub fn default_dir(sub: Option<&str>) -> PathBuf {
@@ -28,7 +30,7 @@ pub fn default_dir(sub: Option<&str>) -> PathBuf {
 }
 
 /// What `addrs.json` holds.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct AddrsFile {
     /// Node ID.
     pub peer_id: String,
@@ -145,6 +147,24 @@ impl DataDir {
         }
     }
 
+    /// The HTTP API's token, made (32 random bytes, hex, mode 0600) on
+    /// first use.
+    pub fn api_token(&self) -> Result<String> {
+        let file = self.path.join(API_TOKEN_FILE);
+        match fs::read_to_string(&file) {
+            Ok(token) if token.trim().len() >= 32 => Ok(token.trim().to_owned()),
+            Ok(_) => bail!("{} is damaged: delete it and restart for a new token", file.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut bytes = [0u8; 32];
+                getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no secure random source: {e}"))?;
+                let token = hex::encode(bytes);
+                write_atomic(&file, format!("{token}\n").as_bytes(), 0o600)?;
+                Ok(token)
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", file.display())),
+        }
+    }
+
     /// Rewrites `addrs.json`.
     pub fn write_addrs(&self, addrs: &AddrsFile) -> Result<()> {
         let json = serde_json::to_vec_pretty(addrs)?;
@@ -155,6 +175,17 @@ impl DataDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_token_is_made_once_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::open(dir.path()).unwrap();
+        let token = data.api_token().unwrap();
+        assert_eq!(token.len(), 64);
+        assert_eq!(data.api_token().unwrap(), token);
+        let mode = fs::metadata(dir.path().join(API_TOKEN_FILE)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
 
     #[test]
     fn identity_is_created_private_and_reused() {

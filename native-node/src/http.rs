@@ -79,9 +79,10 @@ async fn metrics(State(mesh): State<MeshHandle>) -> impl IntoResponse {
     )
 }
 
-/// Starts the API on `127.0.0.1:port` (0 picks a port), serving the files
-/// of `www` (if given) at `/`; returns the bound address.
-pub async fn serve(mesh: MeshHandle, port: u16, www: Option<&Path>) -> Result<SocketAddr> {
+/// Starts the API on `127.0.0.1:port` (0 picks a port), with the pooled
+/// compute routes (`pool`) and the files of `www` (if given) at `/`;
+/// returns the bound address.
+pub async fn serve(mesh: MeshHandle, port: u16, www: Option<&Path>, pool: Router) -> Result<SocketAddr> {
     let mut app = Router::new()
         .route("/api/addrs", get(addrs))
         .route("/api/status", get(status))
@@ -90,7 +91,8 @@ pub async fn serve(mesh: MeshHandle, port: u16, www: Option<&Path>) -> Result<So
         .route("/api/state", get(state))
         .route("/api/state/{namespace}", get(state))
         .route("/metrics", get(metrics))
-        .with_state(mesh);
+        .with_state(mesh)
+        .merge(pool);
     if let Some(dir) = www {
         if !dir.join("index.html").is_file() {
             anyhow::bail!("--www {}: no index.html there", dir.display());

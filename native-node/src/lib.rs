@@ -5,11 +5,14 @@
 //! API. The mesh itself lives in `infermesh-core`; this crate is the shell
 //! around it (data directory, listeners, CLI, HTTP).
 
+mod api_pool;
 pub mod cli;
 mod datadir;
+pub mod executor;
 mod http;
 mod node;
 mod output;
+pub mod pool;
 pub mod repl;
 mod store_redb;
 

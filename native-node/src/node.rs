@@ -19,9 +19,11 @@ use infermesh_core::{
 use tokio::io::AsyncBufReadExt;
 
 use crate::{
+    api_pool,
     cli::{Cli, Command, NodeArgs},
     datadir::{self, AddrsFile, DataDir},
-    http, output, repl,
+    executor::{self, NativeExecutor},
+    http, output, pool, repl,
     store_redb::RedbStore,
 };
 
@@ -52,15 +54,16 @@ enum Mode {
 
 /// Runs the command line.
 pub async fn run(cli: Cli) -> Result<()> {
+    let data_dir = cli.data_dir;
     match cli.command {
         Command::Init { private_key, node } => {
-            let dir = node.data_dir.clone().unwrap_or_else(|| datadir::default_dir(None));
+            let dir = data_dir.unwrap_or_else(|| datadir::default_dir(None));
             let data = DataDir::open(&dir)?;
             let identity = init_identity(&data, private_key.as_deref())?;
             start(node, data, identity, true, Mode::Prompt, None).await
         }
         Command::Node { node } => {
-            let dir = node.data_dir.clone().unwrap_or_else(|| datadir::default_dir(None));
+            let dir = data_dir.unwrap_or_else(|| datadir::default_dir(None));
             let data = DataDir::open(&dir)?;
             let (identity, created) = data.load_or_create_identity()?;
             if created {
@@ -70,10 +73,17 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Connect { target, node } => {
             let target = parse_target(&target)?;
-            let dir = node.data_dir.clone().unwrap_or_else(|| datadir::default_dir(Some("connect")));
+            let dir = data_dir.unwrap_or_else(|| datadir::default_dir(Some("connect")));
             let data = DataDir::open(&dir)?;
             let (identity, _) = data.load_or_create_identity()?;
             start(node, data, identity, false, Mode::Prompt, Some(target)).await
+        }
+        Command::Pool(command) => {
+            let dir = data_dir.unwrap_or_else(|| datadir::default_dir(None));
+            let api = pool::Api::from_data_dir(&dir).map_err(anyhow::Error::msg)?;
+            let out = pool::execute(&api, command, &mut pool::ProgressBar::stderr()).await;
+            println!("{}", out.map_err(anyhow::Error::msg)?);
+            Ok(())
         }
     }
 }
@@ -196,10 +206,28 @@ async fn start(
     for addr in listen_addrs(args.listen_ip, &args, fixed_defaults) {
         mesh.listen_on(addr.clone()).await.with_context(|| format!("cannot listen on {addr}"))?;
     }
+    let model_dir = args.model_dir.clone().unwrap_or_else(executor::default_model_dir);
+    if args.compute {
+        let threads = args
+            .compute_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let dir = model_dir.clone();
+        let executor = tokio::task::spawn_blocking(move || NativeExecutor::start(&dir, threads)).await??;
+        let offer = mesh.offer_compute(Box::new(executor)).await?;
+        println!("offering compute: {} on {} thread(s)", offer.models.join(", "), offer.threads);
+    }
     let api = match args.ports(fixed_defaults).api {
         Some(port) => {
-            let addr = http::serve(mesh.clone(), port, args.www.as_deref()).await?;
-            println!("HTTP API on http://{addr}");
+            let token: Arc<str> = data.api_token()?.into();
+            let state = api_pool::PoolState { mesh: mesh.clone(), token };
+            let served_models =
+                model_dir.join(infermesh_compute::MODEL.weights.name).is_file().then_some(model_dir);
+            let pool_routes = api_pool::routes(state, served_models);
+            let addr = http::serve(mesh.clone(), port, args.www.as_deref(), pool_routes).await?;
+            println!(
+                "HTTP API on http://{addr} (token in {})",
+                data.path().join(datadir::API_TOKEN_FILE).display()
+            );
             if args.www.is_some() {
                 println!("demo page on http://{addr}/");
             }
@@ -295,6 +323,17 @@ async fn wait_for_signal() {
 
 /// Runs one prompt line; `false` means stop.
 async fn run_line(mesh: &MeshHandle, line: &str) -> bool {
+    if let Some(parsed) = pool::parse_line(line) {
+        let out = match parsed {
+            Ok(command) => pool::execute(mesh, command, &mut pool::ProgressBar::stderr()).await,
+            Err(usage) => Err(usage),
+        };
+        match out {
+            Ok(text) => println!("{text}"),
+            Err(e) => println!("error: {e}"),
+        }
+        return true;
+    }
     match repl::parse(line) {
         Ok(repl::ReplCommand::Exit) => false,
         Ok(command) => {

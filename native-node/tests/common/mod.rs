@@ -255,3 +255,53 @@ pub fn http_get(api: &str, path: &str) -> String {
     stream.read_to_string(&mut response).unwrap();
     response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
 }
+
+/// `POST <api><path>` with a JSON body and a bearer token (if any);
+/// (status code, body).
+pub fn http_post(api: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    use std::io::Read;
+    let host = api.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(host).expect("the HTTP API answers");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(body.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    // Chunked bodies (streamed answers): join the chunks.
+    let body = if response.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        unchunk(&body)
+    } else {
+        body
+    };
+    (status, body)
+}
+
+fn unchunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 || after.len() < size {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Where the embeddings model's files are (`scripts/ci/models.sh`).
+pub fn model_dir() -> PathBuf {
+    std::env::var_os("INFERMESH_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").expect("HOME"))
+            .join(".cache/infermesh-models/all-MiniLM-L6-v2")
+    })
+}

@@ -1,0 +1,734 @@
+// Over 400 lines: the pooled-compute commands, their two ways to a node (in process, over the HTTP API) and their output.
+//! Pooled compute from the command line: `network …`, `workers`, `embed …`,
+//! `jobs`. The same commands run at the `infermesh>` prompt (on the node
+//! itself) and as subcommands (`infermesh network create lab`), which talk
+//! to a running node through its HTTP API with the token in its data
+//! directory, the way `tailscale` talks to `tailscaled`.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, IsTerminal, Write},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use clap::{Parser, Subcommand};
+use infermesh_core::{
+    InviteOptions, MeshHandle, PeerId,
+    compute::{Embeddings, JobInfo, MAX_JOB_INPUTS, MemberInfo, NetworkInfo, Progress, WorkerInfo},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// The pooled-compute commands.
+#[derive(Debug, Subcommand, PartialEq, Eq, Clone)]
+pub enum PoolCommand {
+    /// Private networks: create, invite, join, members, revoke, leave.
+    Network {
+        #[command(subcommand)]
+        command: NetworkCommand,
+    },
+    /// The devices offering compute, with what they offer and how fast
+    /// they have been.
+    Workers {
+        /// The network (its name or ID) [default: every network].
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// Embed texts across the network (all-MiniLM-L6-v2): one JSON line
+    /// per text, with its embedding.
+    Embed {
+        /// The texts (or use --file).
+        texts: Vec<String>,
+        /// Read the texts from this file, one a line (blank lines skipped).
+        #[arg(long, conflicts_with = "texts")]
+        file: Option<PathBuf>,
+        /// Write the JSON lines here instead of to the output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The network (its name or ID) [default: the only one].
+        #[arg(long)]
+        network: Option<String>,
+        /// The model.
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Jobs this node asked for: running and recently finished.
+    Jobs,
+}
+
+/// `network …`
+#[derive(Debug, Subcommand, PartialEq, Eq, Clone)]
+pub enum NetworkCommand {
+    /// Create a network owned by this node.
+    Create {
+        /// Its name.
+        name: String,
+    },
+    /// Print an invite token to a network this node owns.
+    Invite {
+        /// How many people may join with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// How long it can be used (30m, 24h, 7d…).
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        expires: Duration,
+        /// How long a membership it grants lasts [default: until revoked].
+        #[arg(long, value_parser = parse_duration)]
+        member_for: Option<Duration>,
+        /// The network [default: the only one].
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// Join the network of an invite token (its owner must be reachable).
+    Join {
+        /// The token (imnet1.…).
+        token: String,
+        /// Join as a device of the person who signed this certificate.
+        #[arg(long)]
+        device_cert: Option<String>,
+    },
+    /// Certify another node (with its own key) as one of your devices.
+    Certify {
+        /// The device's node ID.
+        device: String,
+        /// How long the certificate is valid.
+        #[arg(long, default_value = "7d", value_parser = parse_duration)]
+        expires: Duration,
+        /// The network (name or ID; a network not joined yet by its ID).
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// The members of a network.
+    Members {
+        /// The network [default: the only one].
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// Revoke a member (its node ID: all its devices) or one device.
+    Revoke {
+        /// The person's or the device's node ID.
+        id: String,
+        /// The network [default: the only one].
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// Leave a network.
+    Leave {
+        /// The network [default: the only one].
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// The networks this node is in.
+    List,
+}
+
+/// Reads `30s`, `10m`, `24h`, `7d` or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().map_err(|_| format!("'{text}' is not a duration (30s, 10m, 24h, 7d)"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("'{text}' is not a duration (30s, 10m, 24h, 7d)")),
+    };
+    if seconds == 0 {
+        return Err("a duration must be longer than 0".into());
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+/// A prompt line, parsed with the subcommands' own definitions.
+#[derive(Debug, Parser)]
+#[command(no_binary_name = true, disable_help_flag = false, disable_version_flag = true)]
+struct PromptLine {
+    #[command(subcommand)]
+    command: PoolCommand,
+}
+
+/// Parses a prompt line that starts with `network`, `workers`, `embed` or
+/// `jobs`; `None` for other lines.
+pub fn parse_line(line: &str) -> Option<Result<PoolCommand, String>> {
+    let first = line.split_whitespace().next()?.to_ascii_lowercase();
+    if !["network", "workers", "embed", "jobs"].contains(&first.as_str()) {
+        return None;
+    }
+    let Some(words) = shlex::split(line) else {
+        return Some(Err("unbalanced quotes".into()));
+    };
+    Some(
+        PromptLine::try_parse_from(words)
+            .map(|l| l.command)
+            .map_err(|e| e.render().to_string().trim().to_owned()),
+    )
+}
+
+/// What the commands need of a node.
+#[allow(async_fn_in_trait)]
+pub trait Node {
+    /// See [`MeshHandle::networks`].
+    async fn networks(&self) -> Result<Vec<NetworkInfo>, String>;
+    /// See [`MeshHandle::network_create`].
+    async fn create(&self, name: &str) -> Result<NetworkInfo, String>;
+    /// See [`MeshHandle::network_invite`].
+    async fn invite(&self, network: Option<&str>, options: InviteOptions) -> Result<String, String>;
+    /// See [`MeshHandle::network_join`].
+    async fn join(&self, token: &str, cert: Option<&str>) -> Result<NetworkInfo, String>;
+    /// See [`MeshHandle::network_certify`].
+    async fn certify(
+        &self,
+        network: Option<&str>,
+        device: &str,
+        valid_for: Duration,
+    ) -> Result<String, String>;
+    /// See [`MeshHandle::network_members`].
+    async fn members(&self, network: Option<&str>) -> Result<Vec<MemberInfo>, String>;
+    /// See [`MeshHandle::network_revoke`].
+    async fn revoke(&self, network: Option<&str>, id: &str) -> Result<String, String>;
+    /// See [`MeshHandle::network_leave`].
+    async fn leave(&self, network: Option<&str>) -> Result<bool, String>;
+    /// See [`MeshHandle::workers`].
+    async fn workers(&self, network: Option<&str>) -> Result<Vec<WorkerInfo>, String>;
+    /// See [`MeshHandle::jobs`].
+    async fn jobs(&self) -> Result<Vec<JobInfo>, String>;
+    /// Runs a job, reporting its progress.
+    async fn embed(
+        &self,
+        network: Option<&str>,
+        model: Option<&str>,
+        inputs: Vec<String>,
+        progress: &mut (dyn FnMut(&Progress) + Send),
+    ) -> Result<Embeddings, String>;
+}
+
+fn text(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+impl Node for MeshHandle {
+    async fn networks(&self) -> Result<Vec<NetworkInfo>, String> {
+        MeshHandle::networks(self).await.map_err(text)
+    }
+    async fn create(&self, name: &str) -> Result<NetworkInfo, String> {
+        self.network_create(name).await.map_err(text)
+    }
+    async fn invite(&self, network: Option<&str>, options: InviteOptions) -> Result<String, String> {
+        self.network_invite(network, options).await.map_err(text)
+    }
+    async fn join(&self, token: &str, cert: Option<&str>) -> Result<NetworkInfo, String> {
+        self.network_join(token, cert).await.map_err(text)
+    }
+    async fn certify(
+        &self,
+        network: Option<&str>,
+        device: &str,
+        valid_for: Duration,
+    ) -> Result<String, String> {
+        let device: PeerId = device.parse().map_err(|_| format!("'{device}' is not a node ID"))?;
+        self.network_certify(network, device, valid_for).await.map_err(text)
+    }
+    async fn members(&self, network: Option<&str>) -> Result<Vec<MemberInfo>, String> {
+        self.network_members(network).await.map_err(text)
+    }
+    async fn revoke(&self, network: Option<&str>, id: &str) -> Result<String, String> {
+        self.network_revoke(network, id).await.map_err(text)
+    }
+    async fn leave(&self, network: Option<&str>) -> Result<bool, String> {
+        self.network_leave(network).await.map_err(text)
+    }
+    async fn workers(&self, network: Option<&str>) -> Result<Vec<WorkerInfo>, String> {
+        MeshHandle::workers(self, network).await.map_err(text)
+    }
+    async fn jobs(&self) -> Result<Vec<JobInfo>, String> {
+        MeshHandle::jobs(self).await.map_err(text)
+    }
+    async fn embed(
+        &self,
+        network: Option<&str>,
+        model: Option<&str>,
+        inputs: Vec<String>,
+        progress: &mut (dyn FnMut(&Progress) + Send),
+    ) -> Result<Embeddings, String> {
+        let mut job = self.start_embed(network, model, inputs).await.map_err(text)?;
+        let mut result = job.result;
+        loop {
+            tokio::select! {
+                biased;
+                changed = job.progress.changed() => {
+                    if changed.is_err() {
+                        return result.await.map_err(text)?.map_err(text);
+                    }
+                    let now = job.progress.borrow_and_update().clone();
+                    progress(&now);
+                }
+                done = &mut result => return done.map_err(text)?.map_err(text),
+            }
+        }
+    }
+}
+
+// ---- over the HTTP API ---------------------------------------------------------
+
+/// A running node's HTTP API, with its token.
+#[derive(Clone, Debug)]
+pub struct Api {
+    base: String,
+    token: String,
+}
+
+/// One line of `POST /api/embed`'s answer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbedLine {
+    /// How far the job is.
+    Progress(Progress),
+    /// The job's result.
+    Result(Embeddings),
+    /// Why it failed.
+    Error(String),
+}
+
+impl Api {
+    /// The API of the node whose data directory is `dir` (its address from
+    /// `addrs.json`, its token from `api-token`).
+    pub fn from_data_dir(dir: &Path) -> Result<Self, String> {
+        let addrs = std::fs::read_to_string(dir.join("addrs.json"))
+            .map_err(|e| format!("no node is running with data directory {} ({e})", dir.display()))?;
+        let addrs: crate::datadir::AddrsFile = serde_json::from_str(&addrs).map_err(text)?;
+        let base = addrs.api.ok_or_else(|| "that node runs without its HTTP API (--no-api)".to_owned())?;
+        let token = std::fs::read_to_string(dir.join(crate::datadir::API_TOKEN_FILE))
+            .map_err(|e| format!("cannot read the node's API token: {e}"))?;
+        Ok(Self { base, token: token.trim().to_owned() })
+    }
+
+    /// An API at `base` with `token`.
+    pub fn new(base: &str, token: &str) -> Self {
+        Self { base: base.trim_end_matches('/').to_owned(), token: token.to_owned() }
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder().http_status_as_error(false).build().into()
+    }
+
+    async fn call<T: for<'de> Deserialize<'de> + Send + 'static>(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<T, String> {
+        let (url, auth) = (format!("{}{path}", self.base), format!("Bearer {}", self.token));
+        tokio::task::spawn_blocking(move || {
+            let agent = Self::agent();
+            let response = match (method, body) {
+                ("GET", _) => agent.get(&url).header("Authorization", &auth).call(),
+                (_, body) => {
+                    agent.post(&url).header("Authorization", &auth).send_json(body.unwrap_or(json!({})))
+                }
+            };
+            let mut response = response.map_err(|e| format!("cannot reach the node at {url}: {e}"))?;
+            let status = response.status();
+            let text = response.body_mut().read_to_string().map_err(text)?;
+            if !status.is_success() {
+                return Err(text);
+            }
+            serde_json::from_str(&text).map_err(|e| format!("unexpected answer from the node: {e}"))
+        })
+        .await
+        .map_err(text)?
+    }
+}
+
+fn query(network: Option<&str>) -> String {
+    network.map_or_else(String::new, |n| {
+        format!("?network={}", n.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', ""))
+    })
+}
+
+impl Node for Api {
+    async fn networks(&self) -> Result<Vec<NetworkInfo>, String> {
+        self.call("GET", "/api/networks", None).await
+    }
+    async fn create(&self, name: &str) -> Result<NetworkInfo, String> {
+        self.call("POST", "/api/networks", Some(json!({ "name": name }))).await
+    }
+    async fn invite(&self, network: Option<&str>, options: InviteOptions) -> Result<String, String> {
+        let body = json!({
+            "network": network,
+            "uses": options.uses,
+            "expires_secs": options.valid_for.as_secs(),
+            "member_for_secs": options.member_for.map(|d| d.as_secs()),
+        });
+        let answer: serde_json::Value = self.call("POST", "/api/networks/invite", Some(body)).await?;
+        Ok(answer["token"].as_str().unwrap_or_default().to_owned())
+    }
+    async fn join(&self, token: &str, cert: Option<&str>) -> Result<NetworkInfo, String> {
+        self.call("POST", "/api/networks/join", Some(json!({ "token": token, "device_cert": cert }))).await
+    }
+    async fn certify(
+        &self,
+        network: Option<&str>,
+        device: &str,
+        valid_for: Duration,
+    ) -> Result<String, String> {
+        let body = json!({ "network": network, "device": device, "expires_secs": valid_for.as_secs() });
+        let answer: serde_json::Value = self.call("POST", "/api/networks/certify", Some(body)).await?;
+        Ok(answer["cert"].as_str().unwrap_or_default().to_owned())
+    }
+    async fn members(&self, network: Option<&str>) -> Result<Vec<MemberInfo>, String> {
+        self.call("GET", &format!("/api/networks/members{}", query(network)), None).await
+    }
+    async fn revoke(&self, network: Option<&str>, id: &str) -> Result<String, String> {
+        let answer: serde_json::Value =
+            self.call("POST", "/api/networks/revoke", Some(json!({ "network": network, "id": id }))).await?;
+        Ok(answer["revoked"].as_str().unwrap_or_default().to_owned())
+    }
+    async fn leave(&self, network: Option<&str>) -> Result<bool, String> {
+        let answer: serde_json::Value =
+            self.call("POST", "/api/networks/leave", Some(json!({ "network": network }))).await?;
+        Ok(answer["owner_confirmed"].as_bool().unwrap_or(false))
+    }
+    async fn workers(&self, network: Option<&str>) -> Result<Vec<WorkerInfo>, String> {
+        self.call("GET", &format!("/api/workers{}", query(network)), None).await
+    }
+    async fn jobs(&self) -> Result<Vec<JobInfo>, String> {
+        self.call("GET", "/api/jobs", None).await
+    }
+    async fn embed(
+        &self,
+        network: Option<&str>,
+        model: Option<&str>,
+        inputs: Vec<String>,
+        progress: &mut (dyn FnMut(&Progress) + Send),
+    ) -> Result<Embeddings, String> {
+        let (url, auth) = (format!("{}/api/embed", self.base), format!("Bearer {}", self.token));
+        let body = json!({ "network": network, "model": model, "inputs": inputs });
+        let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<Result<EmbedLine, String>>(16);
+        let reader = tokio::task::spawn_blocking(move || {
+            let send = |line| lines_tx.blocking_send(line).is_ok();
+            let response = Self::agent().post(&url).header("Authorization", &auth).send_json(body);
+            let mut response = match response {
+                Ok(r) => r,
+                Err(e) => {
+                    send(Err(format!("cannot reach the node at {url}: {e}")));
+                    return;
+                }
+            };
+            if !response.status().is_success() {
+                let text = response.body_mut().read_to_string().unwrap_or_default();
+                send(Err(text));
+                return;
+            }
+            let reader = std::io::BufReader::new(response.into_body().into_reader());
+            for line in reader.lines() {
+                let parsed =
+                    line.map_err(text).and_then(|l| serde_json::from_str::<EmbedLine>(&l).map_err(text));
+                if !send(parsed) {
+                    return;
+                }
+            }
+        });
+        let mut outcome = Err("the node closed the connection before the job ended".to_owned());
+        while let Some(line) = lines.recv().await {
+            match line {
+                Ok(EmbedLine::Progress(p)) => progress(&p),
+                Ok(EmbedLine::Result(r)) => outcome = Ok(r),
+                Ok(EmbedLine::Error(e)) | Err(e) => outcome = Err(e),
+            }
+        }
+        let _ = reader.await;
+        outcome
+    }
+}
+
+// ---- running a command -----------------------------------------------------------
+
+/// Where an `embed`'s progress goes.
+pub struct ProgressBar {
+    terminal: bool,
+    last_tenth: usize,
+    last_done: Option<usize>,
+    out: Box<dyn Write + Send>,
+}
+
+impl ProgressBar {
+    /// A bar on standard error: redrawn in place on a terminal, one line
+    /// per tenth otherwise.
+    pub fn stderr() -> Self {
+        Self {
+            terminal: std::io::stderr().is_terminal(),
+            last_tenth: 0,
+            last_done: None,
+            out: Box::new(std::io::stderr()),
+        }
+    }
+
+    fn show(&mut self, done: usize, total: usize) {
+        if self.last_done.replace(done) == Some(done) {
+            return;
+        }
+        let total = total.max(1);
+        let filled = done * 30 / total;
+        let bar = format!("[{}{}] {done}/{total} texts", "#".repeat(filled), ".".repeat(30 - filled));
+        if self.terminal {
+            let _ = write!(self.out, "\r{bar}");
+        } else if done * 10 / total > self.last_tenth || done == total {
+            self.last_tenth = done * 10 / total;
+            let _ = writeln!(self.out, "{bar}");
+        }
+        let _ = self.out.flush();
+    }
+
+    fn end(&mut self) {
+        if self.terminal {
+            let _ = writeln!(self.out);
+        }
+    }
+}
+
+fn table(rows: Vec<Vec<String>>) -> String {
+    let widths: Vec<usize> =
+        (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn short(id: &str) -> String {
+    if id.len() > 16 { format!("{}…{}", &id[..8], &id[id.len() - 6..]) } else { id.to_owned() }
+}
+
+fn ago(ms: u64) -> String {
+    if ms < 1000 { "now".into() } else { format!("{}s ago", ms / 1000) }
+}
+
+/// Reads an `embed`'s texts: the arguments, or the file's non-blank lines.
+fn embed_inputs(texts: Vec<String>, file: Option<&Path>) -> Result<Vec<String>, String> {
+    match file {
+        None if texts.is_empty() => Err("give texts to embed, or --file".into()),
+        None => Ok(texts),
+        Some(path) => {
+            let content =
+                std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let lines: Vec<String> =
+                content.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect();
+            if lines.is_empty() {
+                return Err(format!("{} has no text to embed", path.display()));
+            }
+            Ok(lines)
+        }
+    }
+}
+
+/// Runs a command against `node`; returns what to print.
+pub async fn execute(
+    node: &impl Node,
+    command: PoolCommand,
+    bar: &mut ProgressBar,
+) -> Result<String, String> {
+    match command {
+        PoolCommand::Network { command } => network(node, command).await,
+        PoolCommand::Workers { network } => {
+            let workers = node.workers(network.as_deref()).await?;
+            if workers.is_empty() {
+                return Ok(
+                    "no workers (start one with `infermesh node --compute`, or contribute a tab)".into()
+                );
+            }
+            let mut rows = vec![
+                ["device", "person", "kind", "threads", "queue", "ms/text", "chunks", "seen", "network"]
+                    .map(String::from)
+                    .to_vec(),
+            ];
+            for w in workers {
+                rows.push(vec![
+                    format!("{}{}", short(&w.device), if w.local { " (this node)" } else { "" }),
+                    short(&w.person),
+                    w.offer.kind,
+                    w.offer.threads.to_string(),
+                    w.queue.to_string(),
+                    w.ms_per_input.map_or("-".into(), |m| format!("{m:.1}")),
+                    w.chunks.to_string(),
+                    ago(w.seen_ms_ago),
+                    w.network,
+                ]);
+            }
+            Ok(table(rows))
+        }
+        PoolCommand::Jobs => {
+            let jobs = node.jobs().await?;
+            if jobs.is_empty() {
+                return Ok("no jobs yet".into());
+            }
+            let mut rows = vec![
+                ["job", "state", "texts", "took", "workers (chunks)", "rerun", "network"]
+                    .map(String::from)
+                    .to_vec(),
+            ];
+            for j in jobs {
+                rows.push(vec![
+                    j.id,
+                    j.error.map_or(j.state.clone(), |e| format!("{}: {e}", j.state)),
+                    format!("{}/{}", j.done, j.inputs),
+                    format!("{:.1}s", j.elapsed_ms as f64 / 1000.0),
+                    j.workers.iter().map(|(w, n)| format!("{}:{n}", short(w))).collect::<Vec<_>>().join(" "),
+                    j.reassigned.to_string(),
+                    j.network,
+                ]);
+            }
+            Ok(table(rows))
+        }
+        PoolCommand::Embed { texts, file, out, network, model } => {
+            let inputs = embed_inputs(texts, file.as_deref())?;
+            let total = inputs.len();
+            let mut sink: Box<dyn Write + Send> = match &out {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+                )),
+                None => Box::new(std::io::stdout()),
+            };
+            let started = std::time::Instant::now();
+            let (mut workers, mut tokens, mut reassigned, mut jobs) =
+                (BTreeMap::<String, usize>::new(), 0, 0, 0);
+            let mut index = 0;
+            // Jobs have a size limit: a long file goes as several.
+            for batch in inputs.chunks(MAX_JOB_INPUTS) {
+                let offset = index;
+                let mut report = |p: &Progress| bar.show(offset + p.done, total);
+                let result =
+                    node.embed(network.as_deref(), model.as_deref(), batch.to_vec(), &mut report).await;
+                let result = result.inspect_err(|_| bar.end())?;
+                bar.show(offset + batch.len(), total);
+                for (text, vector) in batch.iter().zip(&result.vectors) {
+                    let line = json!({ "index": index, "text": text, "embedding": vector });
+                    writeln!(sink, "{line}").map_err(|e| format!("cannot write the output: {e}"))?;
+                    index += 1;
+                }
+                for (w, n) in result.workers {
+                    *workers.entry(w).or_default() += n;
+                }
+                tokens += result.tokens;
+                reassigned += result.reassigned;
+                jobs += 1;
+            }
+            sink.flush().map_err(|e| format!("cannot write the output: {e}"))?;
+            bar.end();
+            let spread: Vec<String> = workers.iter().map(|(w, n)| format!("{w}: {n}")).collect();
+            Ok(format!(
+                "embedded {total} texts ({tokens} tokens) in {:.2} s, {jobs} job(s), chunks by worker: {}; {reassigned} rerun elsewhere{}",
+                started.elapsed().as_secs_f64(),
+                spread.join(", "),
+                out.map_or(String::new(), |p| format!("; written to {}", p.display()))
+            ))
+        }
+    }
+}
+
+async fn network(node: &impl Node, command: NetworkCommand) -> Result<String, String> {
+    match command {
+        NetworkCommand::Create { name } => {
+            let n = node.create(&name).await?;
+            Ok(format!("created network {} (id {}); invite people with `network invite`", n.name, n.id))
+        }
+        NetworkCommand::Invite { uses, expires, member_for, network } => {
+            let options = InviteOptions { uses, valid_for: expires, member_for };
+            node.invite(network.as_deref(), options).await
+        }
+        NetworkCommand::Join { token, device_cert } => {
+            let n = node.join(&token, device_cert.as_deref()).await?;
+            Ok(format!("joined network {} (id {}), owned by {}, as {}", n.name, n.id, n.owner, n.person))
+        }
+        NetworkCommand::Certify { device, expires, network } => {
+            node.certify(network.as_deref(), &device, expires).await
+        }
+        NetworkCommand::Members { network } => {
+            let members = node.members(network.as_deref()).await?;
+            let mut rows = vec![["person", "role", "devices", "expires"].map(String::from).to_vec()];
+            for m in members {
+                rows.push(vec![
+                    m.person,
+                    if m.owner { "owner" } else { "member" }.into(),
+                    m.devices.iter().map(|d| short(d)).collect::<Vec<_>>().join(" "),
+                    m.expires_ms.map_or("never".into(), |ms| format!("{ms}")),
+                ]);
+            }
+            Ok(table(rows))
+        }
+        NetworkCommand::Revoke { id, network } => node.revoke(network.as_deref(), &id).await,
+        NetworkCommand::Leave { network } => Ok(if node.leave(network.as_deref()).await? {
+            "left the network".into()
+        } else {
+            "left the network (its owner could not be told now; it still lists this node)".into()
+        }),
+        NetworkCommand::List => {
+            let networks = node.networks().await?;
+            if networks.is_empty() {
+                return Ok("in no network: `network create NAME`, or `network join TOKEN`".into());
+            }
+            let mut rows =
+                vec![["id", "name", "role", "status", "members", "owner"].map(String::from).to_vec()];
+            for n in networks {
+                rows.push(vec![n.id, n.name, n.role, n.status, n.members.to_string(), short(&n.owner)]);
+            }
+            Ok(table(rows))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_lines_parse_like_the_subcommands() {
+        assert_eq!(parse_line("status"), None);
+        assert_eq!(
+            parse_line("network create 'my lab'").unwrap().unwrap(),
+            PoolCommand::Network { command: NetworkCommand::Create { name: "my lab".into() } }
+        );
+        assert_eq!(
+            parse_line("network invite --uses 3 --expires 1h").unwrap().unwrap(),
+            PoolCommand::Network {
+                command: NetworkCommand::Invite {
+                    uses: 3,
+                    expires: Duration::from_secs(3600),
+                    member_for: None,
+                    network: None
+                }
+            }
+        );
+        assert_eq!(
+            parse_line("embed hello \"good morning\"").unwrap().unwrap(),
+            PoolCommand::Embed {
+                texts: vec!["hello".into(), "good morning".into()],
+                file: None,
+                out: None,
+                network: None,
+                model: None
+            }
+        );
+        assert!(parse_line("network invite --expires soon").unwrap().unwrap_err().contains("not a duration"));
+        assert!(parse_line("network frob").unwrap().is_err());
+        assert!(parse_line("embed 'open").unwrap().is_err());
+        assert_eq!(parse_line("jobs").unwrap().unwrap(), PoolCommand::Jobs);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
+        assert!(parse_duration("0").is_err() && parse_duration("1y").is_err() && parse_duration("").is_err());
+    }
+}
