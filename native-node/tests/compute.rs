@@ -231,7 +231,7 @@ fn a_network_of_native_nodes_shares_jobs_survives_a_kill_and_refuses_a_revoked_m
 
     // Revoke B: its next job is refused, and A stops giving it work.
     assert!(cli_ok(da.path(), &["network", "revoke", &idb]).contains("revoked"));
-    eventually("B refused", Duration::from_secs(5), || {
+    eventually("B refused", Duration::from_secs(10), || {
         let (ok, _, err) = cli(db.path(), &["embed", "hello"]);
         !ok && err.contains("not an active member")
     });

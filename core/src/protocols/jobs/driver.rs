@@ -529,6 +529,9 @@ impl<C> Jobs<C> {
                     chunk.range.end - 1,
                     chunk.tried.len()
                 )))
+            } else if let Err(reason) = roster.authorize(&job.network, &self.local, &job.person) {
+                // Revoked or expired meanwhile: no member will run its chunks.
+                Some(Err(reason))
             } else if now >= job.deadline {
                 Some(Err(format!(
                     "the job ran out of time: {} of {} inputs done (are the workers still there?)",

@@ -240,6 +240,24 @@ fn the_answer_of_a_worker_revoked_meanwhile_is_refused() {
 }
 
 #[test]
+fn a_job_of_a_requester_revoked_meanwhile_fails_at_once() {
+    let a = peer(2);
+    let roster = FakeRoster::new(&[a]);
+    let mut j = jobs();
+    let mut handle = start(&mut j, &roster, 4);
+    let now = Instant::now();
+    let (_, ask, _) = requests(&mut j).remove(0);
+    // The worker already knows; this node learns a moment later.
+    j.on_response(ask, JobResponse::Refused("not a member".into()), &roster, now);
+    assert!(handle.result.try_recv().is_err(), "still a member here: waits for another worker");
+    roster.members.borrow_mut().remove(&peer(1));
+    j.on_tick(&roster, now + Duration::from_millis(500));
+    let e = handle.result.try_recv().expect("finished").err().expect("failed");
+    assert!(e.to_string().contains("is not a member"), "{e}");
+    assert!(requests(&mut j).is_empty(), "nothing more sent");
+}
+
+#[test]
 fn bad_jobs_are_refused_with_clear_errors() {
     let roster = FakeRoster::new(&[peer(2)]);
     let mut j = jobs();
