@@ -1,6 +1,8 @@
 // The InferMesh demo: a page that is a node of the mesh. It bootstraps from
 // the native node that served it (GET /api/addrs), then offers topic chat,
-// direct messages, the live peer list and the client's metrics.
+// direct messages, the live peer list, the client's metrics, and pooled
+// compute: join a private network, contribute this tab, and search the chat
+// by meaning with embeddings computed across the network.
 
 import init, { WasmP2PClient, version } from 'infermesh'
 
@@ -129,6 +131,7 @@ async function refresh () {
     dd.textContent = dd.dataset.m.startsWith('bytes') ? formatBytes(v) : v
   }
   renderPeers(peers)
+  refreshCompute()
 }
 
 function formatBytes (n) {
@@ -218,6 +221,124 @@ $('direct-form').onsubmit = async (e) => {
     log(`direct to ${short(to)}: ${err.message}`, 'error')
     $('direct-input').value = text
   }
+}
+
+// ---- compute -------------------------------------------------------------
+
+let network = null
+
+function showNetwork (net) {
+  network = net
+  $('net-name').textContent = net ? `${net.name} · ${net.role}${net.status === 'active' ? '' : ` · ${net.status}`}` : 'no network'
+  $('net-invite').disabled = !net || net.role !== 'owner'
+  $('contribute').disabled = !net
+  $('search-button').disabled = !net
+}
+
+async function refreshCompute () {
+  if (!client) return
+  try {
+    const nets = await client.networks()
+    const net = nets.find((n) => n.id === network?.id) ?? nets[0] ?? null
+    showNetwork(net)
+    if (!net) return
+    renderWorkers(await client.workers({ network: net.id }))
+  } catch (e) {
+    log(`compute: ${e.message}`, 'error')
+  }
+}
+
+function renderWorkers (workers) {
+  $('worker-count').textContent = workers.length
+  const list = $('workers')
+  list.replaceChildren()
+  if (workers.length === 0) list.innerHTML = '<li class="muted empty">No workers yet: contribute this tab, or run <code>infermesh node --compute</code>.</li>'
+  for (const w of workers) {
+    const li = document.createElement('li')
+    const speed = w.ms_per_input != null ? ` · ${w.ms_per_input.toFixed(0)} ms/text` : ''
+    li.innerHTML = `<span class="dot"></span><code title="${w.device}">${short(w.device)}</code>
+      <span class="tag">${w.kind}${w.local ? ' · this tab' : ''}</span>
+      <span class="muted small">${w.threads} thread(s) · queue ${w.queue}${speed} · ${w.chunks} chunk(s)</span>`
+    list.append(li)
+  }
+}
+
+async function compute (label, work) {
+  try {
+    return await work()
+  } catch (e) {
+    log(`${label}: ${e.message}`, 'error')
+    return null
+  }
+}
+
+$('net-create').onclick = async () => {
+  const name = prompt('Name of the new network', 'my-devices')
+  if (!name) return
+  const net = await compute('create', () => client.network_create(name))
+  if (net) { log(`created network ${net.name} (${net.id})`, 'ok'); showNetwork(net); refreshCompute() }
+}
+
+$('net-invite').onclick = async () => {
+  const token = await compute('invite', () => client.network_invite({ network: network?.id, uses: 5 }))
+  if (!token) return
+  $('net-invite-token').hidden = false
+  $('net-invite-token').value = token
+  $('net-invite-token').select()
+  log('invite token ready: share it with who should join (5 uses, valid for a day)', 'ok')
+}
+
+$('net-join-form').onsubmit = async (e) => {
+  e.preventDefault()
+  const net = await compute('join', () => client.network_join($('net-token').value))
+  if (net) { $('net-token').value = ''; log(`joined network ${net.name}, owned by ${short(net.owner)}`, 'ok'); showNetwork(net); refreshCompute() }
+}
+
+$('contribute').onchange = async () => {
+  const box = $('contribute')
+  box.disabled = true
+  if (box.checked) {
+    $('contribute-state').textContent = 'loading the model…'
+    const offer = await compute('contribute', () => client.offer_compute({}))
+    if (offer) {
+      const from = offer.cached ? 'from this browser\'s cache' : 'from the node'
+      $('contribute-state').textContent = `${offer.threads} worker(s), model loaded ${from} in ${(offer.load_ms / 1000).toFixed(1)} s`
+      log('this tab now computes for the network', 'ok')
+    } else {
+      box.checked = false
+      $('contribute-state').textContent = ''
+    }
+  } else {
+    await compute('stop', () => client.stop_compute())
+    $('contribute-state').textContent = ''
+  }
+  box.disabled = !network
+  refreshCompute()
+}
+
+$('search-form').onsubmit = async (e) => {
+  e.preventDefault()
+  const query = $('search-query').value.trim()
+  const lines = [...document.querySelectorAll('#chat li .text')].map((el) => el.textContent)
+  if (!query || !client) return
+  if (lines.length === 0) { log('search: the chat is empty; say something first', 'error'); return }
+  const bar = $('search-progress')
+  bar.hidden = false
+  bar.value = 0
+  client.on_progress((p) => { bar.value = p.done / p.total })
+  const started = performance.now()
+  const vectors = await compute('search', () => client.embed([query, ...lines], { network: network?.id }))
+  bar.hidden = true
+  if (!vectors) return
+  const [q, ...rest] = vectors
+  // Unit vectors: the dot product is the cosine similarity.
+  const ranked = rest.map((v, i) => ({ text: lines[i], score: v.reduce((sum, x, k) => sum + x * q[k], 0) }))
+    .sort((x, y) => y.score - x.score).slice(0, 5)
+  $('search-results').replaceChildren()
+  for (const r of ranked) {
+    addMessage($('search-results'), { who: r.score.toFixed(3), text: r.text, meta: 'similarity' })
+  }
+  log(`searched ${lines.length} chat line(s) in ${((performance.now() - started) / 1000).toFixed(2)} s`, 'ok')
 }
 
 $('copy-id').onclick = () => navigator.clipboard?.writeText(myId ?? '')

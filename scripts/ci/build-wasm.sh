@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the npm package `infermesh` into wasm/pkg (ES module for
 # `--target web`, .d.ts types, package.json) and copies it to www/pkg for
-# the demo page.
+# the demo page. The compute module (the embeddings model for Web Workers)
+# goes to wasm/pkg/compute: pages load it only when they offer compute.
 source "$(dirname "$0")/env.sh"
 
 step "wasm32 build (profile wasm: size-optimised)"
@@ -24,6 +25,28 @@ node_modules/.bin/wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-t
   --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
   wasm/pkg/infermesh_bg.wasm -o wasm/pkg/infermesh_bg.wasm
 
+step "compute module (profile wasm-compute: speed, wasm SIMD)"
+# Its own target directory: SIMD flags for this module alone, without
+# rebuilding the rest of the workspace's wasm32 artefacts.
+COMPUTE_TARGET="$TARGET_DIR/compute-web"
+RUSTFLAGS="-C target-feature=+simd128" cargo build --locked -p infermesh-compute-web \
+  --target wasm32-unknown-unknown --profile wasm-compute --target-dir "$COMPUTE_TARGET"
+wasm-bindgen --target web --out-dir wasm/pkg/compute --out-name infermesh_compute_web \
+  "$COMPUTE_TARGET/wasm32-unknown-unknown/wasm-compute/infermesh_compute_web.wasm"
+# wasm-opt takes minutes on this module: its output is kept by input hash.
+COMPUTE_WASM=wasm/pkg/compute/infermesh_compute_web_bg.wasm
+KEY=$( (sha256sum "$COMPUTE_WASM"; node_modules/.bin/wasm-opt --version) | sha256sum | cut -c1-64)
+OPTIMISED="$COMPUTE_TARGET/wasm-opt/$KEY.wasm"
+if [ ! -f "$OPTIMISED" ]; then
+  mkdir -p "$(dirname "$OPTIMISED")"
+  node_modules/.bin/wasm-opt -O3 --enable-simd --enable-bulk-memory --enable-nontrapping-float-to-int \
+    --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
+    "$COMPUTE_WASM" -o "$OPTIMISED.tmp"
+  mv "$OPTIMISED.tmp" "$OPTIMISED"
+fi
+cp "$OPTIMISED" "$COMPUTE_WASM"
+cp wasm/js/compute-worker.js wasm/pkg/compute/worker.js
+
 step "package.json"
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 cat > wasm/pkg/package.json <<JSON
@@ -41,12 +64,15 @@ cat > wasm/pkg/package.json <<JSON
       "types": "./infermesh.d.ts",
       "default": "./infermesh.js"
     },
-    "./infermesh_bg.wasm": "./infermesh_bg.wasm"
+    "./infermesh_bg.wasm": "./infermesh_bg.wasm",
+    "./compute/*": "./compute/*"
   },
-  "files": ["infermesh.js", "infermesh.d.ts", "infermesh_bg.wasm", "infermesh_bg.wasm.d.ts"],
+  "files": ["infermesh.js", "infermesh.d.ts", "infermesh_bg.wasm", "infermesh_bg.wasm.d.ts", "snippets/", "compute/"],
   "sideEffects": false
 }
 JSON
 cp README.md wasm/pkg/README.md 2>/dev/null || true
 rm -rf www/pkg && cp -r wasm/pkg www/pkg
-ls -l wasm/pkg
+size() { printf '%-44s %9d bytes, %9d gzipped\n' "$1" "$(stat -c %s "$1")" "$(gzip -9c "$1" | wc -c)"; }
+size wasm/pkg/infermesh_bg.wasm
+size wasm/pkg/compute/infermesh_compute_web_bg.wasm

@@ -30,15 +30,34 @@ pub(crate) struct InitOptions {
     pub replication_factor: Option<usize>,
 }
 
-pub(crate) fn init_options(value: JsValue) -> Result<InitOptions, JsValue> {
+/// Options of method `what`: `undefined`, `null` or an object with only
+/// the `known` fields.
+pub(crate) fn options<T: serde::de::DeserializeOwned + Default>(
+    what: &str,
+    value: JsValue,
+    known: &[&str],
+) -> Result<T, JsValue> {
     if value.is_undefined() || value.is_null() {
-        return Ok(InitOptions::default());
+        return Ok(T::default());
     }
     if !value.is_object() {
-        return Err(js_error("invalid initialize() options: expected an object"));
+        return Err(js_error(format!("invalid {what}() options: expected an object")));
     }
+    for key in js_sys::Object::keys(value.unchecked_ref()).iter() {
+        let key = key.as_string().unwrap_or_default();
+        if !known.contains(&key.as_str()) {
+            return Err(js_error(format!(
+                "invalid {what}() options: unknown option `{key}`, expected one of {}",
+                known.join(", ")
+            )));
+        }
+    }
+    serde_wasm_bindgen::from_value(value).map_err(|e| js_error(format!("invalid {what}() options: {e}")))
+}
+
+pub(crate) fn init_options(value: JsValue) -> Result<InitOptions, JsValue> {
     // serde-wasm-bindgen reads only the fields it knows, so a misspelt
-    // option would pass silently: refuse it here.
+    // option would pass silently: `options` refuses it.
     const KNOWN: [&str; 6] = [
         "bootstrap_peers",
         "max_peers",
@@ -47,16 +66,7 @@ pub(crate) fn init_options(value: JsValue) -> Result<InitOptions, JsValue> {
         "private_key",
         "replication_factor",
     ];
-    for key in js_sys::Object::keys(value.unchecked_ref()).iter() {
-        let key = key.as_string().unwrap_or_default();
-        if !KNOWN.contains(&key.as_str()) {
-            return Err(js_error(format!(
-                "invalid initialize() options: unknown option `{key}`, expected one of {}",
-                KNOWN.join(", ")
-            )));
-        }
-    }
-    serde_wasm_bindgen::from_value(value).map_err(|e| js_error(format!("invalid initialize() options: {e}")))
+    options("initialize", value, &KNOWN)
 }
 
 /// A message as JavaScript sees it (`create_neural_message`, `send_message`).

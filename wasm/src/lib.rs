@@ -6,6 +6,7 @@
 //! the browser's executor; the logic lives in the core.
 #![cfg(target_arch = "wasm32")]
 
+mod compute;
 mod convert;
 mod store_idb;
 
@@ -84,6 +85,9 @@ struct Shared {
     life: RefCell<Lifecycle>,
     handler: RefCell<Option<Function>>,
     state_handler: RefCell<Option<Function>>,
+    progress_handler: RefCell<Option<Function>>,
+    /// This page's compute workers, while it offers compute.
+    compute: RefCell<Option<Rc<compute::ComputeWorkers>>>,
     _live: Live,
 }
 
@@ -167,6 +171,8 @@ impl WasmP2PClient {
             life: RefCell::new(Lifecycle::Idle),
             handler: RefCell::new(None),
             state_handler: RefCell::new(None),
+            progress_handler: RefCell::new(None),
+            compute: RefCell::new(None),
             _live: Live::new(&CLIENTS),
         };
         WasmP2PClient { name, shared: Rc::new(shared) }
@@ -388,6 +394,9 @@ impl WasmP2PClient {
         let shared = self.shared.clone();
         promise(async move {
             let previous = shared.life.replace(Lifecycle::Closed);
+            if let Some(workers) = shared.compute.borrow_mut().take() {
+                workers.stop();
+            }
             if let Lifecycle::Running(node) = previous {
                 node.mesh.shutdown().await.map_err(js_error)?;
             }

@@ -73,3 +73,48 @@ test('the demo page: chat on a topic and a direct message between two tabs', asy
   await a.context.close()
   await b.context.close()
 })
+
+test('the demo page: a network of two tabs, one contributing, searches the chat by meaning', async () => {
+  const a = await openDemo('ws')
+  const b = await openDemo('ws')
+  a.page.on('dialog', (dialog) => dialog.accept('friends'))
+  await a.page.click('#net-create')
+  await a.page.waitForFunction(() => document.querySelector('#net-name').textContent.startsWith('friends · owner'))
+  await a.page.click('#net-invite')
+  const token = await waitFor('an invite token', () => a.page.inputValue('#net-invite-token'))
+  assert.match(token, /^imnet1\./)
+  await b.page.fill('#net-token', token)
+  await b.page.click('#net-join-form button[type=submit]')
+  await b.page.waitForFunction(() => document.querySelector('#net-name').textContent.startsWith('friends · member'),
+    null, { timeout: 15_000 })
+
+  // B contributes its tab; A sees it among the workers.
+  await b.page.check('#contribute')
+  await b.page.waitForFunction(() => document.querySelector('#contribute-state').textContent.includes('model loaded'),
+    null, { timeout: 60_000 })
+  await a.page.waitForFunction(() => document.querySelector('#workers').textContent.includes('browser'),
+    null, { timeout: 15_000 })
+
+  const lines = ['the build failed again on the CI server', 'let us get pizza for dinner tonight',
+    'my cat sleeps in the sun all afternoon', 'the meeting moved to Thursday morning']
+  await node.waitSubscribed('lobby', [a.id, b.id])
+  for (const line of lines) {
+    await a.page.fill('#chat-input', line)
+    await a.page.click('#chat-form button[type=submit]')
+    await a.page.waitForFunction((line) => document.querySelector('#chat').textContent.includes(line), line)
+  }
+  // A asks; B's tab computes (A offers no compute of its own).
+  await a.page.fill('#search-query', 'what food shall we eat this evening?')
+  await a.page.click('#search-form button[type=submit]')
+  await a.page.waitForFunction(() => document.querySelectorAll('#search-results li').length === 4, null, { timeout: 60_000 })
+  const top = await a.page.textContent('#search-results li:first-child .text')
+  assert.equal(top, 'let us get pizza for dinner tonight')
+  // A measured B's tab: it ran the chunks.
+  await a.page.waitForFunction(() => /[1-9][0-9]* chunk/.test(document.querySelector('#workers').textContent))
+  await a.page.screenshot({ path: join(resultsDir(), 'demo-compute.png'), fullPage: true })
+  assert.equal(await a.page.locator('#log li.error').count(), 0, 'no errors in tab A\'s log')
+  assert.equal(await b.page.locator('#log li.error').count(), 0, 'no errors in tab B\'s log')
+  assertNoPageErrors(assert, a, b)
+  await a.context.close()
+  await b.context.close()
+})
