@@ -13,5 +13,5 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 step "core compiles for wasm32-unknown-unknown"
 cargo check --locked -p infermesh-core --target wasm32-unknown-unknown
 
-step "clippy (wasm32: core, its browser cryptography and the binding, with their tests)"
-cargo clippy --locked -p infermesh-core -p infermesh-wasm-crypto -p infermesh-wasm --target wasm32-unknown-unknown --lib --tests -- -D warnings
+step "clippy (wasm32: core, its browser cryptography, the binding and the compute module, with their tests)"
+cargo clippy --locked -p infermesh-core -p infermesh-wasm-crypto -p infermesh-wasm -p infermesh-compute-web --target wasm32-unknown-unknown --lib --tests -- -D warnings

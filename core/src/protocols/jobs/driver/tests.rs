@@ -252,7 +252,7 @@ fn a_job_of_a_requester_revoked_meanwhile_fails_at_once() {
     assert!(handle.result.try_recv().is_err(), "still a member here: waits for another worker");
     roster.members.borrow_mut().remove(&peer(1));
     j.on_tick(&roster, now + Duration::from_millis(500));
-    let e = handle.result.try_recv().expect("finished").err().expect("failed");
+    let e = handle.result.try_recv().expect("finished").expect_err("failed");
     assert!(e.to_string().contains("is not a member"), "{e}");
     assert!(requests(&mut j).is_empty(), "nothing more sent");
 }
