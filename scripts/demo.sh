@@ -13,7 +13,8 @@ LISTEN_IP="${DEMO_LISTEN_IP:-127.0.0.1}"
 API_PORT="${DEMO_API_PORT:-5001}"
 rm -f "$DATA/addrs.json"
 
-"$BIN" node --data-dir "$DATA" --listen-ip "$LISTEN_IP" --no-mdns --www www --api-port "$API_PORT" &
+"$BIN" node --data-dir "$DATA" --listen-ip "$LISTEN_IP" --no-mdns --www www --api-port "$API_PORT" \
+  --compute --compute-threads 1 &
 NODE=$!
 trap 'kill $NODE 2>/dev/null; wait $NODE 2>/dev/null' EXIT INT TERM
 
@@ -30,7 +31,11 @@ InferMesh demo node is running (data in $DATA).
 
   Open  $API/  in two browser tabs (or two browsers): each tab is a node.
   Chat on a topic, send direct messages, switch between WebSocket and
-  WebRTC-direct at the top right.
+  WebRTC-direct at the top right. In the Compute card, create a network
+  in one tab, invite the other, contribute a tab and search the chat by
+  meaning. This node computes too once it joins with the tab's token:
+
+  $BIN --data-dir $DATA network join <token>
 
 Join from another terminal with a node and its prompt:
 

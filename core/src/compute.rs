@@ -176,6 +176,9 @@ pub struct Embeddings {
     pub workers: BTreeMap<String, usize>,
     /// Chunks that had to be run again elsewhere.
     pub reassigned: usize,
+    /// The mean cost of a chunk run by another node beyond the worker's
+    /// own time (sending, answering, both event loops), in µs.
+    pub chunk_overhead_us: Option<u64>,
     /// Wall time, in milliseconds.
     pub elapsed_ms: u64,
 }
@@ -199,6 +202,9 @@ pub struct JobInfo {
     pub workers: BTreeMap<String, usize>,
     /// Chunks run again elsewhere.
     pub reassigned: usize,
+    /// The mean cost of a chunk run by another node beyond the worker's
+    /// own time, in µs.
+    pub chunk_overhead_us: Option<u64>,
     /// Milliseconds since it started (or that it took).
     pub elapsed_ms: u64,
     /// Why it failed.

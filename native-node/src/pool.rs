@@ -602,6 +602,7 @@ pub async fn execute(
             let started = std::time::Instant::now();
             let (mut workers, mut tokens, mut reassigned, mut jobs) =
                 (BTreeMap::<String, usize>::new(), 0, 0, 0);
+            let mut overheads = Vec::new();
             let mut index = 0;
             // Jobs have a size limit: a long file goes as several.
             for batch in inputs.chunks(MAX_JOB_INPUTS) {
@@ -621,15 +622,23 @@ pub async fn execute(
                 }
                 tokens += result.tokens;
                 reassigned += result.reassigned;
+                overheads.extend(result.chunk_overhead_us);
                 jobs += 1;
             }
             sink.flush().map_err(|e| format!("cannot write the output: {e}"))?;
             bar.end();
             let spread: Vec<String> = workers.iter().map(|(w, n)| format!("{w}: {n}")).collect();
             Ok(format!(
-                "embedded {total} texts ({tokens} tokens) in {:.2} s, {jobs} job(s), chunks by worker: {}; {reassigned} rerun elsewhere{}",
+                "embedded {total} texts ({tokens} tokens) in {:.2} s, {jobs} job(s), chunks by worker: {}; {reassigned} rerun elsewhere{}{}",
                 started.elapsed().as_secs_f64(),
                 spread.join(", "),
+                match overheads.is_empty() {
+                    true => String::new(),
+                    false => format!(
+                        "; {:.2} ms per chunk sent to another node beyond its compute",
+                        overheads.iter().sum::<u64>() as f64 / overheads.len() as f64 / 1000.0
+                    ),
+                },
                 out.map_or(String::new(), |p| format!("; written to {}", p.display()))
             ))
         }

@@ -76,6 +76,7 @@ export class ComputeWorkers {
   /** Embeds `inputs` on the next free worker: `{ vectors: Float32Array, tokens }`. */
   run (inputs) {
     if (this.stopped) return Promise.reject(new Error('compute has stopped'))
+    if (this.workers.length === 0) return Promise.reject(new Error('no compute worker is running'))
     return new Promise((resolve, reject) => {
       this.waiting.push({ inputs, resolve, reject })
       this.#next()
@@ -103,11 +104,20 @@ export class ComputeWorkers {
   }
 
   #failed (worker, error) {
+    // A worker that failed takes no more tasks.
+    this.workers = this.workers.filter((w) => w !== worker)
+    this.idle = this.idle.filter((w) => w !== worker)
+    worker.terminate()
     for (const [id, task] of this.pending) {
       if (task.worker === worker) {
         this.pending.delete(id)
         task.reject(new Error(error))
       }
+    }
+    if (this.workers.length === 0) {
+      // None left: what waits would wait forever.
+      for (const task of this.waiting) task.reject(new Error(`every compute worker failed: ${error}`))
+      this.waiting = []
     }
   }
 

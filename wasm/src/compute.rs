@@ -79,7 +79,7 @@ export interface WorkerInfo {
 /** A job this node asked for. */
 export interface JobInfo {
   id: string; network: string; model: string; state: "running" | "done" | "failed";
-  done: number; inputs: number; workers: Record<string, number>; reassigned: number;
+  done: number; inputs: number; workers: Record<string, number>; reassigned: number; chunk_overhead_us: number | null;
   elapsed_ms: number; error: string | null;
 }
 /** How far a job is. */

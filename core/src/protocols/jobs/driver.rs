@@ -117,6 +117,9 @@ struct Job {
     chunks_done: usize,
     workers: BTreeMap<String, usize>,
     reassigned: usize,
+    /// Round trips of chunks run by other nodes, beyond the workers' time.
+    overhead: Duration,
+    remote_chunks: u32,
     started: Instant,
     deadline: Instant,
     deadline_ms: u64,
@@ -135,9 +138,16 @@ impl Job {
             inputs: self.inputs.len(),
             workers: self.workers.clone(),
             reassigned: self.reassigned,
+            chunk_overhead_us: self.chunk_overhead_us(),
             elapsed_ms: now.saturating_duration_since(self.started).as_millis() as u64,
             error,
         }
+    }
+
+    /// The mean cost of sending a chunk to another node and getting its
+    /// answer, beyond the worker's time (µs).
+    fn chunk_overhead_us(&self) -> Option<u64> {
+        (self.remote_chunks > 0).then(|| (self.overhead / self.remote_chunks).as_micros() as u64)
     }
 
     fn report(&self) {
@@ -316,6 +326,8 @@ impl<C> Jobs<C> {
             chunks_done: 0,
             workers: BTreeMap::new(),
             reassigned: 0,
+            overhead: Duration::ZERO,
+            remote_chunks: 0,
             started: now,
             deadline: now + budget,
             deadline_ms: now_ms + budget.as_millis() as u64,
@@ -437,7 +449,7 @@ impl<C> Jobs<C> {
         }
         let inputs = self.jobs[j].chunks[c].range.len();
         match response {
-            JobResponse::Done { vectors, dims, tokens, .. } => {
+            JobResponse::Done { vectors, dims, tokens, micros } => {
                 let job = &self.jobs[j];
                 // A worker revoked meanwhile: its answer does not count.
                 let checked = roster
@@ -445,6 +457,11 @@ impl<C> Jobs<C> {
                     .and_then(|()| unpack(&vectors, dims, inputs, job.model.dimensions));
                 match checked {
                     Ok(vectors) => {
+                        // What the round trip cost beyond the worker's own time.
+                        let worker_time = Duration::from_micros(micros);
+                        let job = &mut self.jobs[j];
+                        job.overhead += now.saturating_duration_since(since).saturating_sub(worker_time);
+                        job.remote_chunks += 1;
                         self.stats
                             .entry(worker)
                             .or_default()
@@ -575,6 +592,7 @@ impl<C> Jobs<C> {
                     tokens: job.tokens,
                     workers: job.workers.clone(),
                     reassigned: job.reassigned,
+                    chunk_overhead_us: job.chunk_overhead_us(),
                     elapsed_ms,
                 };
                 (job.info("done", None, now), Ok(embeddings))
@@ -738,9 +756,8 @@ impl<C> Jobs<C> {
                     Ok(TaskOutput { vectors, tokens }) if vectors.len() == inputs => {
                         self.metrics.job_chunk_served();
                         let (vectors, dims) = pack(&vectors);
-                        let ms =
-                            now.saturating_duration_since(started).as_millis().min(u32::MAX as u128) as u32;
-                        JobResponse::Done { vectors, dims, tokens, ms }
+                        let micros = now.saturating_duration_since(started).as_micros() as u64;
+                        JobResponse::Done { vectors, dims, tokens, micros }
                     }
                     Ok(output) => JobResponse::Refused(format!(
                         "the executor answered {} embeddings for {inputs} inputs",

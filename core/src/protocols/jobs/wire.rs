@@ -54,7 +54,7 @@ pub(crate) enum JobRequest {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum JobResponse {
     /// Done: `dims` floats per input, packed.
-    Done { vectors: ByteBuf, dims: u32, tokens: u64, ms: u32 },
+    Done { vectors: ByteBuf, dims: u32, tokens: u64, micros: u64 },
     /// Too much waiting here already; try another worker.
     Busy { queue: u32 },
     /// Will not run it, and why.

@@ -82,7 +82,7 @@ fn index_of(text: &str) -> usize {
 fn done(inputs: &[String]) -> JobResponse {
     let vectors: Vec<Vec<f32>> = inputs.iter().map(|t| fake_vector(index_of(t))).collect();
     let (vectors, dims) = pack(&vectors);
-    JobResponse::Done { vectors, dims, tokens: inputs.len() as u64 * 3, ms: 1 }
+    JobResponse::Done { vectors, dims, tokens: inputs.len() as u64 * 3, micros: 1000 }
 }
 
 fn requests(j: &mut Jobs<u32>) -> Vec<(PeerId, AskId, Run)> {
@@ -172,7 +172,7 @@ fn chunks_of_a_failed_slow_or_lying_worker_run_elsewhere() {
             if bad {
                 bad = false;
                 let (vectors, dims) = pack(&[vec![1.0; 3]]);
-                j.on_response(ask, JobResponse::Done { vectors, dims, tokens: 0, ms: 0 }, &roster, now);
+                j.on_response(ask, JobResponse::Done { vectors, dims, tokens: 0, micros: 0 }, &roster, now);
             } else {
                 j.on_response(ask, done(&run.inputs), &roster, now);
             }
@@ -187,6 +187,22 @@ fn chunks_of_a_failed_slow_or_lying_worker_run_elsewhere() {
     let result = check_result(&mut handle, 40);
     assert!(result.reassigned >= 2, "{result:?}");
     assert_eq!(j.metrics.snapshot().job_chunks_refused, 1);
+}
+
+#[test]
+fn the_cost_of_a_remote_chunk_beyond_the_workers_time_is_measured() {
+    let roster = FakeRoster::new(&[peer(2)]);
+    let mut j = jobs();
+    let mut handle = start(&mut j, &roster, 4);
+    let (_, ask, run) = requests(&mut j).remove(0);
+    // Sent when the job started; answered 50 ms later, 20 ms of it computing.
+    let JobResponse::Done { vectors, dims, tokens, .. } = done(&run.inputs) else { unreachable!() };
+    let answer = JobResponse::Done { vectors, dims, tokens, micros: 20_000 };
+    let later = Instant::now() + Duration::from_millis(50);
+    j.on_response(ask, answer, &roster, later);
+    let result = check_result(&mut handle, 4);
+    let overhead = result.chunk_overhead_us.expect("one remote chunk");
+    assert!((30_000..40_000).contains(&overhead), "{overhead} µs");
 }
 
 #[test]
