@@ -14,6 +14,12 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    // One core, as a node's compute thread runs it: candle's own pool of
+    // a thread per core stays empty.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: still single-threaded here.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
     let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
     let dir = PathBuf::from(var("INFERMESH_MODEL_DIR", ""));
     let read = |name: &str| std::fs::read(dir.join(name)).expect("the model files (scripts/ci/models.sh)");

@@ -16,6 +16,20 @@ use tokio::sync::oneshot;
 
 type Work = (Task, oneshot::Sender<TaskResult>);
 
+/// Makes each compute task run on one core: candle's matrix products
+/// otherwise share one process-wide pool of a thread per core, whose
+/// callers take turns, so `--compute-threads N` tasks would neither stay on
+/// one core each nor run side by side. Call it first thing in `main`,
+/// before any other thread exists (it sets `CANDLE_NUM_THREADS=1` unless
+/// the environment already says otherwise).
+pub fn one_core_per_task() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: called at the start of `main`, while the process has one
+        // thread: nothing reads the environment concurrently.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
+}
+
 /// Where the model files are unless `--model-dir` says otherwise:
 /// `$INFERMESH_MODEL_DIR`, else `~/.cache/infermesh-models/all-MiniLM-L6-v2`
 /// (where `scripts/ci/models.sh` puts them).

@@ -7,6 +7,7 @@ use infermesh_node::cli::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    infermesh_node::executor::one_core_per_task();
     let cli = Cli::parse();
     // A headless node logs what it does; at the prompt only problems are
     // shown, so they do not drown the conversation. RUST_LOG overrides.

@@ -14,7 +14,7 @@
 // @huggingface/transformers> ONNX=<model.onnx> node scripts/bench/compute.mjs
 
 import { spawn, execFileSync } from 'node:child_process'
-import { readFileSync, writeFileSync, readdirSync, mkdtempSync } from 'node:fs'
+import { readFileSync, readdirSync, mkdtempSync } from 'node:fs'
 import { gzipSync } from 'node:zlib'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -54,6 +54,14 @@ const w1 = await startNode({ extra: compute })
 const w2 = await startNode({ extra: compute })
 let browser
 try {
+  if (!process.env.BENCH_SKIP_NODES) await nodes()
+  await pages()
+} finally {
+  await browser?.close()
+  for (const n of [w2, w1, requester]) await n.stop()
+}
+
+async function nodes () {
   await cli(requester, 'network', 'create', 'one')
   await cli(requester, 'network', 'create', 'two')
   const one = await cli(requester, 'network', 'invite', '--network', 'one')
@@ -78,6 +86,10 @@ try {
   row('two worker nodes', `${median(took.two).toFixed(2)} s`, `${(SENTENCES / median(took.two)).toFixed(1)} sentences/s`)
   row('speed-up (target >= 1.7)', `${(median(took.one) / median(took.two)).toFixed(2)}x`)
   row('per chunk sent to another node, beyond compute', `${median(overheads).toFixed(2)} ms`, 'mean over the job\'s chunks, median of rounds')
+  console.log(`  rounds (s): one worker ${took.one.join(', ')}; two ${took.two.join(', ')}`)
+}
+
+async function pages () {
 
   // ---- Chromium: our worker vs transformers.js ---------------------------
   browser = await launchBrowser()
@@ -89,7 +101,10 @@ try {
     '/tjs/models/all-MiniLM-L6-v2/tokenizer.json': join(MODEL_DIR, 'tokenizer.json'),
     '/tjs/models/all-MiniLM-L6-v2/onnx/model_quantized.onnx': process.env.ONNX
   }
-  const tokenizerConfig = JSON.stringify({ tokenizer_class: 'BertTokenizer', do_lower_case: true, model_max_length: 256 })
+  const tokenizerConfig = JSON.stringify({
+    tokenizer_class: 'BertTokenizer', do_lower_case: true, model_max_length: 256,
+    cls_token: '[CLS]', sep_token: '[SEP]', pad_token: '[PAD]', unk_token: '[UNK]', mask_token: '[MASK]'
+  })
   await context.route('**/tjs/**', async (route) => {
     const path = new URL(route.request().url()).pathname
     if (path.endsWith('/tokenizer_config.json')) return route.fulfill({ body: tokenizerConfig, contentType: 'application/json' })
@@ -155,8 +170,4 @@ try {
   console.log('')
   row('compute module (compute/infermesh_compute_web_bg.wasm)', size(join(ROOT, 'wasm', 'pkg', 'compute', 'infermesh_compute_web_bg.wasm')), 'loaded only by offer_compute')
   row('base package (infermesh_bg.wasm)', size(join(ROOT, 'wasm', 'pkg', 'infermesh_bg.wasm')))
-  writeFileSync(join(dir, 'done'), '')
-} finally {
-  await browser?.close()
-  for (const n of [w2, w1, requester]) await n.stop()
 }

@@ -30,8 +30,9 @@ export function deviceMemoryMb () {
 export class ComputeWorkers {
   constructor (threads, workerUrl, modelBase) {
     this.threads = threads
-    this.workerUrl = workerUrl
-    this.modelBase = modelBase
+    // Relative URLs are the page's: the workers resolve them against their own.
+    this.workerUrl = new URL(workerUrl, self.location.href).href
+    this.modelBase = new URL(modelBase, self.location.href).href
     this.workers = []
     this.idle = []
     this.waiting = []
