@@ -13,12 +13,14 @@
 // Usage: INFERMESH_BIN=…/release/infermesh TJS_DIR=<npm prefix with
 // @huggingface/transformers> ONNX=<model.onnx> node scripts/bench/compute.mjs
 
-import { spawn, execFileSync } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { readFileSync, readdirSync, mkdtempSync } from 'node:fs'
 import { gzipSync } from 'node:zlib'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { startNode, launchBrowser, openPage, waitFor, ROOT, BIN } from '../../www/tests/lib.mjs'
+import { startNode, launchBrowser, openPage, waitFor, ROOT, cli as run } from '../../www/tests/lib.mjs'
+
+const cli = async (node, ...args) => (await run(node, ...args)).trim()
 
 const SENTENCES = Number(process.env.BENCH_SENTENCES ?? 2000)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
@@ -26,17 +28,6 @@ const PAGE_SENTENCES = Number(process.env.BENCH_PAGE_SENTENCES ?? 128)
 const MODEL_DIR = process.env.INFERMESH_MODEL_DIR
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 const row = (name, value, note = '') => console.log(`${name.padEnd(52)} ${value.padStart(16)}   ${note}`)
-
-function cli (node, ...args) {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(BIN, ['--data-dir', node.dataDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let out = ''
-    let err = ''
-    proc.stdout.on('data', (c) => { out += c })
-    proc.stderr.on('data', (c) => { err += c })
-    proc.on('exit', (code) => code === 0 ? resolve(out.trim()) : reject(new Error(`${args.join(' ')}: ${out}\n${err}`)))
-  })
-}
 
 async function workers (node, network) {
   return (await cli(node, 'workers', '--network', network)).split('\n').filter((l) => l.startsWith('12D3KooW')).length

@@ -7,10 +7,9 @@
 
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { writeFileSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { startNode, launchBrowser, openPage, startClient, waitFor, assertNoPageErrors, BIN } from './lib.mjs'
+import { startNode, launchBrowser, openPage, startClient, waitFor, assertNoPageErrors, cli } from './lib.mjs'
 
 const COMPUTE = ['--compute', '--compute-threads', '1']
 
@@ -29,20 +28,6 @@ after(async () => {
   await b?.stop()
   await a?.stop()
 })
-
-/** `infermesh --data-dir <node's> <args…>`: a subcommand that asks the running node; its stdout. */
-function cli (node, ...args) {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(BIN, ['--data-dir', node.dataDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let out = ''
-    let err = ''
-    proc.stdout.on('data', (c) => { out += c })
-    proc.stderr.on('data', (c) => { err += c })
-    proc.on('exit', (code) => code === 0
-      ? resolve(out)
-      : reject(new Error(`infermesh ${args.join(' ')} failed (${code}):\n${out}\n${err}`)))
-  })
-}
 
 /** `"… chunks by worker: A: 4, B: 5; …"` → `{ A: 4, B: 5 }`. */
 function spread (summary) {

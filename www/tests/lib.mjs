@@ -109,6 +109,23 @@ export async function startNode ({ mode = 'node', dataDir, extra = [] } = {}) {
   return node
 }
 
+/**
+ * `infermesh --data-dir <node's> <args…>`: a subcommand that asks the
+ * running node; resolves with its stdout, rejects with both outputs.
+ */
+export function cli (node, ...args) {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(BIN, ['--data-dir', node.dataDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    proc.stdout.on('data', (c) => { out += c })
+    proc.stderr.on('data', (c) => { err += c })
+    proc.on('exit', (code) => code === 0
+      ? resolve(out)
+      : reject(new Error(`infermesh ${args.join(' ')} failed (${code}):\n${out}\n${err}`)))
+  })
+}
+
 /** Debian's Chromium, headless, with the flags this machine needs. */
 export function launchBrowser () {
   return chromium.launch({

@@ -424,6 +424,18 @@ impl<C> Jobs<C> {
         }
     }
 
+    /// The chunk `ask` ran, no longer awaited: (job, chunk, worker, sent).
+    /// `None` when it was answered, moved or dropped already.
+    fn take_running(&mut self, ask: AskId) -> Option<(usize, usize, PeerId, Instant)> {
+        let running = self.job_of(ask);
+        self.asks.remove(&ask);
+        let (_, _, worker, _) = running?;
+        if let Some(stats) = self.stats.get_mut(&worker) {
+            stats.in_flight = stats.in_flight.saturating_sub(1);
+        }
+        running
+    }
+
     fn person_running(&self, j: usize, c: usize) -> &str {
         match &self.jobs[j].chunks[c].state {
             ChunkState::Running { person, .. } => person,
@@ -439,14 +451,7 @@ impl<C> Jobs<C> {
         roster: &impl Roster,
         now: Instant,
     ) {
-        let Some((j, c, worker, since)) = self.job_of(ask) else {
-            self.asks.remove(&ask);
-            return;
-        };
-        self.asks.remove(&ask);
-        if let Some(stats) = self.stats.get_mut(&worker) {
-            stats.in_flight = stats.in_flight.saturating_sub(1);
-        }
+        let Some((j, c, worker, since)) = self.take_running(ask) else { return };
         let inputs = self.jobs[j].chunks[c].range.len();
         match response {
             JobResponse::Done { vectors, dims, tokens, micros } => {
@@ -486,14 +491,7 @@ impl<C> Jobs<C> {
 
     /// One of this node's chunks could not be delivered or answered.
     pub(crate) fn on_failure(&mut self, ask: AskId, error: &str, roster: &impl Roster, now: Instant) {
-        let Some((j, c, worker, _)) = self.job_of(ask) else {
-            self.asks.remove(&ask);
-            return;
-        };
-        self.asks.remove(&ask);
-        if let Some(stats) = self.stats.get_mut(&worker) {
-            stats.in_flight = stats.in_flight.saturating_sub(1);
-        }
+        let Some((j, c, worker, _)) = self.take_running(ask) else { return };
         tracing::info!(%worker, job = %self.jobs[j].id, "chunk failed: {error}");
         self.actions.push_back(Action::Unreachable(worker));
         self.retry(j, c, worker, Some(REST_AFTER_FAILURE), now);
@@ -771,14 +769,7 @@ impl<C> Jobs<C> {
                 self.actions.push_back(Action::Respond { channel, response });
             }
             Waiter::Own { ask } => {
-                let Some((j, c, worker, since)) = self.job_of(ask) else {
-                    self.asks.remove(&ask);
-                    return;
-                };
-                self.asks.remove(&ask);
-                if let Some(stats) = self.stats.get_mut(&worker) {
-                    stats.in_flight = stats.in_flight.saturating_sub(1);
-                }
+                let Some((j, c, worker, since)) = self.take_running(ask) else { return };
                 let inputs = self.jobs[j].chunks[c].range.len();
                 match result {
                     Ok(TaskOutput { vectors, tokens }) if vectors.len() == inputs => {
