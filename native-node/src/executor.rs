@@ -60,7 +60,7 @@ pub fn read_model(dir: &Path) -> Result<ModelFiles> {
 
 /// Runs embedding tasks on `threads` threads.
 pub struct NativeExecutor {
-    work: mpsc::Sender<Work>,
+    work: mpsc::SyncSender<Work>,
     offer: ComputeOffer,
 }
 
@@ -69,7 +69,8 @@ impl NativeExecutor {
     pub fn start(dir: &Path, threads: usize) -> Result<Self> {
         let threads = threads.clamp(1, 256);
         let embedder = Arc::new(Embedder::load(read_model(dir)?).context("loading the embeddings model")?);
-        let (work, queue) = mpsc::channel::<Work>();
+        // The core hands out at most `threads` tasks at once: the queue's size.
+        let (work, queue) = mpsc::sync_channel::<Work>(threads);
         let queue = Arc::new(Mutex::new(queue));
         for n in 0..threads {
             let (queue, embedder) = (queue.clone(), embedder.clone());
@@ -127,8 +128,12 @@ impl Executor for NativeExecutor {
     }
 
     fn run(&self, task: Task, done: oneshot::Sender<TaskResult>) {
-        if let Err(mpsc::SendError((_, done))) = self.work.send((task, done)) {
-            let _ = done.send(Err("the compute threads have stopped".into()));
+        if let Err(refused) = self.work.try_send((task, done)) {
+            let (reason, (_, done)) = match refused {
+                mpsc::TrySendError::Full(work) => ("no compute thread is free", work),
+                mpsc::TrySendError::Disconnected(work) => ("the compute threads have stopped", work),
+            };
+            let _ = done.send(Err(reason.into()));
         }
     }
 }

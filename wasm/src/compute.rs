@@ -6,18 +6,14 @@
 
 use std::rc::Rc;
 
-use futures::{
-    StreamExt,
-    channel::mpsc,
-    future::{Either, select},
-};
+use futures::future::{Either, select};
 use infermesh_core::{
     InviteOptions, JobHandle, MeshError,
     compute::{ComputeOffer, EMBEDDING_MODEL, Executor, Progress, Task, TaskOutput, TaskResult},
 };
 use js_sys::{Array, Float32Array, Function, Promise};
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, spawn_local};
 
@@ -102,7 +98,7 @@ type Assigned = (Task, oneshot::Sender<TaskResult>);
 /// needs `Send`), so it only passes tasks to [`serve`] on the page.
 struct PageExecutor {
     offer: ComputeOffer,
-    tasks: mpsc::UnboundedSender<Assigned>,
+    tasks: mpsc::Sender<Assigned>,
 }
 
 impl Executor for PageExecutor {
@@ -111,18 +107,21 @@ impl Executor for PageExecutor {
     }
 
     fn run(&self, task: Task, done: oneshot::Sender<TaskResult>) {
-        // The core hands out at most `offer.threads` tasks at once, so the
-        // channel holds no more than that.
-        if let Err(refused) = self.tasks.unbounded_send((task, done)) {
-            let (_, done) = refused.into_inner();
-            let _ = done.send(Err("this page stopped computing".into()));
+        // The core hands out at most `offer.threads` tasks at once, which
+        // is the channel's size: a full channel is a broken promise.
+        if let Err(refused) = self.tasks.try_send((task, done)) {
+            let (reason, (_, done)) = match refused {
+                mpsc::error::TrySendError::Full(assigned) => ("this page has no free worker", assigned),
+                mpsc::error::TrySendError::Closed(assigned) => ("this page stopped computing", assigned),
+            };
+            let _ = done.send(Err(reason.into()));
         }
     }
 }
 
 /// Runs the core's tasks on the workers until the executor is dropped.
-async fn serve(workers: Rc<ComputeWorkers>, mut tasks: mpsc::UnboundedReceiver<Assigned>) {
-    while let Some((task, done)) = tasks.next().await {
+async fn serve(workers: Rc<ComputeWorkers>, mut tasks: mpsc::Receiver<Assigned>) {
+    while let Some((task, done)) = tasks.recv().await {
         let workers = workers.clone();
         spawn_local(async move {
             let _ = done.send(run_task(&workers, task).await);
@@ -404,7 +403,7 @@ impl WasmP2PClient {
                     return Err(js_error(format!("cannot start compute: {}", describe(&e))));
                 }
             };
-            let (tasks, assigned) = mpsc::unbounded();
+            let (tasks, assigned) = mpsc::channel(threads as usize);
             let offer = ComputeOffer {
                 threads: threads as u16,
                 memory_mb: device_memory_mb(),

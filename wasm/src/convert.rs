@@ -2,7 +2,7 @@
 
 use std::fmt::Display;
 
-use infermesh_core::{Envelope, InboundMessage, MsgType, Via};
+use infermesh_core::{Envelope, InboundMessage, MsgType, Sent, Via};
 use js_sys::Uint8Array;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::{JsCast, JsValue};
@@ -239,4 +239,39 @@ pub(crate) fn json_value(value: JsValue) -> Result<serde_json::Value, JsValue> {
         return Err(js_error("value is undefined; use delete() to remove a key"));
     }
     serde_wasm_bindgen::from_value(value).map_err(|e| js_error(format!("value is not JSON-compatible: {e}")))
+}
+
+/// What `send_message`, `publish` and `send_direct` resolve with.
+pub(crate) fn sent(sent: Sent) -> Result<JsValue, JsValue> {
+    #[derive(Serialize)]
+    struct Outcome {
+        id: String,
+        /// Acknowledged by the recipient.
+        delivered: bool,
+        rtt_ms: Option<f64>,
+        topic: Option<String>,
+        /// End-to-end encrypted.
+        encrypted: bool,
+        /// The recipient was offline: this node holds it for them.
+        held_by: Option<String>,
+    }
+    let outcome = match sent {
+        Sent::Direct(d) => Outcome {
+            id: d.id,
+            delivered: d.held_by.is_none(),
+            rtt_ms: Some(d.rtt.as_secs_f64() * 1000.0),
+            topic: None,
+            encrypted: d.encrypted,
+            held_by: d.held_by.map(|p| p.to_base58()),
+        },
+        Sent::Broadcast { id, topic } => Outcome {
+            id,
+            delivered: false,
+            rtt_ms: None,
+            topic: Some(topic),
+            encrypted: false,
+            held_by: None,
+        },
+    };
+    to_js(&outcome)
 }

@@ -18,7 +18,7 @@ use std::{
 use convert::{js_error, to_js};
 use futures::StreamExt;
 use infermesh_core::{
-    Identity, Mesh, MeshConfig, MeshEvent, MeshEvents, MeshHandle, Multiaddr, PeerId, Sent, WriteMode,
+    Identity, Mesh, MeshConfig, MeshEvent, MeshEvents, MeshHandle, Multiaddr, PeerId, WriteMode,
 };
 use js_sys::{Function, Promise};
 use serde::Serialize;
@@ -127,40 +127,6 @@ fn parse_peer(text: &str) -> Result<PeerId, JsValue> {
     text.parse().map_err(|_| js_error(format!("'{text}' is not a node ID (they look like 12D3KooW…)")))
 }
 
-fn sent_to_js(sent: Sent) -> JsResult {
-    #[derive(Serialize)]
-    struct Outcome {
-        id: String,
-        /// Acknowledged by the recipient.
-        delivered: bool,
-        rtt_ms: Option<f64>,
-        topic: Option<String>,
-        /// End-to-end encrypted.
-        encrypted: bool,
-        /// The recipient was offline: this node holds it for them.
-        held_by: Option<String>,
-    }
-    let outcome = match sent {
-        Sent::Direct(d) => Outcome {
-            id: d.id,
-            delivered: d.held_by.is_none(),
-            rtt_ms: Some(d.rtt.as_secs_f64() * 1000.0),
-            topic: None,
-            encrypted: d.encrypted,
-            held_by: d.held_by.map(|p| p.to_base58()),
-        },
-        Sent::Broadcast { id, topic } => Outcome {
-            id,
-            delivered: false,
-            rtt_ms: None,
-            topic: Some(topic),
-            encrypted: false,
-            held_by: None,
-        },
-    };
-    to_js(&outcome)
-}
-
 #[wasm_bindgen]
 impl WasmP2PClient {
     /// A client named `name`; the name keys its identity and its state in
@@ -235,7 +201,7 @@ impl WasmP2PClient {
         promise(async move {
             let mesh = shared.mesh()?;
             let envelope = convert::envelope(message, convert::payload(&payload)?)?;
-            sent_to_js(mesh.send(envelope).await.map_err(js_error)?)
+            convert::sent(mesh.send(envelope).await.map_err(js_error)?)
         })
     }
 
@@ -286,7 +252,7 @@ impl WasmP2PClient {
         let shared = self.shared.clone();
         promise(async move {
             let mesh = shared.mesh()?;
-            sent_to_js(mesh.publish_bytes(&topic, convert::payload(&data)?).await.map_err(js_error)?)
+            convert::sent(mesh.publish_bytes(&topic, convert::payload(&data)?).await.map_err(js_error)?)
         })
     }
 
@@ -297,7 +263,7 @@ impl WasmP2PClient {
         promise(async move {
             let mesh = shared.mesh()?;
             let peer = parse_peer(&peer_id)?;
-            sent_to_js(mesh.send_bytes(peer, convert::payload(&data)?).await.map_err(js_error)?)
+            convert::sent(mesh.send_bytes(peer, convert::payload(&data)?).await.map_err(js_error)?)
         })
     }
 
