@@ -225,7 +225,15 @@ impl MeshHandle {
     /// its values arrive from peers shortly after (as `StateChanged`).
     pub async fn state(&self, namespace: Option<&str>) -> Result<StateView, MeshError> {
         let namespace = namespace.map(str::to_owned);
-        self.call(|reply| Command::StateView { namespace, reply }).await
+        self.call(|reply| Command::StateView { namespace, reveal: true, reply }).await
+    }
+
+    /// Like [`state`](Self::state), but this node's private values stay
+    /// sealed (`{"$sealed": …}`, ciphertext only): for callers that must
+    /// not see them, such as an unauthenticated HTTP request.
+    pub async fn state_sealed(&self, namespace: Option<&str>) -> Result<StateView, MeshError> {
+        let namespace = namespace.map(str::to_owned);
+        self.call(|reply| Command::StateView { namespace, reveal: false, reply }).await
     }
 
     /// The sealed messages this node holds for offline peers, exactly as it

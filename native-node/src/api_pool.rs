@@ -44,16 +44,7 @@ impl FromRequestParts<PoolState> for Authorized {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &PoolState) -> Result<Self, Response> {
-        let given = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        // Compared in constant time.
-        let (a, b) = (given.as_bytes(), state.token.as_bytes());
-        let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
-        if same {
+        if crate::http::has_token(&parts.headers, &state.token) {
             return Ok(Authorized);
         }
         let message = "missing or wrong API token: send `Authorization: Bearer <token>`, the token in the node's data directory (api-token)";

@@ -219,11 +219,11 @@ async fn start(
     let api = match args.ports(fixed_defaults).api {
         Some(port) => {
             let token: Arc<str> = data.api_token()?.into();
-            let state = api_pool::PoolState { mesh: mesh.clone(), token };
+            let state = api_pool::PoolState { mesh: mesh.clone(), token: token.clone() };
             let served_models =
                 model_dir.join(infermesh_compute::MODEL.weights.name).is_file().then_some(model_dir);
             let pool_routes = api_pool::routes(state, served_models);
-            let addr = http::serve(mesh.clone(), port, args.www.as_deref(), pool_routes).await?;
+            let addr = http::serve(mesh.clone(), token, port, args.www.as_deref(), pool_routes).await?;
             println!(
                 "HTTP API on http://{addr} (token in {})",
                 data.path().join(datadir::API_TOKEN_FILE).display()

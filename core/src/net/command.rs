@@ -73,6 +73,8 @@ pub(crate) enum Command {
     },
     StateView {
         namespace: Option<String>,
+        /// Open this node's own private values (else they stay sealed).
+        reveal: bool,
         reply: oneshot::Sender<StateView>,
     },
     HeldMail {

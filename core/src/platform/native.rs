@@ -50,13 +50,21 @@ pub(crate) fn transport(
     }
 }
 
+/// The largest WebSocket frame (and message) a peer may send. The largest
+/// a libp2p peer writes is one Noise frame (64 KiB and its length prefix).
+const MAX_WEBSOCKET_FRAME: usize = 256 * 1024;
+
 /// TCP and WebSocket (Noise, Yamux), QUIC v1 and WebRTC-direct.
 fn transports(
     keypair: &Keypair,
     options: &TransportOptions,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, PlatformError> {
     let tcp_config = tcp::Config::default().nodelay(true);
-    let streams = websocket::Config::new(tcp::tokio::Transport::new(tcp_config.clone()))
+    let mut ws = websocket::Config::new(tcp::tokio::Transport::new(tcp_config.clone()));
+    // libp2p-websocket's default (256 MiB) is allocated on the length a
+    // frame announces, before the peer is authenticated.
+    ws.set_max_data_size(MAX_WEBSOCKET_FRAME);
+    let streams = ws
         .or_transport(tcp::tokio::Transport::new(tcp_config))
         .upgrade(upgrade::Version::V1Lazy)
         .authenticate(noise::Config::new(keypair).map_err(|e| PlatformError(e.to_string()))?)

@@ -87,6 +87,18 @@ impl NodeProcess {
         }
     }
 
+    /// The process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory, in bytes (`VmRSS` of `/proc/<pid>/status`).
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).expect("VmRSS");
+        kb.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap() * 1024
+    }
+
     /// Types a line at the prompt.
     pub fn send(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin open");
@@ -254,6 +266,19 @@ pub fn http_get(api: &str, path: &str) -> String {
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
+}
+
+/// A raw HTTP/1.1 request to the API: `GET path` with the given extra
+/// header lines (each ending in `\r\n`); (status code, body).
+pub fn http_raw(api: &str, path: &str, headers: &str) -> (u16, String) {
+    use std::io::Read;
+    let host = api.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(host).expect("the HTTP API answers");
+    write!(stream, "GET {path} HTTP/1.1\r\n{headers}Connection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default())
 }
 
 /// `POST <api><path>` with a JSON body and a bearer token (if any);

@@ -123,8 +123,8 @@ impl EventLoop {
             Command::StateGet { namespace, key, reply } => {
                 let _ = reply.send(self.replication.get(namespace, &key));
             }
-            Command::StateView { namespace, reply } => {
-                let _ = reply.send(self.replication.view(namespace));
+            Command::StateView { namespace, reveal, reply } => {
+                let _ = reply.send(self.replication.view(namespace, reveal));
             }
             Command::HeldMail { reply } => {
                 let _ = reply.send(self.sessions.held_frames());

@@ -319,8 +319,9 @@ impl<C> Replication<C> {
         Some(self.reveal(&namespace, key, value))
     }
 
-    /// A namespace (this node's own if `None`) as this node holds it.
-    pub(crate) fn view(&mut self, namespace: Option<String>) -> StateView {
+    /// A namespace (this node's own if `None`) as this node holds it; its
+    /// own private values opened if `reveal`.
+    pub(crate) fn view(&mut self, namespace: Option<String>, reveal: bool) -> StateView {
         let namespace = namespace.unwrap_or_else(|| self.local.clone());
         self.want(&namespace);
         let mut replicas: Vec<String> = self
@@ -330,7 +331,8 @@ impl<C> Replication<C> {
             .unwrap_or_default();
         replicas.sort();
         let mut data = self.state.data(&namespace);
-        if namespace == self.local
+        if reveal
+            && namespace == self.local
             && let Some(values) = data.as_object_mut()
         {
             for (key, value) in values.iter_mut() {

@@ -135,7 +135,9 @@ fn a_private_value_is_stored_sealed_and_read_in_the_clear_here() {
     let stored = out.persisted[0].0[0].value.clone().unwrap();
     assert!(!stored.contains("1234"), "ciphertext only: {stored}");
     assert_eq!(out.changed, [("pin".to_owned(), Some(json!(1234)))]);
-    assert_eq!(a.view(None).data, json!({"pin": 1234}));
+    assert_eq!(a.view(None, true).data, json!({"pin": 1234}));
+    let sealed = a.view(None, false).data;
+    assert!(crate::crypto::private::is_sealed(&sealed["pin"]) && !sealed.to_string().contains("1234"));
     // Not in someone else's namespace.
     let other = Some(PeerId::random().to_base58());
     let mut refused = write_as(&mut a, other, "pin", Some(json!(1)), true);
@@ -159,9 +161,9 @@ fn two_replicas_catch_up_by_reconciling_and_store_what_they_took() {
     let (stored_a, stored_b) = converse((&mut a, pa), (&mut b, pb));
     assert_eq!((stored_a, stored_b), (1, 300));
     let ns_a = pa.to_base58();
-    assert_eq!(b.view(Some(ns_a.clone())).data.as_object().unwrap().len(), 300);
+    assert_eq!(b.view(Some(ns_a.clone()), true).data.as_object().unwrap().len(), 300);
     assert_eq!(a.get(Some(pb.to_base58()), "b"), Some(json!("only b")));
-    assert_eq!(b.view(Some(ns_a)).replicas, [pa.to_base58()], "b knows a holds a's namespace");
+    assert_eq!(b.view(Some(ns_a), true).replicas, [pa.to_base58()], "b knows a holds a's namespace");
     // Nothing left to do the second time.
     a.on_subscribed(pb);
     assert_eq!(converse((&mut a, pa), (&mut b, pb)), (0, 0));
@@ -262,7 +264,7 @@ fn replicas_are_asked_for_until_enough_peers_hold_the_namespace_within_their_quo
     } else {
         owner.on_response(ask, response);
     }
-    assert_eq!(owner.view(None).replicas, [ps.to_base58()]);
+    assert_eq!(owner.view(None, true).replicas, [ps.to_base58()]);
     owner.on_tick(now);
     assert!(drain(&mut owner).requests.is_empty(), "enough holders now");
 }
