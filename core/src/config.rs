@@ -112,6 +112,9 @@ pub struct MeshConfig {
     /// Most namespaces held for others, whether seen (`replicate`) or
     /// asked for by their owner; 0 refuses every request to hold one.
     pub replica_quota: usize,
+    /// What one namespace (entries, bytes), and the replica as a whole
+    /// (bytes of others' namespaces), may hold.
+    pub replica_limits: crate::state::ReplicaLimits,
     /// How many peers this node wants to hold a replica of its own
     /// namespace: while fewer connected peers are known to hold one, it asks
     /// peers that replicate state to keep one (0: never asks).
@@ -158,6 +161,7 @@ impl MeshConfig {
             event_buffer: 1024,
             replicate: true,
             replica_quota: 10_000,
+            replica_limits: crate::state::ReplicaLimits::default(),
             replication_factor: 3,
             quantum_resistant: true,
             kem_level: crate::crypto::Level::L3,

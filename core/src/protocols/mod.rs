@@ -4,6 +4,7 @@
 //! [`crate::net`] owns the swarm, routes to the drivers and carries out
 //! their actions; see `ARCHITECTURE.md` for how to add a protocol.
 
+pub(crate) mod bounded;
 pub(crate) mod connections;
 pub(crate) mod direct;
 pub(crate) mod jobs;

@@ -88,11 +88,13 @@ pub enum EntryRejection {
     Unauthorized,
     /// The timestamp is further in the future than the allowed clock skew.
     FutureTimestamp,
+    /// The namespace (or this node's replica) holds as much as it may.
+    Full,
 }
 
 impl EntryRejection {
     /// Every reason, in declaration order (metrics index by discriminant).
-    pub const ALL: [EntryRejection; 8] = [
+    pub const ALL: [EntryRejection; 9] = [
         EntryRejection::Oversize,
         EntryRejection::Malformed,
         EntryRejection::KeyTooLong,
@@ -101,6 +103,7 @@ impl EntryRejection {
         EntryRejection::BadSignature,
         EntryRejection::Unauthorized,
         EntryRejection::FutureTimestamp,
+        EntryRejection::Full,
     ];
 
     /// The label used in metrics and errors.
@@ -114,6 +117,7 @@ impl EntryRejection {
             EntryRejection::BadSignature => "bad_signature",
             EntryRejection::Unauthorized => "unauthorized",
             EntryRejection::FutureTimestamp => "future_timestamp",
+            EntryRejection::Full => "full",
         }
     }
 }

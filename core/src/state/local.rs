@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::{Applied, Entry, EntryError, Outcome, Replica};
+use super::{Applied, Entry, EntryError, Outcome, Replica, ReplicaLimits};
 use crate::Identity;
 
 /// A storage failure, with what the backend said.
@@ -66,7 +66,12 @@ impl LocalState {
     /// no longer verify (a damaged file) are skipped and counted, never
     /// trusted. Returns the state and how many were skipped.
     pub fn open(identity: Identity, stored: Vec<Entry>) -> (Self, usize) {
-        let mut replica = Replica::new();
+        Self::open_with_limits(identity, stored, ReplicaLimits::default())
+    }
+
+    /// [`LocalState::open`] with these limits on what peers may add.
+    pub fn open_with_limits(identity: Identity, stored: Vec<Entry>, limits: ReplicaLimits) -> (Self, usize) {
+        let mut replica = Replica::with_limits(limits, Some(identity.peer_id().to_base58()));
         let loaded = replica.apply_all(stored, None, |_| Ok::<_, ()>(())).unwrap_or_default();
         let skipped = loaded.iter().filter(|o| o.result.is_err()).count();
         (Self { identity, replica }, skipped)
@@ -155,6 +160,11 @@ impl LocalState {
             })
             .unwrap_or_default();
         Ingested { outcomes, winners }
+    }
+
+    /// Keys whose winner a revocation dropped since the last call.
+    pub fn take_purged(&mut self) -> Vec<(String, String)> {
+        self.replica.take_purged()
     }
 
     /// A namespace's data as one JSON object.

@@ -15,7 +15,7 @@ pub use entry::{
 };
 pub use hlc::Hlc;
 pub use local::{Ingested, LocalState, StateError, StoreError, WriteMode};
-pub use replica::{Applied, MAX_CLOCK_SKEW_MS, Outcome, Replica, wins};
+pub use replica::{Applied, MAX_CLOCK_SKEW_MS, Outcome, Replica, ReplicaLimits, wins};
 
 /// Parses CLI input the way the prompt does: JSON when it parses (number,
 /// boolean, object, array, null, or a quoted string), otherwise the text

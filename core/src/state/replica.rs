@@ -4,6 +4,16 @@
 //! The merge is last-writer-wins on `(timestamp, author, id)`: a total
 //! order, so every replica that has seen the same entries keeps the same
 //! winners, whatever order they arrived in, however often.
+//!
+//! Authorisation is judged by time too, so that it does not depend on
+//! arrival order: a writer's entry counts if the owner's latest word on
+//! that writer (`_acl/<writer>`) grants it, or revoked it later than the
+//! entry was written. When a revocation arrives, the writer's entries from
+//! after it are dropped (the previous values come back by catch-up from
+//! replicas that never took them).
+//!
+//! Bounded: entries (tombstones included) and bytes per namespace, and
+//! bytes in all for namespaces of others ([`ReplicaLimits`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -11,7 +21,7 @@ use libp2p::PeerId;
 
 use super::{
     Hlc,
-    entry::{ACL_PREFIX, Entry, EntryError, EntryRejection},
+    entry::{ACL_PREFIX, Entry, EntryError, EntryRejection, is_internal_key},
 };
 
 /// `sum += id` (mod 2^256, little-endian).
@@ -83,6 +93,31 @@ enum Signatures {
     OursFresh,
 }
 
+/// How much a replica holds at most. Entries from peers beyond these are
+/// refused ([`EntryRejection::Full`]); entries read back from this node's
+/// own store are not judged against them.
+#[derive(Clone, Debug)]
+pub struct ReplicaLimits {
+    /// Most keys in one namespace, deleted ones (tombstones) included.
+    pub entries_per_namespace: usize,
+    /// Most bytes (keys and values) in one namespace.
+    pub bytes_per_namespace: usize,
+    /// Most bytes in all namespaces but this node's own.
+    pub total_bytes: usize,
+}
+
+impl Default for ReplicaLimits {
+    fn default() -> Self {
+        Self { entries_per_namespace: 100_000, bytes_per_namespace: 16 << 20, total_bytes: 1 << 30 }
+    }
+}
+
+/// What an entry costs towards the byte limits: its key and value, and a
+/// fixed amount for its timestamp, author and signature.
+fn weight(entry: &Entry) -> usize {
+    entry.key.len() + entry.value.as_ref().map_or(0, String::len) + 128
+}
+
 /// Entries of many namespaces, merged.
 #[derive(Clone, Debug, Default)]
 pub struct Replica {
@@ -96,6 +131,15 @@ pub struct Replica {
     /// namespace → its owner, parsed once (one per namespace held).
     owners: HashMap<String, PeerId>,
     clock: Hlc,
+    limits: ReplicaLimits,
+    /// This node's own namespace (not counted in `total_bytes`).
+    own: Option<String>,
+    /// namespace → bytes held ([`weight`] of its winners).
+    bytes: HashMap<String, usize>,
+    /// Bytes held for namespaces other than `own`.
+    others_bytes: usize,
+    /// Keys whose winner a revocation dropped, not yet reported.
+    purged: Vec<(String, String)>,
 }
 
 impl Replica {
@@ -104,14 +148,59 @@ impl Replica {
         Self::default()
     }
 
+    /// An empty replica with these limits; `own` (this node's namespace)
+    /// does not count towards their total.
+    pub fn with_limits(limits: ReplicaLimits, own: Option<String>) -> Self {
+        Self { limits, own, ..Self::default() }
+    }
+
     /// Verifies `entry` (signature, limits, authorisation, time) and merges
     /// it. A refused entry changes nothing.
     pub fn apply(&mut self, entry: Entry, now_ms: u64) -> Result<Applied, EntryError> {
         let applied = self.check(&entry, Some(now_ms))?;
         if applied == Applied::Changed {
+            self.fits(&entry, 0, 0)?;
             self.merge(entry);
         }
         Ok(applied)
+    }
+
+    /// Whether `entry` fits the limits, with `pending` new keys and
+    /// `pending_bytes` more bytes of its namespace (and of the total) not
+    /// merged yet.
+    fn fits(&self, entry: &Entry, pending: usize, pending_bytes: isize) -> Result<(), EntryError> {
+        let full = |detail: String| Err(EntryError { reason: EntryRejection::Full, detail });
+        let current = self.namespaces.get(&entry.namespace).and_then(|keys| keys.get(&entry.key));
+        let keys = self.len(&entry.namespace) + pending;
+        if current.is_none() && keys >= self.limits.entries_per_namespace {
+            return full(format!("the namespace holds {keys} keys, the most it may"));
+        }
+        let grows =
+            weight(entry) as isize - current.map_or(0, |slot| weight(&slot.entry)) as isize + pending_bytes;
+        if grows <= 0 {
+            return Ok(());
+        }
+        let bytes = self.bytes.get(&entry.namespace).copied().unwrap_or(0);
+        if bytes + grows as usize > self.limits.bytes_per_namespace {
+            return full(format!(
+                "the namespace would hold more than {} bytes",
+                self.limits.bytes_per_namespace
+            ));
+        }
+        if self.own.as_deref() != Some(entry.namespace.as_str())
+            && self.others_bytes + grows as usize > self.limits.total_bytes
+        {
+            return full(format!(
+                "this replica holds {} bytes of others' state, the most it may",
+                self.others_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    /// Keys whose winner a revocation dropped since the last call.
+    pub fn take_purged(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.purged)
     }
 
     /// What applying `entry` would do, without doing it: every check, then
@@ -216,6 +305,9 @@ impl Replica {
         let mut results = Vec::with_capacity(entries.len());
         // Within the batch, the winner so far of each key: its index.
         let mut winners: HashMap<(&str, &str), usize> = HashMap::new();
+        // Per namespace: keys new to it and bytes added by the batch so far
+        // (for the limits; not judged for entries read back from the store).
+        let mut pending: HashMap<&str, (usize, isize)> = HashMap::new();
         for (i, entry) in entries.iter().enumerate() {
             let result = if held[i] {
                 Ok(Applied::Duplicate)
@@ -225,6 +317,21 @@ impl Replica {
                     Some(Err(e)) => Err(e),
                     None => Ok(Applied::Duplicate),
                 }
+            };
+            let result = match result {
+                Ok(Applied::Changed)
+                    if now_ms.is_some() && !winners.contains_key(&(&entry.namespace, &entry.key)) =>
+                {
+                    let (keys, bytes) = pending.get(entry.namespace.as_str()).copied().unwrap_or_default();
+                    self.fits(entry, keys, bytes).map(|()| {
+                        let current = self.get(&entry.namespace, &entry.key);
+                        let added = weight(entry) as isize - current.map_or(0, |e| weight(e) as isize);
+                        let slot = pending.entry(&entry.namespace).or_default();
+                        *slot = (slot.0 + usize::from(current.is_none()), slot.1 + added);
+                        Applied::Changed
+                    })
+                }
+                other => other,
             };
             let result = match result {
                 Ok(Applied::Changed) => match winners.get(&(&entry.namespace, &entry.key)) {
@@ -281,6 +388,8 @@ impl Replica {
                 self.owners.insert(entry.namespace.clone(), owner);
             }
         }
+        let freed = self.get(&entry.namespace, &entry.key).map_or(0, weight);
+        self.count_bytes(&entry.namespace, weight(&entry), freed);
         let keys = self.namespaces.get_mut(&entry.namespace).expect("inserted above");
         let sum = self.id_sums.get_mut(&entry.namespace).expect("inserted with the namespace");
         if let Some(old) = keys.get(&entry.key) {
@@ -289,12 +398,55 @@ impl Replica {
         }
         add_id(sum, &id);
         self.by_id.insert(id, (entry.namespace.clone(), entry.key.clone()));
+        let revoked = entry
+            .key
+            .strip_prefix(ACL_PREFIX)
+            .filter(|_| entry.json().ok().flatten() != Some(serde_json::Value::Bool(true)))
+            .and_then(|writer| writer.parse::<PeerId>().ok())
+            .map(|writer| (entry.namespace.clone(), writer, entry.timestamp));
         match keys.get_mut(&entry.key) {
             Some(slot) => *slot = Slot { entry, id },
             None => {
                 keys.insert(entry.key.clone(), Slot { entry, id });
             }
         }
+        if let Some((namespace, writer, at)) = revoked {
+            self.purge(&namespace, &writer, at);
+        }
+    }
+
+    fn count_bytes(&mut self, namespace: &str, added: usize, freed: usize) {
+        if let Some(bytes) = self.bytes.get_mut(namespace) {
+            *bytes = (*bytes + added).saturating_sub(freed);
+        } else {
+            self.bytes.insert(namespace.to_owned(), added.saturating_sub(freed));
+        }
+        if self.own.as_deref() != Some(namespace) {
+            self.others_bytes = (self.others_bytes + added).saturating_sub(freed);
+        }
+    }
+
+    /// Drops `writer`'s entries of `namespace` written at or after `at`,
+    /// when its access was revoked.
+    fn purge(&mut self, namespace: &str, writer: &PeerId, at: u64) {
+        let author = writer.to_bytes();
+        let Some(keys) = self.namespaces.get_mut(namespace) else { return };
+        let gone: Vec<String> = keys
+            .iter()
+            .filter(|(key, slot)| {
+                slot.entry.author == author && slot.entry.timestamp >= at && !is_internal_key(key)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        let mut freed = 0;
+        for key in gone {
+            let slot = keys.remove(&key).expect("listed above");
+            self.by_id.remove(&slot.id);
+            sub_id(self.id_sums.get_mut(namespace).expect("kept with the namespace"), &slot.id);
+            freed += weight(&slot.entry);
+            self.purged.push((namespace.to_owned(), key));
+        }
+        self.count_bytes(namespace, 0, freed);
     }
 
     /// The owner of a namespace writes it, and so does every node the
@@ -312,14 +464,17 @@ impl Replica {
             return Ok(());
         }
         let unauthorized = |detail: String| Err(EntryError { reason: EntryRejection::Unauthorized, detail });
-        if entry.key.starts_with(ACL_PREFIX) {
-            return unauthorized(format!("only the owner {owner} edits the access list"));
+        if is_internal_key(&entry.key) {
+            // The access list, KEM keys and networks: an authorised writer
+            // must not replace the keys others encrypt to, nor the lists.
+            return unauthorized(format!("only the owner {owner} writes {}", entry.key));
         }
         let acl_key = format!("{ACL_PREFIX}{author}");
-        let listed = self
-            .get(&entry.namespace, &acl_key)
-            .and_then(|e| e.json().ok().flatten())
-            .is_some_and(|v| v == serde_json::Value::Bool(true));
+        // Granted now, or revoked only after this entry was written.
+        let listed = self.get(&entry.namespace, &acl_key).is_some_and(|acl| {
+            acl.json().ok().flatten() == Some(serde_json::Value::Bool(true))
+                || acl.timestamp > entry.timestamp
+        });
         if listed { Ok(()) } else { unauthorized(format!("{author} may not write {owner}'s namespace")) }
     }
 
@@ -522,5 +677,143 @@ mod tests {
         let near = Hlc::from_millis(NOW + 1_000);
         r.apply(Entry::sign(&owner, &ns, "k", Some(&json!(1)), near).unwrap(), NOW).unwrap();
         assert!(r.next_timestamp(NOW) > near, "the clock moved past what it saw");
+    }
+
+    #[test]
+    fn a_listed_writer_cannot_replace_the_owners_internal_keys() {
+        let (owner, writer, ns) = ids();
+        let mut r = Replica::new();
+        let grant =
+            Entry::sign(&owner, &ns, &format!("_acl/{}", writer.peer_id()), Some(&json!(true)), 1).unwrap();
+        r.apply(grant, NOW).unwrap();
+        let kem = Entry::sign(&owner, &ns, "_kem/3", Some(&json!({"key": "owner's"})), 2).unwrap();
+        r.apply(kem, NOW).unwrap();
+        for key in ["_kem/3", "_net/x", "_nets/x", "_acl/someone"] {
+            let overwrite = Entry::sign(&writer, &ns, key, Some(&json!({"key": "writer's"})), 3).unwrap();
+            assert_eq!(r.apply(overwrite, NOW).unwrap_err().reason, EntryRejection::Unauthorized, "{key}");
+        }
+        assert_eq!(r.get(&ns, "_kem/3").unwrap().json().unwrap(), Some(json!({"key": "owner's"})));
+        let data = Entry::sign(&writer, &ns, "k", Some(&json!(1)), 3).unwrap();
+        assert_eq!(r.apply(data, NOW).unwrap(), Applied::Changed, "the data keys stay open to it");
+    }
+
+    /// Every order of a writer's entries, written before and after its
+    /// revocation, and the revocation itself ends in the same replica,
+    /// and reading that replica back from its stored winners changes
+    /// nothing.
+    #[test]
+    fn a_revocation_converges_whatever_the_order_and_survives_a_restart() {
+        let (owner, writer, ns) = ids();
+        let acl = format!("_acl/{}", writer.peer_id());
+        let grant = Entry::sign(&owner, &ns, &acl, Some(&json!(true)), 10).unwrap();
+        let base = Entry::sign(&owner, &ns, "k", Some(&json!("owner")), 15).unwrap();
+        let before = Entry::sign(&writer, &ns, "a", Some(&json!("before")), 20).unwrap();
+        let revoke = Entry::sign(&owner, &ns, &acl, Some(&json!(false)), 30).unwrap();
+        let after = Entry::sign(&writer, &ns, "k", Some(&json!("after")), 40).unwrap();
+        let all = [grant, base, before, revoke, after];
+        let mut results = Vec::new();
+        // Every permutation of the five, one entry at a time.
+        let mut order: Vec<usize> = (0..all.len()).collect();
+        permutations(&mut order, 0, &mut |order| {
+            let mut r = Replica::new();
+            for &i in order {
+                let _ = r.apply(all[i].clone(), NOW);
+            }
+            // Then catch-up, which offers again what other replicas hold.
+            for &i in order {
+                let _ = r.apply(all[i].clone(), NOW);
+            }
+            results.push((r.to_json(&ns), r.id_sum(&ns)));
+        });
+        let (first, first_sum) = &results[0];
+        for (json, sum) in &results {
+            assert_eq!((json, sum), (first, first_sum));
+        }
+        // The writer's entry from before the revocation stays; the one from
+        // after it does not, and the owner's value it replaced is there.
+        assert_eq!(first.get("a"), Some(&json!("before")));
+        assert_eq!(first.get("k"), Some(&json!("owner")));
+
+        // A replica that took `after` before the revocation reports the key
+        // it dropped, then catches the owner's value up again.
+        let mut r = Replica::new();
+        for e in [&all[0], &all[1], &all[2], &all[4]] {
+            r.apply(e.clone(), NOW).unwrap();
+        }
+        assert_eq!(r.to_json(&ns).get("k"), Some(&json!("after")));
+        r.apply(all[3].clone(), NOW).unwrap();
+        assert_eq!(r.take_purged(), [(ns.clone(), "k".to_owned())]);
+        assert_eq!(r.to_json(&ns).get("k"), None);
+        assert_eq!(r.apply(all[1].clone(), NOW).unwrap(), Applied::Changed, "the owner's value comes back");
+        // Restart: what the store kept (every winner it was handed,
+        // including the dropped one) reads back to the same state.
+        let stored: Vec<Entry> = all.to_vec();
+        let mut reopened = Replica::new();
+        reopened.apply_all(stored, None, |_| Ok::<_, ()>(())).unwrap();
+        assert_eq!(reopened.to_json(&ns), r.to_json(&ns));
+    }
+
+    fn permutations(items: &mut Vec<usize>, k: usize, visit: &mut impl FnMut(&[usize])) {
+        if k == items.len() {
+            return visit(items);
+        }
+        for i in k..items.len() {
+            items.swap(k, i);
+            permutations(items, k + 1, visit);
+            items.swap(k, i);
+        }
+    }
+
+    #[test]
+    fn namespaces_and_the_replica_are_bounded() {
+        let (owner, writer, ns) = ids();
+        let limits = ReplicaLimits { entries_per_namespace: 3, bytes_per_namespace: 1000, total_bytes: 1500 };
+        let mut r = Replica::with_limits(limits, None);
+        let put = |r: &mut Replica, key: &str, value: serde_json::Value, t: u64| {
+            r.apply(Entry::sign(&owner, &ns, key, Some(&value), t).unwrap(), NOW)
+        };
+        put(&mut r, "a", json!(1), 1).unwrap();
+        put(&mut r, "b", json!(1), 2).unwrap();
+        r.apply(Entry::sign(&owner, &ns, "b", None, 3).unwrap(), NOW).unwrap();
+        put(&mut r, "c", json!(1), 4).unwrap();
+        assert_eq!(
+            put(&mut r, "d", json!(1), 5).unwrap_err().reason,
+            EntryRejection::Full,
+            "tombstones count"
+        );
+        assert_eq!(put(&mut r, "a", json!(2), 6).unwrap(), Applied::Changed, "existing keys still change");
+        let big = json!("x".repeat(900));
+        assert_eq!(put(&mut r, "a", big.clone(), 7).unwrap_err().reason, EntryRejection::Full, "bytes");
+        // A batch cannot pass the limit either.
+        let mut r2 = Replica::with_limits(
+            ReplicaLimits { entries_per_namespace: 3, bytes_per_namespace: 1 << 20, total_bytes: 1 << 20 },
+            None,
+        );
+        let batch: Vec<Entry> = (0..5)
+            .map(|i| Entry::sign(&owner, &ns, &format!("k{i}"), Some(&json!(i)), 10 + i).unwrap())
+            .collect();
+        let outcomes = r2.apply_all(batch, Some(NOW), |_| Ok::<_, ()>(())).unwrap();
+        assert_eq!(outcomes.iter().filter(|o| o.result.is_ok()).count(), 3);
+        assert_eq!(r2.len(&ns), 3);
+        // The total, across namespaces of others.
+        let other_ns = writer.peer_id().to_base58();
+        let mut r3 = Replica::with_limits(
+            ReplicaLimits { entries_per_namespace: 100, bytes_per_namespace: 1100, total_bytes: 1500 },
+            Some(ns.clone()),
+        );
+        let e = |id: &Identity, ns: &str, key: &str, t| Entry::sign(id, ns, key, Some(&big), t).unwrap();
+        r3.apply(e(&writer, &other_ns, "a", 1), NOW).unwrap();
+        let third = Identity::from_seed([3; 32]);
+        let third_ns = third.peer_id().to_base58();
+        let over = r3.apply(e(&third, &third_ns, "a", 2), NOW).unwrap_err();
+        assert!(over.reason == EntryRejection::Full && over.detail.contains("others"), "{over}");
+        for (i, key) in ["a", "b", "c"].iter().enumerate() {
+            let own = Entry::sign(&owner, &ns, key, Some(&json!("y".repeat(200))), i as u64 + 1).unwrap();
+            r3.apply(own, NOW).unwrap();
+        }
+        // Read back from the store, nothing is refused.
+        let stored: Vec<Entry> = (0..5).map(|i| e(&writer, &other_ns, &format!("s{i}"), i)).collect();
+        let loaded = r3.apply_all(stored, None, |_| Ok::<_, ()>(())).unwrap();
+        assert!(loaded.iter().all(|o| o.result.is_ok()));
     }
 }

@@ -260,7 +260,7 @@ impl EventLoop {
             BehaviourEvent::Direct(event) => self.on_direct(event),
             BehaviourEvent::StateSync(event) => match answer_to(event, &mut self.sync_asks) {
                 Some(Exchange::Request { peer, request, channel }) => {
-                    self.replication.on_request(peer, request, channel)
+                    self.replication.on_request(peer, request, channel, Instant::now())
                 }
                 Some(Exchange::Response { ask, response }) => self.replication.on_response(ask, response),
                 Some(Exchange::Failed { ask, error }) => self.replication.on_failure(ask, &error),

@@ -38,6 +38,7 @@ pub(crate) struct Run {
     /// The model.
     pub model: String,
     /// The inputs, in order.
+    #[serde(deserialize_with = "crate::protocols::bounded::bounded::<_, _, MAX_CHUNK_INPUTS>")]
     pub inputs: Vec<String>,
     /// Not worth starting after this (ms since the epoch).
     pub deadline_ms: u64,

@@ -81,7 +81,7 @@ pub(crate) struct Presence {
     #[serde(rename = "q")]
     pub queue: u32,
     /// Where it can be reached (multiaddrs).
-    #[serde(rename = "a")]
+    #[serde(rename = "a", deserialize_with = "crate::protocols::bounded::bounded::<_, _, MAX_LISTED>")]
     pub addrs: Vec<String>,
 }
 

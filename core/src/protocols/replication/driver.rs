@@ -30,7 +30,7 @@ use crate::{
     platform::{self, Instant},
     protocols::AskId,
     state::{
-        Applied, Entry, EntryError, EntryRejection, Hlc, LocalState, StateError, WriteMode,
+        Applied, Entry, EntryError, EntryRejection, Hlc, LocalState, ReplicaLimits, StateError, WriteMode,
         reconcile::{self, Initiator, digest},
     },
 };
@@ -48,6 +48,11 @@ const SYNC_IN_FLIGHT: usize = 8;
 const REPLICA_ASK_AGAIN: Duration = Duration::from_secs(60);
 /// Least time between two catch-ups with a peer whose gossip was dropped.
 const RESYNC_AFTER_DROPS: Duration = Duration::from_secs(2);
+/// How long a namespace its owner asked this node to keep may stay empty
+/// before it is let go (and stops counting towards the quota).
+const REQUESTED_GRACE: Duration = Duration::from_secs(60);
+/// Most peers remembered as holders of one namespace.
+const MAX_HOLDERS: usize = 64;
 
 /// A write by this node's user.
 #[derive(Debug)]
@@ -80,6 +85,8 @@ pub(crate) struct Settings {
     pub sync_interval: Duration,
     /// The level private values are sealed at.
     pub level: Level,
+    /// What one namespace, and the replica, may hold.
+    pub limits: ReplicaLimits,
 }
 
 impl From<&crate::MeshConfig> for Settings {
@@ -90,6 +97,7 @@ impl From<&crate::MeshConfig> for Settings {
             factor: config.replication_factor,
             sync_interval: config.timing.state_sync_interval,
             level: config.kem_level,
+            limits: config.replica_limits.clone(),
         }
     }
 }
@@ -150,6 +158,9 @@ pub(crate) struct Replication<C> {
     holders: HashMap<String, HashSet<PeerId>>,
     /// Namespaces asked for that this node does not own (replicated too).
     wanted: HashSet<String>,
+    /// Among them, those their owners asked this node to keep, and when:
+    /// let go if still empty after [`REQUESTED_GRACE`].
+    requested: HashMap<String, Instant>,
     replica_asks: HashMap<PeerId, ReplicaAsk>,
     /// Peers whose gossip was dropped since their last catch-up, and when
     /// that catch-up started.
@@ -172,7 +183,7 @@ impl<C> Replication<C> {
     ) -> (Self, usize) {
         let local = identity.peer_id().to_base58();
         let private = PrivateValues::new(identity.clone(), settings.level);
-        let (state, skipped) = LocalState::open(identity, stored);
+        let (state, skipped) = LocalState::open_with_limits(identity, stored, settings.limits.clone());
         let driver = Self {
             local,
             state,
@@ -185,6 +196,7 @@ impl<C> Replication<C> {
             flows: Flows::new(SYNC_IN_FLIGHT),
             holders: HashMap::new(),
             wanted: HashSet::new(),
+            requested: HashMap::new(),
             replica_asks: HashMap::new(),
             resync: HashMap::new(),
             logged: HashSet::new(),
@@ -277,8 +289,17 @@ impl<C> Replication<C> {
     fn written(&mut self, entry: Entry, ack: Option<WriteReply>, now: Instant) {
         self.count();
         self.changed(&entry.namespace, &entry.key);
+        self.report_purged();
         self.announce(&entry, now);
         self.actions.push_back(Action::Persist { entries: vec![entry], ack });
+    }
+
+    /// Tells the application about keys a revocation took back (the
+    /// revoked writer's entries from after it).
+    fn report_purged(&mut self) {
+        for (namespace, key) in self.state.take_purged() {
+            self.changed(&namespace, &key);
+        }
     }
 
     /// Tells the application a key changed (internal keys are not shown).
@@ -429,10 +450,12 @@ impl<C> Replication<C> {
         let results = self.ingest(entries, Some(from));
         let reasons: Vec<EntryRejection> =
             results.iter().filter_map(|r| r.as_ref().err().map(|e| e.reason)).collect();
-        if reasons
-            .iter()
-            .any(|r| !matches!(r, EntryRejection::Unauthorized | EntryRejection::FutureTimestamp))
-        {
+        if reasons.iter().any(|r| {
+            !matches!(
+                r,
+                EntryRejection::Unauthorized | EntryRejection::FutureTimestamp | EntryRejection::Full
+            )
+        }) {
             MessageAcceptance::Reject
         } else if !reasons.is_empty() {
             MessageAcceptance::Ignore
@@ -451,7 +474,7 @@ impl<C> Replication<C> {
             match &outcome.result {
                 Ok(Applied::Changed) => {
                     if let Some(peer) = from {
-                        self.holders.entry(outcome.namespace.clone()).or_default().insert(peer);
+                        self.holder(&outcome.namespace, peer);
                     }
                     self.metrics.state_ingested();
                     self.metrics.state_arrived(now.saturating_sub(Hlc::millis(outcome.timestamp)));
@@ -467,6 +490,7 @@ impl<C> Replication<C> {
             }
             results.push(outcome.result);
         }
+        self.report_purged();
         self.count();
         if !ingested.winners.is_empty() {
             self.actions.push_back(Action::Persist { entries: ingested.winners, ack: None });
@@ -502,6 +526,22 @@ impl<C> Replication<C> {
         let own = usize::from(self.state.replica().len(&self.local) > 0);
         let others = self.state.replica().namespace_count().saturating_sub(own);
         others.max(self.wanted.len()) < self.settings.quota
+    }
+
+    /// Remembers that `peer` holds `ns`, for namespaces this node holds
+    /// itself (the others are no business of its), up to [`MAX_HOLDERS`]
+    /// each: a full set makes room by forgetting a disconnected peer.
+    fn holder(&mut self, ns: &str, peer: PeerId) {
+        if !self.holds(ns) {
+            return;
+        }
+        let connected = &self.connected;
+        let holders = self.holders.entry(ns.to_owned()).or_default();
+        if holders.len() >= MAX_HOLDERS && !holders.contains(&peer) {
+            let Some(gone) = holders.iter().find(|p| !connected.contains(p)).copied() else { return };
+            holders.remove(&gone);
+        }
+        holders.insert(peer);
     }
 
     /// Connected peers known to hold `ns`.
@@ -565,12 +605,33 @@ impl<C> Replication<C> {
             self.start_sync(peer);
         }
         self.seek_replicas(now);
+        self.let_go_of_empty(now);
         if now >= self.next_sync {
             self.next_sync = now + self.settings.sync_interval;
             for peer in self.sorted(&self.connected) {
                 self.start_sync(peer);
             }
         }
+    }
+
+    /// Namespaces their owners asked this node to keep that are still
+    /// empty after [`REQUESTED_GRACE`] are let go: throwaway keys asking
+    /// for replicas of nothing do not fill the quota for good.
+    fn let_go_of_empty(&mut self, now: Instant) {
+        let replica = self.state.replica();
+        let empty: Vec<String> = self
+            .requested
+            .iter()
+            .filter(|(ns, at)| now.duration_since(**at) >= REQUESTED_GRACE && replica.len(ns) == 0)
+            .map(|(ns, _)| ns.clone())
+            .collect();
+        for ns in empty {
+            tracing::debug!(%ns, "letting go of a replica that stayed empty");
+            self.requested.remove(&ns);
+            self.wanted.remove(&ns);
+            self.holders.remove(&ns);
+        }
+        self.requested.retain(|ns, _| replica.len(ns) == 0);
     }
 
     /// Keeps the replication factor of this node's own namespace: while
@@ -674,7 +735,8 @@ impl<C> Replication<C> {
             (Purpose::Replicate, SyncResponse::Replicating) => {
                 // It has undertaken to hold our namespace and is catching up.
                 self.replica_answered(peer);
-                self.holders.entry(self.local.clone()).or_default().insert(peer);
+                let local = self.local.clone();
+                self.holder(&local, peer);
             }
             (Purpose::Replicate, SyncResponse::Refused(reason)) => {
                 tracing::debug!(%peer, "replica refused: {reason}");
@@ -695,7 +757,7 @@ impl<C> Replication<C> {
             if ns.parse::<PeerId>().is_err() {
                 continue;
             }
-            self.holders.entry(ns.clone()).or_default().insert(peer);
+            self.holder(&ns, peer);
             if their_digest.as_ref() == digest(self.state.replica(), &ns) {
                 differ.remove(&ns);
             } else if self.replicates(&ns) {
@@ -771,12 +833,12 @@ impl<C> Replication<C> {
     }
 
     /// A peer's request; the answer goes back on `channel`.
-    pub(crate) fn on_request(&mut self, peer: PeerId, request: SyncRequest, channel: C) {
-        let response = self.serve(peer, request);
+    pub(crate) fn on_request(&mut self, peer: PeerId, request: SyncRequest, channel: C, now: Instant) {
+        let response = self.serve(peer, request, now);
         self.actions.push_back(Action::Respond { channel, response });
     }
 
-    fn serve(&mut self, peer: PeerId, request: SyncRequest) -> SyncResponse {
+    fn serve(&mut self, peer: PeerId, request: SyncRequest, now: Instant) -> SyncResponse {
         match request {
             SyncRequest::Namespaces => {
                 let replica = self.state.replica();
@@ -790,7 +852,7 @@ impl<C> Replication<C> {
             }
             SyncRequest::Reconcile { ns, msg } => match reconcile::respond(self.state.replica(), &ns, &msg) {
                 Ok(answer) => {
-                    self.holders.entry(ns).or_default().insert(peer);
+                    self.holder(&ns, peer);
                     SyncResponse::Reconcile(ByteBuf::from(answer))
                 }
                 Err(e) => SyncResponse::Refused(e.to_string()),
@@ -821,6 +883,9 @@ impl<C> Replication<C> {
                 if ns.parse::<PeerId>().is_err() {
                     return SyncResponse::Refused("not a namespace".into());
                 }
+                if ns != peer.to_base58() {
+                    return SyncResponse::Refused("only a namespace's owner asks for replicas of it".into());
+                }
                 if !self.holds(&ns) {
                     if self.settings.quota == 0 {
                         return SyncResponse::Refused("this node keeps no replicas for others".into());
@@ -829,7 +894,8 @@ impl<C> Replication<C> {
                         return SyncResponse::Refused("replica quota reached".into());
                     }
                     tracing::debug!(%peer, %ns, "keeping a replica on request");
-                    self.wanted.insert(ns);
+                    self.wanted.insert(ns.clone());
+                    self.requested.insert(ns, now);
                     // Catch up with the asker now, not at the next round.
                     self.start_sync(peer);
                 }

@@ -20,6 +20,8 @@ use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+use crate::protocols::bounded::{bounded, decode_list};
+
 /// The protocol name.
 pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/infermesh/state-sync/1.0.0");
 /// The gossipsub topic that carries new entries.
@@ -48,9 +50,16 @@ pub(crate) enum SyncRequest {
     /// One negentropy message for a namespace.
     Reconcile { ns: String, msg: ByteBuf },
     /// Send me these entries (IDs) of a namespace.
-    Fetch { ns: String, ids: Vec<ByteBuf> },
+    Fetch {
+        ns: String,
+        #[serde(deserialize_with = "bounded::<_, _, MAX_FETCH_IDS>")]
+        ids: Vec<ByteBuf>,
+    },
     /// Entries you lack.
-    Push { entries: Vec<ByteBuf> },
+    Push {
+        #[serde(deserialize_with = "bounded::<_, _, MAX_FETCH_IDS>")]
+        entries: Vec<ByteBuf>,
+    },
     /// Please keep a replica of this namespace (its owner asking).
     Replicate { ns: String },
 }
@@ -60,11 +69,11 @@ pub(crate) enum SyncRequest {
 pub(crate) enum SyncResponse {
     /// The namespaces held, each with its digest (see
     /// [`crate::state::sync::digest`]).
-    Namespaces(Vec<(String, ByteBuf)>),
+    Namespaces(#[serde(deserialize_with = "bounded::<_, _, MAX_NAMESPACES>")] Vec<(String, ByteBuf)>),
     /// The negentropy answer.
     Reconcile(ByteBuf),
     /// Encoded entries.
-    Entries(Vec<ByteBuf>),
+    Entries(#[serde(deserialize_with = "bounded::<_, _, MAX_FETCH_IDS>")] Vec<ByteBuf>),
     /// How many pushed entries were taken and refused.
     Pushed { accepted: u32, rejected: u32 },
     /// A replica will be kept (the new holder catches up at once).
@@ -80,7 +89,8 @@ pub(crate) fn encode_batch(entries: &[ByteBuf], bytes: usize) -> Vec<u8> {
     data
 }
 
-/// The encoded entries of a gossip message.
+/// The encoded entries of a gossip message (at most
+/// [`MAX_GOSSIP_ENTRIES`], counted as they are read).
 pub(crate) fn decode_batch(data: &[u8]) -> Result<Vec<ByteBuf>, String> {
-    ciborium::from_reader(data).map_err(|e| e.to_string())
+    decode_list::<ByteBuf, MAX_GOSSIP_ENTRIES>(data)
 }

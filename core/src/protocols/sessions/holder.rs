@@ -8,7 +8,7 @@ use std::{collections::HashMap, time::Duration};
 
 use libp2p::PeerId;
 
-use super::wire::MAX_MAIL_BYTES;
+use super::wire::{MAX_MAIL_BYTES, MAX_MAIL_FRAMES};
 use crate::{
     messaging::{Envelope, Held, Limits, Mailbox, MailboxError, MailboxLimits},
     platform::Instant,
@@ -132,7 +132,7 @@ impl Holder {
         if self.in_transit.contains_key(&recipient) || !self.mailbox.has(&recipient) {
             return None;
         }
-        let held = self.mailbox.take(&recipient, MAX_MAIL_BYTES, now_ms);
+        let held = self.mailbox.take(&recipient, MAX_MAIL_FRAMES, MAX_MAIL_BYTES, now_ms);
         if held.is_empty() {
             return None;
         }

@@ -13,7 +13,7 @@ use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::crypto::SignedKemKey;
+use crate::{crypto::SignedKemKey, protocols::bounded::bounded};
 
 /// The protocol name.
 pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/infermesh/e2e/1.0.0");
@@ -22,6 +22,9 @@ pub(crate) const MAX_REQUEST_BYTES: u64 = 4 * 1024 * 1024 + 64 * 1024;
 pub(crate) const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
 /// Most bytes of held messages in one `Mail` request.
 pub(crate) const MAX_MAIL_BYTES: usize = 4 * 1024 * 1024;
+/// Most held messages in one `Mail` request (each costs its receiver a
+/// handshake to check).
+pub(crate) const MAX_MAIL_FRAMES: usize = 64;
 
 /// A request of the e2e protocol.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -30,8 +33,11 @@ pub(crate) enum E2eRequest {
     KemKey { peer: ByteBuf, level: u8 },
     /// Hold this encoded, sealed envelope until its recipient connects.
     Deposit { frame: ByteBuf },
-    /// Sealed envelopes held for the receiver.
-    Mail { held: Vec<HeldFrame> },
+    /// Sealed envelopes held for the receiver (at most [`MAX_MAIL_FRAMES`]).
+    Mail {
+        #[serde(deserialize_with = "bounded::<_, _, MAX_MAIL_FRAMES>")]
+        held: Vec<HeldFrame>,
+    },
 }
 
 /// A held message as delivered: its author (who deposited it; its
@@ -55,7 +61,11 @@ pub(crate) enum E2eResponse {
     Taken {
         accepted: u32,
         rejected: u32,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[serde(
+            default,
+            skip_serializing_if = "Vec::is_empty",
+            deserialize_with = "bounded::<_, _, MAX_MAIL_FRAMES>"
+        )]
         later: Vec<u32>,
     },
     /// The request could not be served (the reason, for people).

@@ -213,7 +213,8 @@ fn records_written_by_anyone_but_the_owner_do_not_count() {
     let token = owner.net.invite(&id, 1, 60_000, None, vec![], T0).unwrap();
     join(&mut owner, &mut alice, &token, None).unwrap();
     // The owner lets Mallory write its namespace (an access list entry);
-    // Mallory writes herself a member record.
+    // Mallory writes herself a member record: refused by the state, and
+    // it would not count as a membership anyway.
     let mallory = Identity::from_seed([8; 32]);
     let owner_ns = owner.id.to_base58();
     owner.state.update(&format!("_acl/{}", mallory.peer_id()), &serde_json::json!(true), T0).unwrap();
@@ -226,8 +227,13 @@ fn records_written_by_anyone_but_the_owner_do_not_count() {
     };
     let key = records::member_key(&id, &record.person);
     let entry = crate::state::Entry::sign(&mallory, &owner_ns, &key, Some(&json(&record)), T0 + 5).unwrap();
-    alice.state.ingest(entry, T0).unwrap();
-    assert!(alice.state.get(&owner_ns, &key).is_some(), "the entry is in the state");
+    let stored = alice.state.ingest(entry, T0);
+    assert_eq!(
+        stored.unwrap_err().reason,
+        crate::state::EntryRejection::Unauthorized,
+        "internal keys are the owner's"
+    );
+    assert!(alice.state.get(&owner_ns, &key).is_none());
     let refused = alice.net.authorize(&alice.state, &id, &mallory.peer_id(), &record.person, T0);
     assert!(refused.is_err(), "but it is not a membership");
 }

@@ -9,7 +9,14 @@ use super::*;
 type Node = Replication<AskId>;
 
 fn settings(quota: usize, factor: usize) -> Settings {
-    Settings { replicate: quota > 0, quota, factor, sync_interval: Duration::from_secs(30), level: Level::L1 }
+    Settings {
+        replicate: quota > 0,
+        quota,
+        factor,
+        sync_interval: Duration::from_secs(30),
+        level: Level::L1,
+        limits: ReplicaLimits::default(),
+    }
 }
 
 fn node(seed: u8, quota: usize, factor: usize) -> (Node, PeerId) {
@@ -68,11 +75,11 @@ fn converse(a: (&mut Node, PeerId), b: (&mut Node, PeerId)) -> (usize, usize) {
         }
         for (to, ask, request) in out_a.requests {
             assert_eq!(to, pb);
-            b.on_request(pa, request, ask);
+            b.on_request(pa, request, ask, Instant::now());
         }
         for (to, ask, request) in out_b.requests {
             assert_eq!(to, pa);
-            a.on_request(pb, request, ask);
+            a.on_request(pb, request, ask, Instant::now());
         }
         for (ask, response) in out_a.responses {
             b.on_response(ask, response);
@@ -251,7 +258,7 @@ fn replicas_are_asked_for_until_enough_peers_hold_the_namespace_within_their_quo
     assert_eq!(asks.len(), 1, "a factor of 1: one peer asked at a time");
     let (asked, ask, request) = asks.into_iter().next().unwrap();
     let refuser = if asked == pf { &mut full } else { &mut server };
-    refuser.on_request(po, request, ask);
+    refuser.on_request(po, request, ask, Instant::now());
     let response = drain(refuser).responses.remove(0).1;
     if asked == pf {
         assert!(matches!(&response, SyncResponse::Refused(r) if r.contains("no replicas")));
@@ -259,7 +266,7 @@ fn replicas_are_asked_for_until_enough_peers_hold_the_namespace_within_their_quo
         owner.on_tick(now);
         let (next, ask, request) = drain(&mut owner).requests.remove(0);
         assert_eq!(next, ps, "the other peer is asked next");
-        server.on_request(po, request, ask);
+        server.on_request(po, request, ask, Instant::now());
         owner.on_response(ask, drain(&mut server).responses.remove(0).1);
     } else {
         owner.on_response(ask, response);
@@ -280,4 +287,57 @@ fn entries_that_were_not_stored_are_stored_again_from_the_replica() {
     let entries = &out.persisted[0].0;
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].json().unwrap(), Some(json!(2)), "the current winner");
+}
+
+#[test]
+fn only_owners_ask_for_replicas_and_empty_ones_are_let_go() {
+    let (mut server, _) = node(3, 2, 0);
+    let now = Instant::now();
+    let ask = |server: &mut Node, from: PeerId, ns: String, at: Instant| {
+        server.on_request(from, SyncRequest::Replicate { ns }, AskId(1), at);
+        drain(server).responses.remove(0).1
+    };
+    // A peer asking for someone else's namespace.
+    let (stranger, victim) = (PeerId::random(), PeerId::random());
+    let refused = ask(&mut server, stranger, victim.to_base58(), now);
+    assert!(matches!(&refused, SyncResponse::Refused(r) if r.contains("owner")), "{refused:?}");
+    // Throwaway keys asking for replicas of nothing: the quota (2) fills…
+    let throwaway: Vec<PeerId> = (0..3).map(|_| PeerId::random()).collect();
+    for peer in &throwaway[..2] {
+        assert!(matches!(ask(&mut server, *peer, peer.to_base58(), now), SyncResponse::Replicating));
+    }
+    let full = ask(&mut server, throwaway[2], throwaway[2].to_base58(), now);
+    assert!(matches!(&full, SyncResponse::Refused(r) if r.contains("quota")), "{full:?}");
+    // …but not for good: still empty after the grace period, they are let go.
+    let later = now + REQUESTED_GRACE + Duration::from_secs(1);
+    server.on_tick(later);
+    drain(&mut server);
+    assert!(matches!(
+        ask(&mut server, throwaway[2], throwaway[2].to_base58(), later),
+        SyncResponse::Replicating
+    ));
+}
+
+#[test]
+fn holders_are_remembered_only_for_namespaces_held_here_and_boundedly() {
+    let (mut a, _) = node(1, 0, 0);
+    let (mut b, pb) = node(2, 0, 0);
+    put(&mut b, "k", json!(1));
+    drain(&mut b);
+    // A peer listing thousands of namespaces this node does not hold.
+    let theirs: Vec<(String, ByteBuf)> =
+        (0..MAX_NAMESPACES).map(|_| (PeerId::random().to_base58(), ByteBuf::from(vec![0; 32]))).collect();
+    a.on_peer_up(pb);
+    a.start_sync(pb);
+    let (_, ask, _) = drain(&mut a).requests.remove(0);
+    a.on_response(ask, SyncResponse::Namespaces(theirs));
+    assert!(a.holders.is_empty(), "{} namespaces remembered", a.holders.len());
+    // Holders of a namespace held here: at most MAX_HOLDERS, connected ones kept.
+    let ns = a.local.clone();
+    for _ in 0..MAX_HOLDERS + 10 {
+        a.holder(&ns, PeerId::random());
+    }
+    a.holder(&ns, pb);
+    assert_eq!(a.holders[&ns].len(), MAX_HOLDERS);
+    assert!(a.holders[&ns].contains(&pb), "a connected holder makes room for itself");
 }
