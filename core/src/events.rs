@@ -69,6 +69,19 @@ pub enum MeshEvent {
         /// The new value.
         value: Option<serde_json::Value>,
     },
+    /// The application fell behind (its event stream was full) and missed
+    /// events: changes to `namespaces` (re-read them with `state`),
+    /// `messages` broadcast messages, and `other` events (peers coming and
+    /// going, addresses). Direct messages are never missed: while the
+    /// stream is full they are refused, and their senders told so.
+    Lagged {
+        /// Namespaces whose changes were not all reported.
+        namespaces: Vec<String>,
+        /// Broadcast messages not delivered.
+        messages: u64,
+        /// Other events not delivered.
+        other: u64,
+    },
 }
 
 /// A connected peer.

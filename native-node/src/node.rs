@@ -236,7 +236,7 @@ async fn start(
         None => None,
     };
     let data = Arc::new(data);
-    tokio::spawn(print_events(events, printer.clone(), data.clone(), identity.peer_id(), api));
+    tokio::spawn(print_events(events, mesh.clone(), printer.clone(), data.clone(), identity.peer_id(), api));
 
     match &target {
         Some(Target::Addr(addr)) => println!("joining the mesh through {addr}"),
@@ -280,6 +280,7 @@ async fn find_and_connect(mesh: MeshHandle, printer: Printer, peer: PeerId) {
 
 async fn print_events(
     mut events: MeshEvents,
+    mesh: MeshHandle,
     printer: Printer,
     data: Arc<DataDir>,
     peer_id: PeerId,
@@ -301,6 +302,18 @@ async fn print_events(
             MeshEvent::ExpiredListenAddr(addr) => {
                 addrs.retain(|a| *a != addr.to_string());
                 write_addrs(&data, peer_id, &addrs, &api);
+            }
+            MeshEvent::Lagged { messages, other, .. } => {
+                if messages > 0 {
+                    printer.line(format!("(fell behind: {messages} broadcast message(s) not shown)"));
+                }
+                // Listen addresses may have been among what was missed.
+                if other > 0
+                    && let Ok(status) = mesh.status().await
+                {
+                    addrs = status.listen_addrs;
+                    write_addrs(&data, peer_id, &addrs, &api);
+                }
             }
         }
     }

@@ -347,7 +347,9 @@ impl WasmP2PClient {
 
     /// Calls `handler({ namespace, key, value })` whenever a key of a
     /// namespace this page holds changes (`value` is `null` when it was
-    /// deleted).
+    /// deleted). If the page fell behind and changes were missed, it calls
+    /// `handler({ namespace, lagged: true })` instead: re-read that
+    /// namespace with `state()`.
     pub fn on_state_change(&self, handler: JsValue) -> Result<(), JsValue> {
         let handler =
             handler.dyn_into::<Function>().map_err(|_| js_error("the state handler must be a function"))?;
@@ -442,13 +444,23 @@ async fn pump(mut events: MeshEvents, client: Weak<Shared>) {
                     key: String,
                     value: Option<serde_json::Value>,
                 }
-                match to_js(&Change { namespace, key, value }) {
-                    Ok(change) => {
-                        if let Err(e) = handler.call1(&JsValue::NULL, &change) {
-                            web_sys::console::error_2(&"infermesh: the state handler threw".into(), &e);
-                        }
-                    }
-                    Err(e) => web_sys::console::error_1(&e),
+                call_state_handler(&handler, &Change { namespace, key, value });
+            }
+            MeshEvent::Lagged { namespaces, messages, .. } => {
+                if messages > 0 {
+                    web_sys::console::warn_1(
+                        &format!("infermesh: the page fell behind; {messages} broadcast message(s) missed")
+                            .into(),
+                    );
+                }
+                let Some(handler) = shared.state_handler.borrow().clone() else { continue };
+                #[derive(Serialize)]
+                struct Lagged {
+                    namespace: String,
+                    lagged: bool,
+                }
+                for namespace in namespaces {
+                    call_state_handler(&handler, &Lagged { namespace, lagged: true });
                 }
             }
             MeshEvent::Message(message) => {
@@ -464,6 +476,17 @@ async fn pump(mut events: MeshEvents, client: Weak<Shared>) {
             }
             _ => {}
         }
+    }
+}
+
+fn call_state_handler(handler: &Function, change: &impl Serialize) {
+    match to_js(change) {
+        Ok(change) => {
+            if let Err(e) = handler.call1(&JsValue::NULL, &change) {
+                web_sys::console::error_2(&"infermesh: the state handler threw".into(), &e);
+            }
+        }
+        Err(e) => web_sys::console::error_1(&e),
     }
 }
 

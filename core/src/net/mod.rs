@@ -7,6 +7,7 @@
 mod behaviour;
 mod command;
 mod event_loop;
+mod event_sink;
 mod peer_limit;
 mod persist;
 mod transport;

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use super::EventLoop;
 use crate::{
     MeshError, Status,
+    messaging::{RejectReason, Rejection},
     metrics::Route,
     net::{
         Command,
@@ -268,7 +269,7 @@ impl EventLoop {
             },
             BehaviourEvent::E2e(event) => match answer_to(event, &mut self.e2e_asks) {
                 Some(Exchange::Request { peer, request, channel }) => {
-                    let (state, room) = (self.replication.state(), self.events.capacity());
+                    let (state, room) = (self.replication.state(), self.events.room());
                     self.sessions.on_request(peer, request, channel, state, room)
                 }
                 Some(Exchange::Response { ask, response }) => {
@@ -390,7 +391,7 @@ impl EventLoop {
     }
 
     /// Counts and logs a refused broadcast.
-    fn refused(&mut self, from: Option<PeerId>, rejection: &crate::messaging::Rejection) {
+    fn refused(&mut self, from: Option<PeerId>, rejection: &Rejection) {
         self.metrics.dropped(rejection.reason);
         tracing::debug!(?from, "dropped message: {rejection}");
     }
@@ -427,6 +428,13 @@ impl EventLoop {
             direct::Event::Request { peer, request, channel } => {
                 let accepted = match request {
                     DirectRequest::Oversize(len) => Err(self.sessions.oversize(&peer, len)),
+                    // Acknowledged only once the application has it: while
+                    // its stream is full, refused (the sender is told, and
+                    // nothing of the sender's session is used up).
+                    DirectRequest::Frame(_) if self.events.room() == 0 => {
+                        self.metrics.dropped(RejectReason::QueueFull);
+                        Err(Rejection::new(RejectReason::QueueFull, "the recipient's application is behind"))
+                    }
                     DirectRequest::Frame(bytes) => self.sessions.accept_direct(&peer, &bytes),
                 };
                 let ack = match accepted {

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use super::{
     BATCH, Command, TICK,
     behaviour::{Behaviour, BehaviourEvent},
+    event_sink::EventSink,
     persist::{Persistence, Stored},
 };
 use crate::{
@@ -75,7 +76,7 @@ pub struct EventLoop {
     swarm: Swarm<Behaviour>,
     config: MeshConfig,
     commands: mpsc::Receiver<Command>,
-    events: mpsc::Sender<MeshEvent>,
+    events: EventSink,
     metrics: Arc<Metrics>,
     recorder: platform::EventRecorder,
     connections: Connections,
@@ -127,7 +128,7 @@ impl EventLoop {
         Self {
             swarm: parts.swarm,
             commands: parts.commands,
-            events: parts.events,
+            events: EventSink::new(parts.events),
             recorder: parts.recorder,
             metrics,
             connections,
@@ -254,21 +255,20 @@ impl EventLoop {
     }
 
     fn emit(&mut self, event: MeshEvent) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.events.try_send(event) {
-            tracing::debug!("event stream full; event dropped");
-        }
+        self.events.emit(event);
     }
 
-    /// Hands a validated message to the application.
+    /// Hands a validated message to the application (a broadcast one that
+    /// does not fit is counted, and reported in the next `Lagged` event).
     fn deliver(&mut self, message: InboundMessage) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.events.try_send(MeshEvent::Message(message)) {
+        if !self.events.emit(MeshEvent::Message(message)) {
             self.metrics.dropped(RejectReason::QueueFull);
-            tracing::debug!("event stream full; message dropped");
         }
     }
 
     fn on_tick(&mut self) {
         let now = Instant::now();
+        self.events.flush();
         self.connections.on_tick(now);
         self.outbox.on_tick(now);
         self.replication.on_tick(now);
