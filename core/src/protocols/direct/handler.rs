@@ -11,7 +11,7 @@ use std::{
 };
 
 use asynchronous_codec::Framed;
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::{AsyncRead, AsyncWrite, FutureExt, SinkExt, StreamExt};
 use libp2p::{
     core::upgrade::ReadyUpgrade,
     swarm::{
@@ -26,14 +26,19 @@ use super::{
 };
 use crate::platform::{self, Instant};
 
-/// Inbound requests a stream may have unanswered before we stop reading it
-/// (a sender's window, 64 by default, fits; a bigger one is slowed down, not
-/// refused). With the envelope limit this bounds what a peer can make us
-/// buffer: 64 MiB per stream, two streams per connection.
+/// Inbound requests a stream may have unanswered, or answered but not yet
+/// written back (a peer that does not read its acknowledgements), before
+/// we stop reading it (a sender's window, 64 by default, fits; a bigger one
+/// is slowed down, not refused). With the envelope limit this bounds what
+/// a peer can make us buffer: 64 MiB per stream, two streams per
+/// connection.
 const MAX_UNANSWERED: usize = 64;
 /// Inbound streams kept per connection (a peer needs one; a new one
 /// replaces the oldest beyond this).
 const MAX_INBOUND_STREAMS: usize = 2;
+/// Bytes of acknowledgements buffered for writing on an inbound stream
+/// before more wait in its queue (which counts towards [`MAX_UNANSWERED`]).
+const ACK_BUFFER: usize = 8 * 1024;
 /// Acknowledgements read per poll of a connection before yielding.
 const READ_BUDGET: usize = 256;
 
@@ -48,9 +53,9 @@ enum OutboundStream {
 }
 
 /// An inbound stream: requests in, acknowledgements out.
-struct Inbound {
+struct Inbound<S = Stream> {
     id: u64,
-    io: Framed<Stream, FrameCodec>,
+    io: Framed<S, FrameCodec>,
     acks: VecDeque<(u64, Vec<u8>)>,
     unanswered: usize,
 }
@@ -172,8 +177,8 @@ impl Handler {
     }
 
     /// Writes acknowledgements and reads requests on one inbound stream.
-    fn poll_inbound(
-        stream: &mut Inbound,
+    fn poll_inbound<S: AsyncRead + AsyncWrite + Unpin>(
+        stream: &mut Inbound<S>,
         events: &mut VecDeque<ToBehaviour>,
         cx: &mut Context<'_>,
     ) -> io::Result<()> {
@@ -190,9 +195,10 @@ impl Handler {
         if let Poll::Ready(Err(e)) = stream.io.poll_flush_unpin(cx) {
             return Err(e);
         }
-        // Stop reading while the application is behind: the sender's window
-        // then fills up and it waits.
-        while stream.unanswered < MAX_UNANSWERED {
+        // Stop reading while the application is behind, or while the peer
+        // does not take its acknowledgements: the sender's window then
+        // fills up and it waits.
+        while stream.unanswered + stream.acks.len() < MAX_UNANSWERED {
             let (seq, request) = match stream.io.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(Frame::Body { seq, body }))) => (seq, DirectRequest::Frame(body.into())),
                 Poll::Ready(Some(Ok(Frame::Oversize { seq, len }))) => (seq, DirectRequest::Oversize(len)),
@@ -255,9 +261,11 @@ impl ConnectionHandler for Handler {
                     tracing::debug!("a further direct-message stream from the peer replaces its oldest");
                     self.inbound.remove(0);
                 }
+                let mut io = Framed::new(stream, FrameCodec::requests(self.max_request));
+                io.set_send_high_water_mark(ACK_BUFFER);
                 self.inbound.push(Inbound {
                     id: self.next_stream,
-                    io: Framed::new(stream, FrameCodec::requests(self.max_request)),
+                    io,
                     acks: VecDeque::new(),
                     unanswered: 0,
                 });
@@ -326,5 +334,79 @@ impl ConnectionHandler for Handler {
             Some(event) => Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event)),
             None => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        pin::Pin,
+        task::{Context, Poll},
+    };
+
+    use futures::{AsyncRead, AsyncWrite, task::noop_waker};
+
+    use super::*;
+
+    /// A peer that sends `requests` frames as fast as it can and never
+    /// reads what it is sent (its receive window stays shut).
+    struct NeverReads {
+        input: Vec<u8>,
+        at: usize,
+    }
+
+    impl AsyncRead for NeverReads {
+        fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.input.len() - self.at);
+            if n == 0 {
+                return Poll::Pending;
+            }
+            buf[..n].copy_from_slice(&self.input[self.at..self.at + n]);
+            self.at += n;
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    impl AsyncWrite for NeverReads {
+        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, _: &[u8]) -> Poll<io::Result<usize>> {
+            Poll::Pending
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn a_peer_that_never_reads_its_acknowledgements_is_no_longer_read() {
+        let mut input = Vec::new();
+        for seq in 0..10_000u64 {
+            let mut frame = unsigned_varint::encode::u64_buffer();
+            input.extend_from_slice(unsigned_varint::encode::u64(seq, &mut frame));
+            input.extend_from_slice(unsigned_varint::encode::u64(3, &mut frame));
+            input.extend_from_slice(b"abc");
+        }
+        let mut io = Framed::new(NeverReads { input, at: 0 }, FrameCodec::requests(1024));
+        io.set_send_high_water_mark(ACK_BUFFER);
+        let mut stream = Inbound { id: 0, io, acks: VecDeque::new(), unanswered: 0 };
+        let (mut events, waker) = (VecDeque::new(), noop_waker());
+        let mut cx = Context::from_waker(&waker);
+        let mut read = 0;
+        for _ in 0..1_000 {
+            Handler::poll_inbound(&mut stream, &mut events, &mut cx).unwrap();
+            // The application answers every request at once.
+            for event in events.drain(..) {
+                let ToBehaviour::Request { seq, .. } = event else { continue };
+                read += 1;
+                stream.unanswered -= 1;
+                stream.acks.push_back((seq, Ack { id: seq.to_string(), rejected: None }.encode()));
+            }
+        }
+        assert!(stream.acks.len() <= MAX_UNANSWERED, "{} acknowledgements queued", stream.acks.len());
+        // What was read: the acknowledgements that fit the write buffer,
+        // and the window; then reading stops.
+        assert!(read < 1_000, "{read} requests read from a peer that takes no acknowledgements");
     }
 }
