@@ -70,6 +70,48 @@ pub fn respond(replica: &Replica, namespace: &str, message: &[u8]) -> Result<Vec
     inner.reconcile(message).map_err(|e| SyncError(e.to_string()))
 }
 
+/// The responder's side, with the sorted set of the last few namespaces
+/// kept: a peer asking again and again about an unchanged namespace costs
+/// a lookup, not a sort of the whole namespace each time.
+pub struct Responder {
+    /// (namespace, its digest when built, its storage), most recent last.
+    cached: std::collections::VecDeque<(String, [u8; 16], NegentropyStorageVector)>,
+    capacity: usize,
+    /// How many storages were built (for tests and metrics).
+    pub builds: u64,
+}
+
+impl Responder {
+    /// Keeps the storages of up to `capacity` namespaces.
+    pub fn new(capacity: usize) -> Self {
+        Self { cached: std::collections::VecDeque::new(), capacity: capacity.max(1), builds: 0 }
+    }
+
+    /// Answers one message of an initiator about `namespace`.
+    pub fn respond(&mut self, replica: &Replica, namespace: &str, message: &[u8]) -> Result<Vec<u8>, SyncError> {
+        let current = digest(replica, namespace);
+        let at = self.cached.iter().position(|(ns, _, _)| ns == namespace);
+        let fresh = at.is_some_and(|i| self.cached[i].1 == current);
+        if let Some(i) = at {
+            let hit = self.cached.remove(i).expect("position is in range");
+            if fresh {
+                self.cached.push_back(hit);
+            }
+        }
+        if !fresh {
+            self.builds += 1;
+            let built = storage(replica, namespace)?;
+            if self.cached.len() >= self.capacity {
+                self.cached.pop_front();
+            }
+            self.cached.push_back((namespace.to_owned(), current, built));
+        }
+        let (_, _, storage) = self.cached.back().expect("just pushed");
+        let mut inner = Negentropy::borrowed(storage, FRAME_LIMIT).map_err(|e| SyncError(e.to_string()))?;
+        inner.reconcile(message).map_err(|e| SyncError(e.to_string()))
+    }
+}
+
 /// A short digest of a namespace's set of winning entries: equal digests
 /// mean equal sets (up to a 2^-128 chance), so two replicas skip
 /// reconciling a namespace they already agree on. Like negentropy's own
@@ -182,6 +224,34 @@ mod tests {
         assert_eq!(a.id_sum(&ns), sum);
         b.apply(Entry::sign(&owner, &ns, "k2", Some(&json!(0)), (NOW << 16) + 1).unwrap(), NOW).unwrap();
         assert_ne!(digest(&a, &ns), digest(&b, &ns));
+    }
+
+    #[test]
+    fn a_responder_sorts_an_unchanged_namespace_once() {
+        let owner = Identity::from_seed([4; 32]);
+        let ns = owner.peer_id().to_base58();
+        let mut replica = Replica::new();
+        for i in 0..1_000u64 {
+            let e = Entry::sign(&owner, &ns, &format!("k{i}"), Some(&json!(i)), (NOW - 10_000 + i) << 16);
+            replica.apply(e.unwrap(), NOW).unwrap();
+        }
+        let (_, first) = Initiator::start(&Replica::new(), &ns).unwrap();
+        let mut responder = Responder::new(4);
+        for _ in 0..100 {
+            let cached = responder.respond(&replica, &ns, &first).unwrap();
+            assert_eq!(cached, respond(&replica, &ns, &first).unwrap());
+        }
+        assert_eq!(responder.builds, 1, "100 identical questions, one sort");
+        let e = Entry::sign(&owner, &ns, "new", Some(&json!(0)), NOW << 16).unwrap();
+        replica.apply(e, NOW).unwrap();
+        responder.respond(&replica, &ns, &first).unwrap();
+        assert_eq!(responder.builds, 2, "a change is seen");
+        // Other namespaces take turns within the capacity.
+        for other in 0..4 {
+            responder.respond(&replica, &format!("other{other}"), &first).unwrap();
+        }
+        responder.respond(&replica, &ns, &first).unwrap();
+        assert_eq!(responder.builds, 7, "the oldest was let go");
     }
 
     #[test]

@@ -12,6 +12,11 @@ use crate::platform::Instant;
 
 /// How long a store that failed is left alone before the next batch.
 const PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(1);
+/// Least time between the starts of two batches nobody waits for (entries
+/// from peers, which they would send again): a peer trickling gossip costs
+/// at most ten commits a second, not one per message. A batch with a
+/// waiting caller goes at once.
+const BACKGROUND_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Staged changes keyed by what they change (a newer change to the same
 /// key replaces the staged one), and the callers waiting for them.
@@ -24,6 +29,8 @@ pub(crate) struct Writer<K, V, W> {
     paused_until: Option<Instant>,
     /// Staged changes beyond which [`Writer::is_backlogged`] says so.
     high_water: usize,
+    /// When the last batch started.
+    last_start: Option<Instant>,
 }
 
 /// What a finished commit means.
@@ -37,7 +44,14 @@ pub(crate) struct Finished<K, W> {
 impl<K: Ord + Clone, V, W> Writer<K, V, W> {
     /// A writer that reports a backlog beyond `high_water` staged changes.
     pub(crate) fn new(high_water: usize) -> Self {
-        Self { staged: BTreeMap::new(), waiting: Vec::new(), in_flight: None, paused_until: None, high_water }
+        Self {
+            staged: BTreeMap::new(),
+            waiting: Vec::new(),
+            in_flight: None,
+            paused_until: None,
+            high_water,
+            last_start: None,
+        }
     }
 
     /// Stages changes; `waiter` (if any) is answered once all of them are
@@ -62,7 +76,8 @@ impl<K: Ord + Clone, V, W> Writer<K, V, W> {
     }
 
     /// The next batch to commit, if the store is idle, not pausing after a
-    /// failure, and something is staged.
+    /// failure, and something is staged (and, when no caller waits for it,
+    /// [`BACKGROUND_INTERVAL`] after the last one started).
     pub(crate) fn next_batch(&mut self, now: Instant) -> Option<Vec<V>> {
         if self.in_flight.is_some() || self.staged.is_empty() {
             return None;
@@ -70,7 +85,14 @@ impl<K: Ord + Clone, V, W> Writer<K, V, W> {
         if self.paused_until.is_some_and(|until| now < until) {
             return None;
         }
+        if self.waiting.is_empty()
+            && !self.is_backlogged()
+            && self.last_start.is_some_and(|at| now < at + BACKGROUND_INTERVAL)
+        {
+            return None;
+        }
         self.paused_until = None;
+        self.last_start = Some(now);
         let staged = std::mem::take(&mut self.staged);
         let mut keys = Vec::with_capacity(staged.len());
         let mut values = Vec::with_capacity(staged.len());
@@ -138,6 +160,30 @@ mod tests {
         assert_eq!(writer.next_batch(now), Some(vec![3, 3]), "the newest `a`, once, and `c`");
         assert_eq!(writer.finished(Ok(()), now).waiters, ["second", "third"]);
         assert_eq!(writer.next_batch(now), None);
+    }
+
+    #[test]
+    fn batches_nobody_waits_for_are_spaced_out() {
+        let now = Instant::now();
+        let mut writer = W::new(100);
+        // A peer's entries, one message after another as each commit ends.
+        let mut commits = 0;
+        for i in 0..100u32 {
+            let at = now + Duration::from_millis(u64::from(i));
+            writer.stage([("k", i)], None);
+            if writer.next_batch(at).is_some() {
+                commits += 1;
+                writer.finished(Ok(()), at);
+            }
+        }
+        assert_eq!(commits, 1, "100 ms of trickled entries, one commit");
+        // A caller waiting goes at once.
+        writer.stage([("mine", 1)], Some("caller"));
+        assert!(writer.next_batch(now + Duration::from_millis(100)).is_some());
+        writer.finished(Ok(()), now);
+        writer.stage([("k", 1)], None);
+        assert!(writer.next_batch(now + Duration::from_millis(150)).is_none());
+        assert!(writer.next_batch(now + Duration::from_millis(200)).is_some(), "and the rest comes in time");
     }
 
     #[test]

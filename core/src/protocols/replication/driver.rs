@@ -51,6 +51,8 @@ const RESYNC_AFTER_DROPS: Duration = Duration::from_secs(2);
 /// How long a namespace its owner asked this node to keep may stay empty
 /// before it is let go (and stops counting towards the quota).
 const REQUESTED_GRACE: Duration = Duration::from_secs(60);
+/// Namespaces whose sorted entry sets are kept to answer reconciliations.
+const RESPONDER_CACHE: usize = 8;
 /// Most peers remembered as holders of one namespace.
 const MAX_HOLDERS: usize = 64;
 
@@ -167,6 +169,8 @@ pub(crate) struct Replication<C> {
     resync: HashMap<PeerId, (bool, Option<Instant>)>,
     next_sync: Instant,
     logged: HashSet<EntryRejection>,
+    /// Answers reconciliations, with the last few namespaces' sorted sets.
+    responder: reconcile::Responder,
     metrics: Arc<Metrics>,
     actions: VecDeque<Action<C>>,
 }
@@ -200,6 +204,7 @@ impl<C> Replication<C> {
             replica_asks: HashMap::new(),
             resync: HashMap::new(),
             logged: HashSet::new(),
+            responder: reconcile::Responder::new(RESPONDER_CACHE),
             metrics,
             actions: VecDeque::new(),
         };
@@ -850,7 +855,7 @@ impl<C> Replication<C> {
                         .collect(),
                 )
             }
-            SyncRequest::Reconcile { ns, msg } => match reconcile::respond(self.state.replica(), &ns, &msg) {
+            SyncRequest::Reconcile { ns, msg } => match self.responder.respond(self.state.replica(), &ns, &msg) {
                 Ok(answer) => {
                     self.holder(&ns, peer);
                     SyncResponse::Reconcile(ByteBuf::from(answer))
