@@ -127,6 +127,12 @@ pub struct MeshConfig {
     /// The KEM level this node encapsulates at: 1 (ML-KEM-512), 3
     /// (ML-KEM-768, X-Wing, the default) or 5 (ML-KEM-1024), each with X25519.
     pub kem_level: crate::crypto::Level,
+    /// The weakest direct message this node accepts: `None` (the default)
+    /// takes every sender, plaintext ones (`quantum_resistant` off)
+    /// included; `Some(level)` refuses plaintext direct messages and
+    /// sessions below `level` (`e2e_too_weak`), so that a node at level 5
+    /// is not talked to at level 1.
+    pub min_kem_level: Option<crate::crypto::Level>,
     /// Hold sealed direct messages for offline peers and deliver them when
     /// they connect (native nodes).
     pub mailbox: bool,
@@ -165,6 +171,7 @@ impl MeshConfig {
             replication_factor: 3,
             quantum_resistant: true,
             kem_level: crate::crypto::Level::L3,
+            min_kem_level: None,
             mailbox: true,
             mailbox_limits: crate::messaging::MailboxLimits::default(),
             e2e_rekey: crate::crypto::Rekey::default(),

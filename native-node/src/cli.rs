@@ -98,6 +98,10 @@ pub struct NodeArgs {
     /// X25519.
     #[arg(long, default_value = "3", value_parser = parse_level)]
     pub level: infermesh_core::crypto::Level,
+    /// Refuse direct messages that are not end-to-end encrypted at this
+    /// level (1, 3 or 5) or above; without it any sender is taken.
+    #[arg(long, value_parser = parse_level)]
+    pub min_level: Option<infermesh_core::crypto::Level>,
     /// Send direct messages with transport encryption only (no end-to-end
     /// post-quantum encryption).
     #[arg(long)]

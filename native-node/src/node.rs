@@ -183,6 +183,7 @@ async fn start(
     config.replicate = args.replica_quota > 0;
     config.quantum_resistant = !args.no_quantum;
     config.kem_level = args.level;
+    config.min_kem_level = args.min_level;
     config.mailbox = !args.no_mailbox;
 
     let store = RedbStore::open(&data.path().join("state.redb"))?;

@@ -26,6 +26,7 @@ pub(crate) struct InitOptions {
     pub max_peers: Option<usize>,
     pub quantum_resistant: Option<bool>,
     pub mlkem_security_level: Option<u8>,
+    pub min_security_level: Option<u8>,
     pub private_key: Option<String>,
     pub replication_factor: Option<usize>,
 }
@@ -58,11 +59,12 @@ pub(crate) fn options<T: serde::de::DeserializeOwned + Default>(
 pub(crate) fn init_options(value: JsValue) -> Result<InitOptions, JsValue> {
     // serde-wasm-bindgen reads only the fields it knows, so a misspelt
     // option would pass silently: `options` refuses it.
-    const KNOWN: [&str; 6] = [
+    const KNOWN: [&str; 7] = [
         "bootstrap_peers",
         "max_peers",
         "quantum_resistant",
         "mlkem_security_level",
+        "min_security_level",
         "private_key",
         "replication_factor",
     ];

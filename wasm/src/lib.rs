@@ -145,7 +145,8 @@ impl WasmP2PClient {
     }
 
     /// Starts the node: `{ bootstrap_peers, max_peers, quantum_resistant,
-    /// mlkem_security_level, private_key, replication_factor }`, all
+    /// mlkem_security_level, min_security_level, private_key,
+    /// replication_factor }`, all
     /// optional. Without `private_key` the identity is created once and kept
     /// in IndexedDB. Resolves with the node ID once connected to a
     /// bootstrap peer (if any were given).
@@ -407,6 +408,9 @@ async fn start_node(name: &str, shared: &Rc<Shared>, options: JsValue) -> Result
     config.quantum_resistant = quantum_resistant;
     if let Some(level) = options.mlkem_security_level {
         config.kem_level = infermesh_core::crypto::Level::try_from(level).map_err(js_error)?;
+    }
+    if let Some(level) = options.min_security_level {
+        config.min_kem_level = Some(infermesh_core::crypto::Level::try_from(level).map_err(js_error)?);
     }
     let (mesh, events, event_loop) = Mesh::build_with_store(config, Box::new(store)).map_err(js_error)?;
     let running = Live::new(&EVENT_LOOPS);

@@ -21,7 +21,7 @@
 //!   with a one-off session ([`E2e::seal_once`]): the handshake, signed by
 //!   the sender, proves who wrote them whoever delivers them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
@@ -79,6 +79,9 @@ pub enum OpenError {
     /// Bad signature, tampering, replay.
     #[error(transparent)]
     Session(#[from] SessionError),
+    /// A handshake that failed to verify before, sent again.
+    #[error("a handshake that failed to verify before")]
+    RefusedBefore,
 }
 
 /// What opening an envelope involved.
@@ -212,7 +215,16 @@ pub struct E2e {
     incoming: HashMap<PeerId, Incoming>,
     next_session: u64,
     rekey: Rekey,
+    /// Handshakes that did not verify (sender, level, hash), oldest first:
+    /// the same one again is refused without the signature check and the
+    /// decapsulation (a replayed bad handshake costs a lookup).
+    refused: VecDeque<(PeerId, u8, [u8; 32])>,
+    /// Handshakes verified (signature and decapsulation), for tests.
+    verified: u64,
 }
+
+/// Bad handshakes remembered.
+const REFUSED_HANDSHAKES: usize = 1024;
 
 impl std::fmt::Debug for E2e {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -239,7 +251,29 @@ impl E2e {
             incoming: HashMap::new(),
             next_session: 0,
             rekey: Rekey::default(),
+            refused: VecDeque::new(),
+            verified: 0,
         }
+    }
+
+    /// Accepts `sender`'s handshake (its signature checked, its secret
+    /// decapsulated), unless that very handshake failed before.
+    fn accept(&mut self, sender: &PeerId, handshake: &Handshake) -> Result<Session, OpenError> {
+        let key = (*sender, handshake.level, handshake_hash(handshake));
+        if self.refused.contains(&key) {
+            return Err(OpenError::RefusedBefore);
+        }
+        let level = Level::try_from(handshake.level).map_err(SessionError::from)?;
+        self.secret(level);
+        let ours = self.secrets.get(&level).expect("derived above");
+        self.verified += 1;
+        Session::accept(&self.identity, ours, sender, handshake).map_err(|e| {
+            if self.refused.len() >= REFUSED_HANDSHAKES {
+                self.refused.pop_front();
+            }
+            self.refused.push_back(key);
+            OpenError::from(e)
+        })
     }
 
     /// Rotates session keys by `policy` instead of the default.
@@ -390,10 +424,7 @@ impl E2e {
                 i.started_by == hash || i.previous.as_ref().is_some_and(|(_, h)| *h == hash)
             });
             if !known {
-                let level = Level::try_from(handshake.level).map_err(SessionError::from)?;
-                self.secret(level);
-                let ours = self.secrets.get(&level).expect("derived above");
-                let mut session = Session::accept(&self.identity, ours, sender, handshake)?;
+                let mut session = self.accept(sender, handshake)?;
                 // Open with the new session before installing it, so a
                 // handshake with a forged body changes nothing.
                 open_body(&mut session, env, &body.sealed)?;
@@ -432,18 +463,8 @@ impl E2e {
             env.e2e = Some(body);
             return Err(OpenError::NoHandshake);
         };
-        let result = Level::try_from(handshake.level)
-            .map_err(|e| OpenError::Session(e.into()))
-            .and_then(|level| {
-                self.secret(level);
-                Session::accept(
-                    &self.identity,
-                    self.secrets.get(&level).expect("derived above"),
-                    author,
-                    handshake,
-                )
-                .map_err(OpenError::from)
-            })
+        let result = self
+            .accept(author, handshake)
             .and_then(|mut session| open_body(&mut session, env, &body.sealed).map(|()| session.level()));
         if result.is_err() {
             env.e2e = Some(body);
@@ -661,7 +682,15 @@ mod tests {
         assert_eq!(opened, plain);
         // Claimed to come from someone else: the handshake is not theirs.
         let mut forged = held.clone();
-        assert!(b.open_once(&Identity::from_seed([3; 32]).peer_id(), &mut forged).is_err());
+        let mallory = Identity::from_seed([3; 32]).peer_id();
+        assert!(b.open_once(&mallory, &mut forged).is_err());
+        // Replayed a thousand times, it is checked once.
+        let verified = b.verified;
+        for _ in 0..1000 {
+            let mut again = held.clone();
+            assert_eq!(b.open_once(&mallory, &mut again), Err(OpenError::RefusedBefore));
+        }
+        assert_eq!(b.verified, verified, "no signature check or decapsulation for a known bad handshake");
         // Without a handshake there is no proof.
         let (session_msg, _) = wire(&mut a, pb, message(pa, pb, "s"));
         let mut stripped = session_msg;

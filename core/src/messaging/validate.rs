@@ -40,11 +40,14 @@ pub enum RejectReason {
     /// Sealed under a session this node does not have (it restarted); the
     /// sender starts a new one and sends again.
     NoSession,
+    /// Not end-to-end encrypted, or at a KEM level below the minimum this
+    /// node accepts (`min_kem_level`).
+    TooWeak,
 }
 
 impl RejectReason {
     /// Every reason, for metrics that list all of them.
-    pub const ALL: [RejectReason; 12] = [
+    pub const ALL: [RejectReason; 13] = [
         RejectReason::Oversize,
         RejectReason::Malformed,
         RejectReason::Schema,
@@ -57,6 +60,7 @@ impl RejectReason {
         RejectReason::Decrypt,
         RejectReason::Replay,
         RejectReason::NoSession,
+        RejectReason::TooWeak,
     ];
 
     /// A stable snake_case label.
@@ -74,6 +78,7 @@ impl RejectReason {
             RejectReason::Decrypt => "decrypt_failed",
             RejectReason::Replay => "replay",
             RejectReason::NoSession => "e2e_no_session",
+            RejectReason::TooWeak => "e2e_too_weak",
         }
     }
 
@@ -306,7 +311,13 @@ impl Validator {
 
     /// Remembers `env`'s ID from `sender`, so another copy is a duplicate.
     pub fn remember(&mut self, sender: &PeerId, env: &Envelope, now_ms: u64) {
-        self.seen.insert((*sender, env.id.clone()), env.expires_at_ms(), now_ms, self.limits.seen_capacity);
+        self.remember_id(sender, env.id.clone(), env.expires_at_ms(), now_ms);
+    }
+
+    /// Remembers that the envelope `id` from `sender`, which expires at
+    /// `expires_at`, was accepted (from what a store kept across a restart).
+    pub fn remember_id(&mut self, sender: &PeerId, id: String, expires_at: u64, now_ms: u64) {
+        self.seen.insert((*sender, id), expires_at, now_ms, self.limits.seen_capacity);
     }
 
     /// Rejects a byte length over the limit; callers that know a length

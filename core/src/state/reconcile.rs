@@ -88,7 +88,12 @@ impl Responder {
     }
 
     /// Answers one message of an initiator about `namespace`.
-    pub fn respond(&mut self, replica: &Replica, namespace: &str, message: &[u8]) -> Result<Vec<u8>, SyncError> {
+    pub fn respond(
+        &mut self,
+        replica: &Replica,
+        namespace: &str,
+        message: &[u8],
+    ) -> Result<Vec<u8>, SyncError> {
         let current = digest(replica, namespace);
         let at = self.cached.iter().position(|(ns, _, _)| ns == namespace);
         let fresh = at.is_some_and(|i| self.cached[i].1 == current);

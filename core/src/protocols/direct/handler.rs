@@ -263,12 +263,7 @@ impl ConnectionHandler for Handler {
                 }
                 let mut io = Framed::new(stream, FrameCodec::requests(self.max_request));
                 io.set_send_high_water_mark(ACK_BUFFER);
-                self.inbound.push(Inbound {
-                    id: self.next_stream,
-                    io,
-                    acks: VecDeque::new(),
-                    unanswered: 0,
-                });
+                self.inbound.push(Inbound { id: self.next_stream, io, acks: VecDeque::new(), unanswered: 0 });
                 self.next_stream += 1;
             }
             ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
@@ -356,7 +351,11 @@ mod tests {
     }
 
     impl AsyncRead for NeverReads {
-        fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
             let n = buf.len().min(self.input.len() - self.at);
             if n == 0 {
                 return Poll::Pending;

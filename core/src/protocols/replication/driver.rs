@@ -855,13 +855,15 @@ impl<C> Replication<C> {
                         .collect(),
                 )
             }
-            SyncRequest::Reconcile { ns, msg } => match self.responder.respond(self.state.replica(), &ns, &msg) {
-                Ok(answer) => {
-                    self.holder(&ns, peer);
-                    SyncResponse::Reconcile(ByteBuf::from(answer))
+            SyncRequest::Reconcile { ns, msg } => {
+                match self.responder.respond(self.state.replica(), &ns, &msg) {
+                    Ok(answer) => {
+                        self.holder(&ns, peer);
+                        SyncResponse::Reconcile(ByteBuf::from(answer))
+                    }
+                    Err(e) => SyncResponse::Refused(e.to_string()),
                 }
-                Err(e) => SyncResponse::Refused(e.to_string()),
-            },
+            }
             SyncRequest::Fetch { ns, ids } => {
                 let mut out = Vec::new();
                 let mut bytes = 0;

@@ -41,6 +41,8 @@ use crate::{
 const KEY_ASK_FALLBACKS: usize = 3;
 /// Most mailbox holders one message is deposited with.
 const DEPOSIT_HOLDERS: usize = 3;
+/// Most receipts of held messages kept (each until its message expires).
+const MAX_RECEIPTS: usize = 65_536;
 /// The settings this driver uses.
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
@@ -48,6 +50,8 @@ pub(crate) struct Settings {
     pub quantum_resistant: bool,
     /// The level this node encapsulates at.
     pub level: Level,
+    /// The weakest direct message accepted (`None`: any, plaintext too).
+    pub min_level: Option<Level>,
     /// When session keys rotate.
     pub rekey: Rekey,
     /// Hold messages for offline peers.
@@ -65,6 +69,7 @@ impl From<&crate::MeshConfig> for Settings {
         Settings {
             quantum_resistant: config.quantum_resistant,
             level: config.kem_level,
+            min_level: config.min_kem_level,
             rekey: config.e2e_rekey,
             mailbox: config.mailbox,
             mailbox_limits: config.mailbox_limits.clone(),
@@ -140,6 +145,10 @@ pub(crate) struct Sessions<C> {
     key_published: bool,
     /// Messages held here for offline peers.
     holder: Holder,
+    /// Held messages this node received (author, ID, expiry), oldest
+    /// first: kept in the mail store until they expire, so that a holder
+    /// delivering one again after a restart is refused as a duplicate.
+    receipts: VecDeque<(PeerId, String, u64)>,
     logged: HashSet<RejectReason>,
     metrics: Arc<Metrics>,
     actions: VecDeque<Action<C>>,
@@ -155,6 +164,7 @@ impl<C> Sessions<C> {
             e2e: E2e::new(identity, settings.level).with_rekey(settings.rekey),
             validator: Validator::new(settings.limits.clone()),
             holder: Holder::new(settings.mailbox_limits.clone()),
+            receipts: VecDeque::new(),
             key_waits: KeyWaits::new(settings.parked),
             settings,
             connected: HashSet::new(),
@@ -178,6 +188,15 @@ impl<C> Sessions<C> {
     /// node that goes offline before it ever used it can still be written
     /// to: senders find its key with the replicas of its namespace).
     pub(crate) fn start(&mut self, stored_mail: Vec<(PeerId, Held)>, now_ms: u64) {
+        let (receipts, stored_mail): (Vec<_>, Vec<_>) =
+            stored_mail.into_iter().partition(|(recipient, _)| *recipient == self.local);
+        let mut receipts: Vec<Held> = receipts.into_iter().map(|(_, held)| held).collect();
+        receipts.sort_by_key(|held| held.expires_at_ms);
+        for held in receipts {
+            self.validator.remember_id(&held.author, held.id.clone(), held.expires_at_ms, now_ms);
+            self.receipts.push_back((held.author, held.id, held.expires_at_ms));
+        }
+        self.expire_receipts(now_ms);
         let gone = if self.settings.mailbox {
             self.holder.restore(stored_mail, now_ms)
         } else {
@@ -311,6 +330,7 @@ impl<C> Sessions<C> {
     pub(crate) fn accept_direct(&mut self, peer: &PeerId, bytes: &[u8]) -> Result<InboundMessage, Rejection> {
         let now = platform::now_ms();
         let result = self.validator.check(bytes, peer, &self.local_text, now).and_then(|mut envelope| {
+            self.strong_enough(&envelope)?;
             let opened = self.e2e.open(peer, &mut envelope).map_err(|e| open_rejection(&e))?;
             self.validator.remember(peer, &envelope, now);
             Ok((envelope, opened))
@@ -353,8 +373,10 @@ impl<C> Sessions<C> {
     ) -> Result<InboundMessage, Rejection> {
         let now = platform::now_ms();
         let mut envelope = self.validator.check(frame, &author, &self.local_text, now)?;
+        self.strong_enough(&envelope)?;
         let level = self.e2e.open_once(&author, &mut envelope).map_err(|e| open_rejection(&e))?;
         self.validator.remember(&author, &envelope, now);
+        self.receipt(author, envelope.id.clone(), envelope.expires_at_ms());
         Ok(InboundMessage { envelope, sender: author, via: Via::Mailbox(holder), e2e: Some(level) })
     }
 
@@ -611,6 +633,7 @@ impl<C> Sessions<C> {
 
     /// Drops expired mail; delivers again to recipients whose pause is over.
     pub(crate) fn on_tick(&mut self, now: Instant) {
+        self.expire_receipts(platform::now_ms());
         let gone = self.holder.expire(platform::now_ms());
         if !gone.is_empty() {
             self.forget_mail(gone);
@@ -620,6 +643,54 @@ impl<C> Sessions<C> {
             if self.connected.contains(&recipient) {
                 self.flush_mail(recipient);
             }
+        }
+    }
+
+    /// Forgets receipts of messages that have expired (a copy delivered
+    /// again would be refused as expired) and the oldest beyond
+    /// [`MAX_RECEIPTS`].
+    fn expire_receipts(&mut self, now_ms: u64) {
+        let mut gone = Vec::new();
+        while let Some((_, _, expires)) = self.receipts.front() {
+            if *expires > now_ms && self.receipts.len() <= MAX_RECEIPTS {
+                break;
+            }
+            let (author, id, _) = self.receipts.pop_front().expect("front exists");
+            gone.push((self.local, author, id));
+        }
+        self.forget_mail(gone);
+    }
+
+    /// Keeps a receipt of a held message taken, until it expires.
+    fn receipt(&mut self, author: PeerId, id: String, expires_at_ms: u64) {
+        let held = Held { author, id: id.clone(), expires_at_ms, frame: Vec::new() };
+        self.receipts.push_back((author, id, expires_at_ms));
+        self.actions
+            .push_back(Action::StoreMail { changes: vec![MailChange::Hold(self.local, held)], held: None });
+    }
+
+    /// Refuses a direct message weaker than `min_level`: not sealed, or
+    /// starting a session below it (a session's later messages were
+    /// checked when it started).
+    fn strong_enough(&self, envelope: &Envelope) -> Result<(), Rejection> {
+        let Some(min) = self.settings.min_level else { return Ok(()) };
+        let level = match &envelope.e2e {
+            None => None,
+            Some(body) => match &body.handshake {
+                Some(handshake) => Some(handshake.level),
+                None => return Ok(()),
+            },
+        };
+        match level {
+            Some(level) if level >= min.number() => Ok(()),
+            Some(level) => Err(Rejection::new(
+                RejectReason::TooWeak,
+                format!("sealed at level {level}; this node accepts level {} or above", min.number()),
+            )),
+            None => Err(Rejection::new(
+                RejectReason::TooWeak,
+                format!("not end-to-end encrypted; this node accepts level {} or above", min.number()),
+            )),
         }
     }
 

@@ -18,6 +18,7 @@ fn settings(mailbox: bool) -> Settings {
     Settings {
         quantum_resistant: true,
         level: Level::L1,
+        min_level: None,
         rekey: Rekey::default(),
         mailbox,
         mailbox_limits: MailboxLimits::default(),
@@ -210,9 +211,43 @@ fn mail_is_held_sealed_stored_before_it_is_acknowledged_and_delivered_when_the_r
     assert_eq!(hal.held_frames().len(), 1, "kept for later");
     hal.on_tick(Instant::now() + std::time::Duration::from_secs(1));
     let (_, ask, request) = requests(drain(&mut hal)).remove(0);
+    let replay = request.clone();
     bob.on_request(ph, request, ask, &empty_state(), 10);
     let (delivered, answered): (Vec<_>, Vec<_>) =
         drain(&mut bob).into_iter().partition(|a| matches!(a, Action::Deliver(_)));
+    // Bob keeps a receipt in his mail store until the message expires…
+    let receipts: Vec<(PeerId, Held)> = answered
+        .iter()
+        .filter_map(|a| match a {
+            Action::StoreMail { changes, held: None } => Some(changes.clone()),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|c| match c {
+            MailChange::Hold(recipient, held) => Some((recipient, held)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(receipts.len(), 1);
+    assert!(receipts[0].0 == pb && receipts[0].1.author == pa && receipts[0].1.frame.is_empty());
+    // …so that after a restart, the same message delivered again (by a
+    // holder that kept it) is refused as a duplicate.
+    let mut restarted = Node::new(ib.clone(), settings(false), Arc::new(Metrics::new(|_, _| {})));
+    restarted.start(receipts.clone(), platform::now_ms());
+    drain(&mut restarted);
+    restarted.on_request(ph, replay.clone(), AskId(99), &empty_state(), 10);
+    let again = drain(&mut restarted);
+    assert!(
+        !again.iter().any(|a| matches!(a, Action::Deliver(_))),
+        "a replay after a restart is not delivered"
+    );
+    assert!(matches!(response(again), E2eResponse::Taken { accepted: 0, rejected: 1, .. }));
+    // Without the receipt (today's in-memory guard only) it would have been.
+    let mut forgetful = Node::new(ib.clone(), settings(false), Arc::new(Metrics::new(|_, _| {})));
+    forgetful.start(Vec::new(), platform::now_ms());
+    drain(&mut forgetful);
+    forgetful.on_request(ph, replay, AskId(98), &empty_state(), 10);
+    assert!(drain(&mut forgetful).iter().any(|a| matches!(a, Action::Deliver(_))));
     let taken = response(answered);
     let Some(Action::Deliver(message)) = delivered.into_iter().next() else { panic!("delivered") };
     assert_eq!(
@@ -310,4 +345,31 @@ fn no_holder_or_all_refusing_fails_the_send_and_mail_lost_in_flight_is_kept() {
     let (_, ask, _) = requests(drain(&mut hal)).remove(0);
     hal.on_failure(ask, "connection closed".into(), Instant::now());
     assert_eq!(hal.held_frames().len(), 1);
+}
+
+#[test]
+fn a_node_with_a_minimum_level_refuses_weaker_and_plaintext_direct_messages() {
+    let (mut a, ia) = node(1, false);
+    let ib = Identity::from_seed([2; 32]);
+    let pb = ib.peer_id();
+    let mut strict = settings(false);
+    strict.min_level = Some(Level::L3);
+    let mut b = Node::new(ib.clone(), strict, Arc::new(Metrics::new(|_, _| {})));
+    b.start(Vec::new(), platform::now_ms());
+    drain(&mut b);
+    let pa = ia.peer_id();
+    // A level-1 session.
+    a.e2e.learn_key(pb, SignedKemKey::new(&ib, Level::L1)).unwrap();
+    let (frame, _) = a.seal(&pb, &envelope(&ia, &pb, "weak")).unwrap();
+    let refused = b.accept_direct(&pa, &frame).unwrap_err();
+    assert_eq!(refused.reason, RejectReason::TooWeak, "{refused}");
+    // Plaintext.
+    let plain = envelope(&ia, &pb, "clear").encode();
+    assert_eq!(b.accept_direct(&pa, &plain).unwrap_err().reason, RejectReason::TooWeak);
+    // Level 3 and above pass.
+    let (mut c, ic) = node(3, false);
+    c.e2e = E2e::new(ic.clone(), Level::L5);
+    c.e2e.learn_key(pb, SignedKemKey::new(&ib, Level::L5)).unwrap();
+    let (frame, _) = c.seal(&pb, &envelope(&ic, &pb, "strong")).unwrap();
+    assert_eq!(b.accept_direct(&ic.peer_id(), &frame).unwrap().e2e, Some(Level::L5));
 }
