@@ -71,8 +71,22 @@ pub struct MeshConfig {
     pub transport: TransportConfig,
     /// Peers to join through (`/…/p2p/<id>`); redialled forever with backoff.
     pub bootstrap: Vec<Multiaddr>,
-    /// Most distinct peers connected at once.
+    /// Most distinct peers connected at once. Three quarters at most may
+    /// be peers that connected to this node; the rest are kept for peers it
+    /// dials (bootstrap peers are let in beyond it), so that sybils cannot
+    /// eclipse it.
     pub max_peers: usize,
+    /// Most peers connected from one IP address (loopback and relayed
+    /// connections aside).
+    pub max_peers_per_ip: usize,
+    /// How long a peer whose gossip scored it below gossipsub's graylist
+    /// threshold (invalid messages) is disconnected and kept out.
+    pub ban_duration: Duration,
+    /// Most connections being set up at once, in each direction.
+    pub max_pending_connections: u32,
+    /// Most streams of each request-response protocol (state sync, e2e,
+    /// jobs) open at once on one connection; more are refused.
+    pub max_streams_per_protocol: usize,
     /// Serve relay v2 circuits for others (native nodes).
     pub relay_server: bool,
     /// Answer DHT queries (native nodes); browsers are DHT clients.
@@ -152,6 +166,10 @@ impl MeshConfig {
             transport: TransportConfig::Platform(TransportOptions::default()),
             bootstrap: Vec::new(),
             max_peers: 50,
+            max_peers_per_ip: 8,
+            ban_duration: Duration::from_secs(600),
+            max_pending_connections: 64,
+            max_streams_per_protocol: 32,
             relay_server: true,
             kad_server: true,
             autonat: true,
@@ -194,5 +212,98 @@ impl MeshConfig {
             mailbox: false,
             ..Self::server(identity)
         }
+    }
+}
+
+impl MeshConfig {
+    /// Every resource limit in force, by name (reported by `status` and as
+    /// the `infermesh_limit` metric).
+    pub fn limits_report(&self) -> std::collections::BTreeMap<String, u64> {
+        let replica = &self.replica_limits;
+        let mailbox = &self.mailbox_limits;
+        let n = |v: usize| v as u64;
+        [
+            ("max_peers", n(self.max_peers)),
+            ("max_inbound_peers", n((self.max_peers - self.max_peers / 4).max(1))),
+            ("max_peers_per_ip", n(self.max_peers_per_ip)),
+            ("max_pending_connections", u64::from(self.max_pending_connections)),
+            ("max_streams_per_protocol", n(self.max_streams_per_protocol)),
+            ("ban_seconds", self.ban_duration.as_secs()),
+            ("max_envelope_bytes", n(self.limits.max_envelope_bytes)),
+            ("direct_window", n(self.direct_window)),
+            ("direct_queue", n(self.direct_queue)),
+            ("event_buffer", n(self.event_buffer)),
+            ("hub_topics", n(self.hub_topics)),
+            ("replica_quota", n(self.replica_quota)),
+            ("replica_entries_per_namespace", n(replica.entries_per_namespace)),
+            ("replica_bytes_per_namespace", n(replica.bytes_per_namespace)),
+            ("replica_total_bytes", n(replica.total_bytes)),
+            ("mailbox_per_recipient", n(mailbox.per_recipient)),
+            ("mailbox_bytes_per_recipient", n(mailbox.bytes_per_recipient)),
+            ("mailbox_recipients", n(mailbox.recipients)),
+            ("mailbox_per_depositor", n(mailbox.per_depositor)),
+            ("mailbox_bytes_per_depositor", n(mailbox.bytes_per_depositor)),
+            ("mailbox_total_bytes", n(mailbox.total_bytes)),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect()
+    }
+
+    /// Sets one limit by its name in [`MeshConfig::limits_report`]
+    /// (`max_inbound_peers` follows from `max_peers`).
+    pub fn set_limit(&mut self, name: &str, value: u64) -> Result<(), String> {
+        let n = usize::try_from(value).map_err(|_| format!("{value} is too large"))?;
+        let replica = &mut self.replica_limits;
+        let mailbox = &mut self.mailbox_limits;
+        match name {
+            "max_peers" => self.max_peers = n,
+            "max_peers_per_ip" => self.max_peers_per_ip = n,
+            "max_pending_connections" => {
+                self.max_pending_connections =
+                    u32::try_from(value).map_err(|_| format!("{value} is too large"))?
+            }
+            "max_streams_per_protocol" => self.max_streams_per_protocol = n,
+            "ban_seconds" => self.ban_duration = Duration::from_secs(value),
+            "max_envelope_bytes" => self.limits.max_envelope_bytes = n,
+            "direct_window" => self.direct_window = n.max(1),
+            "direct_queue" => self.direct_queue = n,
+            "event_buffer" => self.event_buffer = n.max(1),
+            "hub_topics" => self.hub_topics = n,
+            "replica_quota" => self.replica_quota = n,
+            "replica_entries_per_namespace" => replica.entries_per_namespace = n,
+            "replica_bytes_per_namespace" => replica.bytes_per_namespace = n,
+            "replica_total_bytes" => replica.total_bytes = n,
+            "mailbox_per_recipient" => mailbox.per_recipient = n,
+            "mailbox_bytes_per_recipient" => mailbox.bytes_per_recipient = n,
+            "mailbox_recipients" => mailbox.recipients = n,
+            "mailbox_per_depositor" => mailbox.per_depositor = n,
+            "mailbox_bytes_per_depositor" => mailbox.bytes_per_depositor = n,
+            "mailbox_total_bytes" => mailbox.total_bytes = n,
+            _ => {
+                let known: Vec<String> =
+                    self.limits_report().into_keys().filter(|k| k != "max_inbound_peers").collect();
+                return Err(format!("unknown limit '{name}': one of {}", known.join(", ")));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    #[test]
+    fn every_reported_limit_can_be_set_by_its_name() {
+        let mut config = MeshConfig::server(Identity::from_seed([1; 32]));
+        for name in config.limits_report().into_keys().filter(|k| k != "max_inbound_peers") {
+            config.set_limit(&name, 7).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(config.limits_report()[&name], 7, "{name}");
+        }
+        assert!(config.set_limit("max_bananas", 1).unwrap_err().contains("max_peers_per_ip"));
     }
 }

@@ -132,6 +132,10 @@ pub struct Status {
     pub kem_level: u8,
     /// Whether this node holds messages for offline peers.
     pub mailbox: bool,
+    /// Every resource limit in force, by name (see `MeshConfig`).
+    pub limits: std::collections::BTreeMap<String, u64>,
+    /// Peers banned now (for invalid gossip).
+    pub banned_peers: usize,
     /// Metrics summary.
     pub metrics: MetricsSnapshot,
 }

@@ -52,6 +52,11 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NameLabel {
+    name: String,
+}
+
 /// The counters, shared by the event loop (which writes) and handles
 /// (which read).
 #[derive(Debug)]
@@ -87,6 +92,8 @@ pub(crate) struct Metrics {
     jobs_failed: Counter,
     job_chunks_refused: Counter,
     job_chunks_served: Counter,
+    peers_banned: Counter,
+    limits: Family<NameLabel, Gauge>,
 }
 
 impl Metrics {
@@ -186,6 +193,14 @@ impl Metrics {
             job_chunks_refused.clone(),
         );
         sub.register("job_chunks_served", "Chunks run here for other members", job_chunks_served.clone());
+        let limits = Family::<NameLabel, Gauge>::default();
+        sub.register("limit", "Resource limits in force, by name", limits.clone());
+        let peers_banned = Counter::default();
+        sub.register(
+            "peers_banned",
+            "Peers disconnected and kept out for a while for invalid gossip",
+            peers_banned.clone(),
+        );
         register_more(&mut registry, &mut bandwidth);
         Self {
             registry,
@@ -213,7 +228,20 @@ impl Metrics {
             jobs_failed,
             job_chunks_refused,
             job_chunks_served,
+            peers_banned,
+            limits,
         }
+    }
+
+    /// Publishes the limits in force as `infermesh_limit{name}` (set once).
+    pub(crate) fn set_limits(&self, limits: &BTreeMap<String, u64>) {
+        for (name, value) in limits {
+            self.limits.get_or_create(&NameLabel { name: name.clone() }).set(*value as i64);
+        }
+    }
+
+    pub(crate) fn peer_banned(&self) {
+        self.peers_banned.inc();
     }
 
     pub(crate) fn job_finished(&self, ok: bool) {
@@ -349,6 +377,7 @@ impl Metrics {
             jobs_failed: self.jobs_failed.get(),
             job_chunks_refused: self.job_chunks_refused.get(),
             job_chunks_served: self.job_chunks_served.get(),
+            peers_banned: self.peers_banned.get(),
             state_rejected_by_reason: EntryRejection::ALL
                 .iter()
                 .map(|r| (r.as_str().to_owned(), self.state_rejected[*r as usize].get()))
@@ -429,6 +458,8 @@ pub struct MetricsSnapshot {
     pub job_chunks_refused: u64,
     /// Chunks run here for other members.
     pub job_chunks_served: u64,
+    /// Peers banned for invalid gossip.
+    pub peers_banned: u64,
 }
 
 #[cfg(test)]

@@ -40,6 +40,7 @@ enum RawCommand {
     Subscribe(String),
     Publish(String, Vec<u8>, oneshot::Sender<Result<(), String>>),
     SubscribedPeers(String, oneshot::Sender<usize>),
+    Connected(PeerId, oneshot::Sender<bool>),
 }
 
 /// The foreign peer, running in its own task.
@@ -111,6 +112,9 @@ impl RawPeer {
                             let result = swarm.behaviour_mut().gossipsub.publish(gossipsub::IdentTopic::new(topic), data);
                             let _ = reply.send(result.map(|_| ()).map_err(|e| e.to_string()));
                         }
+                        Some(RawCommand::Connected(peer, reply)) => {
+                            let _ = reply.send(swarm.is_connected(&peer));
+                        }
                         Some(RawCommand::SubscribedPeers(topic, reply)) => {
                             let hash = gossipsub::IdentTopic::new(topic).hash();
                             let n = swarm.behaviour().gossipsub.all_peers().filter(|(_, t)| t.contains(&&hash)).count();
@@ -141,6 +145,12 @@ impl RawPeer {
         let (seq, rejected) = read_ack(&mut stream).await;
         assert_eq!(seq, 7, "the acknowledgement names the request");
         rejected
+    }
+
+    async fn connected_to(&self, peer: PeerId) -> bool {
+        let (tx, rx) = oneshot::channel();
+        self.send(RawCommand::Connected(peer, tx)).await;
+        rx.await.unwrap()
     }
 
     async fn publish(&self, topic: &str, data: Vec<u8>) {
@@ -544,10 +554,11 @@ async fn bad_state_gossip_is_refused_counted_and_not_stored() {
     .await;
     let data = node.mesh.state(Some(&ns)).await.unwrap().data;
     assert_eq!(data, json!({"good": {"kept": true}}), "only the good entry is stored");
-    // The peer that passed the forged entry on lost its standing: what it
-    // sends next is dropped before it is looked at.
-    let from_penalised = Entry::sign(&author, &ns, "penalised", Some(&json!(0)), now + 1).unwrap();
-    raw.publish(STATE_TOPIC, batch(&[&from_penalised])).await;
+    // The peer that passed the forged entry on is banned: disconnected.
+    wait_until(DEADLINE, "the peer that forwarded a forged entry to be dropped", || async {
+        !node.connected_to(&raw.id).await
+    })
+    .await;
 
     // The node still takes good gossip from an honest peer.
     let raw = gossiping_raw_peer(&node, STATE_TOPIC).await;
@@ -557,6 +568,37 @@ async fn bad_state_gossip_is_refused_counted_and_not_stored() {
         node.mesh.state(Some(&ns)).await.unwrap().data["later"] == json!([1, 2])
     })
     .await;
-    let data = node.mesh.state(Some(&ns)).await.unwrap().data;
-    assert!(data.get("penalised").is_none(), "the penalised peer's batch was ignored: {data}");
+}
+
+/// A peer that sends invalid gossip, on a user topic or the state topic, is
+/// banned: disconnected, and refused when it comes back, for the ban's
+/// duration; then it is let in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_sending_invalid_gossip_is_banned_for_a_while() {
+    let mut config = memory_config(Identity::generate().unwrap(), vec![]);
+    config.ban_duration = Duration::from_secs(4);
+    let node = TestNode::start(config, "/memory/0".parse().unwrap()).await;
+    node.mesh.subscribe("bad-input").await.unwrap();
+    for topic in ["bad-input", STATE_TOPIC] {
+        let raw = gossiping_raw_peer(&node, topic).await;
+        raw.publish(topic, b"garbage".to_vec()).await;
+        wait_until(DEADLINE, "the node to drop the peer", || async {
+            !node.connected_to(&raw.id).await && !raw.connected_to(node.peer_id()).await
+        })
+        .await;
+        // It comes back at once: refused while banned.
+        raw.send(RawCommand::Dial(node.addr.clone())).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!node.connected_to(&raw.id).await, "{topic}: a banned peer is kept out");
+        let status = node.mesh.status().await.unwrap();
+        assert_eq!(status.banned_peers, 1, "{topic}");
+        // After the ban it is let in again.
+        wait_until(DEADLINE, "the ban to end and the peer to be let in", || async {
+            raw.send(RawCommand::Dial(node.addr.clone())).await;
+            node.connected_to(&raw.id).await
+        })
+        .await;
+    }
+    assert_eq!(node.mesh.metrics().peers_banned, 2);
+    assert!(node.mesh.prometheus_metrics().contains("infermesh_peers_banned_total 2"));
 }

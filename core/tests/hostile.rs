@@ -82,3 +82,44 @@ async fn an_application_that_falls_behind_is_told_what_it_missed() {
     .expect("the message arrives");
     assert_eq!(delivered.as_deref(), Some("caught up"));
 }
+
+/// Sybils that connect to a node first take at most three quarters of its
+/// `max_peers`, and its bootstrap peer is let in whatever the count: a
+/// node cannot be eclipsed by peers that come to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sybils_cannot_eclipse_a_node_from_its_bootstrap_peer() {
+    let bootstrap_identity = Identity::generate().unwrap();
+    let port = 1_000_000 + u64::from(std::process::id());
+    let bootstrap_addr: libp2p::Multiaddr =
+        format!("/memory/{port}/p2p/{}", bootstrap_identity.peer_id()).parse().unwrap();
+    let mut config = memory_config(Identity::generate().unwrap(), vec![bootstrap_addr]);
+    config.max_peers = 4;
+    let node = TestNode::start(config, "/memory/0".parse().unwrap()).await;
+
+    // Five sybils connect while the bootstrap peer is down.
+    let mut sybils = Vec::new();
+    for _ in 0..5 {
+        let mut config = memory_config(Identity::generate().unwrap(), vec![node.addr.clone()]);
+        config.timing.reconnect_attempts = 1;
+        sybils.push(TestNode::start(config, "/memory/0".parse().unwrap()).await);
+    }
+    wait_until(Duration::from_secs(20), "three sybils in", || async { node.peer_count().await == 3 }).await;
+    let status = node.mesh.status().await.unwrap();
+    assert_eq!(status.limits["max_inbound_peers"], 3);
+
+    // The bootstrap peer comes up: the node reaches it.
+    let bootstrap = TestNode::start(
+        memory_config(bootstrap_identity, vec![]),
+        format!("/memory/{port}").parse().unwrap(),
+    )
+    .await;
+    wait_until(Duration::from_secs(20), "the node to reach its bootstrap peer", || async {
+        node.connected_to(&bootstrap.peer_id()).await
+    })
+    .await;
+    let mut admitted = 0;
+    for sybil in &sybils {
+        admitted += usize::from(node.connected_to(&sybil.peer_id()).await);
+    }
+    assert_eq!(admitted, 3, "no more than three quarters of max_peers came in");
+}

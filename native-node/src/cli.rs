@@ -98,6 +98,10 @@ pub struct NodeArgs {
     /// X25519.
     #[arg(long, default_value = "3", value_parser = parse_level)]
     pub level: infermesh_core::crypto::Level,
+    /// Set a resource limit, `NAME=VALUE` (repeat for several); `status
+    /// --detailed` lists them all with their values.
+    #[arg(long = "limit", value_name = "NAME=VALUE", value_parser = parse_limit)]
+    pub limits: Vec<(String, u64)>,
     /// Refuse direct messages that are not end-to-end encrypted at this
     /// level (1, 3 or 5) or above; without it any sender is taken.
     #[arg(long, value_parser = parse_level)]
@@ -119,6 +123,12 @@ pub struct NodeArgs {
     /// ~/.cache/infermesh-models/all-MiniLM-L6-v2]; also served to pages.
     #[arg(long, value_name = "DIR")]
     pub model_dir: Option<PathBuf>,
+}
+
+fn parse_limit(text: &str) -> Result<(String, u64), String> {
+    let (name, value) = text.split_once('=').ok_or_else(|| format!("'{text}' is not NAME=VALUE"))?;
+    let value = value.trim().parse::<u64>().map_err(|_| format!("'{value}' is not a whole number"))?;
+    Ok((name.trim().to_owned(), value))
 }
 
 fn parse_level(text: &str) -> Result<infermesh_core::crypto::Level, String> {

@@ -184,6 +184,9 @@ async fn start(
     config.quantum_resistant = !args.no_quantum;
     config.kem_level = args.level;
     config.min_kem_level = args.min_level;
+    for (name, value) in &args.limits {
+        config.set_limit(name, *value).map_err(|e| anyhow::anyhow!("--limit {name}={value}: {e}"))?;
+    }
     config.mailbox = !args.no_mailbox;
 
     let store = RedbStore::open(&data.path().join("state.redb"))?;

@@ -45,6 +45,16 @@ fn e2e(p: &PeerInfo) -> String {
 }
 
 /// The `status` report, with each connected peer's end-to-end session.
+/// The resource limits in force, one per line, and the peers banned now.
+pub fn limits(s: &Status) -> String {
+    let mut out = String::from("limits:\n");
+    for (name, value) in &s.limits {
+        out.push_str(&format!("           {name} = {value}\n"));
+    }
+    out.push_str(&format!("banned:    {} peer(s)\n", s.banned_peers));
+    out
+}
+
 pub fn status(s: &Status, peers: &[PeerInfo]) -> String {
     let mut out = format!("node ID:   {}\n", s.peer_id);
     for (i, addr) in s.listen_addrs.iter().enumerate() {

@@ -14,7 +14,8 @@ pub enum ReplCommand {
     /// `peers`
     Peers,
     /// `status`
-    Status,
+    /// `status [--detailed]`: with the resource limits in force.
+    Status { detailed: bool },
     /// `subscribe <topic>`
     Subscribe(String),
     /// `unsubscribe <topic>`
@@ -73,7 +74,7 @@ pub enum ReplCommand {
 pub const HELP: &str = "\
 commands:
   peers                      connected peers, with addresses and ping times
-  status                     node ID, addresses, topics and message counters
+  status [--detailed]        node ID, addresses, topics and message counters (and every resource limit)
   subscribe <topic>          receive messages published on a topic
   unsubscribe <topic>        stop receiving them
   publish <topic> <text>     broadcast text to a topic's subscribers
@@ -106,7 +107,11 @@ pub fn parse(line: &str) -> Result<ReplCommand, String> {
     };
     match word.to_ascii_lowercase().as_str() {
         "peers" => Ok(ReplCommand::Peers),
-        "status" => Ok(ReplCommand::Status),
+        "status" => match rest {
+            "" => Ok(ReplCommand::Status { detailed: false }),
+            "--detailed" | "-d" => Ok(ReplCommand::Status { detailed: true }),
+            _ => Err("usage: status [--detailed]".into()),
+        },
         "help" | "?" => Ok(ReplCommand::Help),
         "exit" | "quit" => Ok(ReplCommand::Exit),
         "subscribe" => {
@@ -216,7 +221,10 @@ pub async fn execute(mesh: &MeshHandle, command: ReplCommand) -> String {
         ReplCommand::Nothing | ReplCommand::Exit => Ok(String::new()),
         ReplCommand::Help => Ok(HELP.to_owned()),
         ReplCommand::Peers => mesh.peers().await.map(|peers| output::peers(&peers)).map_err(error),
-        ReplCommand::Status => match (mesh.status().await, mesh.peers().await) {
+        ReplCommand::Status { detailed } => match (mesh.status().await, mesh.peers().await) {
+            (Ok(status), Ok(peers)) if detailed => {
+                Ok(format!("{}{}", output::status(&status, &peers), output::limits(&status)))
+            }
             (Ok(status), Ok(peers)) => Ok(output::status(&status, &peers)),
             (Err(e), _) | (_, Err(e)) => Err(error(e)),
         },
@@ -285,7 +293,9 @@ mod tests {
     fn parses_every_command() {
         assert_eq!(parse("  ").unwrap(), ReplCommand::Nothing);
         assert_eq!(parse("peers").unwrap(), ReplCommand::Peers);
-        assert_eq!(parse("STATUS").unwrap(), ReplCommand::Status);
+        assert_eq!(parse("STATUS").unwrap(), ReplCommand::Status { detailed: false });
+        assert_eq!(parse("status --detailed").unwrap(), ReplCommand::Status { detailed: true });
+        assert!(parse("status --verbose").is_err());
         assert_eq!(parse("subscribe swarm-alpha").unwrap(), ReplCommand::Subscribe("swarm-alpha".into()));
         assert_eq!(
             parse("publish chat hello   world ").unwrap(),

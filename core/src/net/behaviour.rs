@@ -153,8 +153,8 @@ pub(crate) fn build(
     let timing = &config.timing;
 
     let limits = connection_limits::ConnectionLimits::default()
-        .with_max_pending_incoming(Some(64))
-        .with_max_pending_outgoing(Some(64))
+        .with_max_pending_incoming(Some(config.max_pending_connections))
+        .with_max_pending_outgoing(Some(config.max_pending_connections))
         .with_max_established_per_peer(Some(4))
         .with_max_established(Some((config.max_peers as u32).saturating_mul(2).saturating_add(8)));
 
@@ -187,7 +187,7 @@ pub(crate) fn build(
         [(replication::PROTOCOL, request_response::ProtocolSupport::Full)],
         request_response::Config::default()
             .with_request_timeout(timing.request_timeout)
-            .with_max_concurrent_streams(32),
+            .with_max_concurrent_streams(config.max_streams_per_protocol),
     );
 
     let e2e = request_response::cbor::Behaviour::with_codec(
@@ -197,7 +197,7 @@ pub(crate) fn build(
         [(e2e::PROTOCOL, request_response::ProtocolSupport::Full)],
         request_response::Config::default()
             .with_request_timeout(timing.request_timeout)
-            .with_max_concurrent_streams(32),
+            .with_max_concurrent_streams(config.max_streams_per_protocol),
     );
 
     let networks = request_response::cbor::Behaviour::with_codec(
@@ -219,7 +219,7 @@ pub(crate) fn build(
         [(jobs::PROTOCOL, request_response::ProtocolSupport::Full)],
         request_response::Config::default()
             .with_request_timeout(Duration::from_secs(600))
-            .with_max_concurrent_streams(32),
+            .with_max_concurrent_streams(config.max_streams_per_protocol),
     );
 
     let mdns = if config.mdns {
@@ -236,7 +236,20 @@ pub(crate) fn build(
 
     Ok(Behaviour {
         limits: connection_limits::Behaviour::new(limits),
-        peer_limit: PeerLimit::new(config.max_peers),
+        peer_limit: PeerLimit::new(
+            config.max_peers,
+            config.max_peers_per_ip,
+            config
+                .bootstrap
+                .iter()
+                .filter_map(|addr| {
+                    addr.iter().find_map(|p| match p {
+                        libp2p::multiaddr::Protocol::P2p(peer) => Some(peer),
+                        _ => None,
+                    })
+                })
+                .collect(),
+        ),
         relay_client,
         relay_server: relay_server.into(),
         identify,

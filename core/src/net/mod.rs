@@ -53,13 +53,12 @@ pub(crate) fn build(
     if let Some(e) = transport_error {
         return Err(e);
     }
+    metrics.set_limits(&config.limits_report());
     let transport = transport.expect("set when no error");
     let stored = store.load().map_err(|e| MeshError::Setup(e.to_string()))?;
-    let stored_mail = if config.mailbox {
-        mail.load_mail().map_err(|e| MeshError::Setup(e.to_string()))?
-    } else {
-        Vec::new()
-    };
+    // Also without a mailbox: the store keeps receipts of held messages
+    // this node received (its replay guard across restarts).
+    let stored_mail = mail.load_mail().map_err(|e| MeshError::Setup(e.to_string()))?;
     let behaviour = behaviour::build(&config, relay_client)?;
     let swarm = Swarm::new(
         transport,

@@ -190,7 +190,7 @@ impl EventLoop {
         self.swarm.behaviour().gossipsub.all_peers().any(|(_, topics)| topics.contains(&&hash))
     }
 
-    fn status(&self) -> Status {
+    fn status(&mut self) -> Status {
         Status {
             peer_id: self.swarm.local_peer_id().to_base58(),
             listen_addrs: self.connections.listen_addrs().iter().map(|a| a.to_string()).collect(),
@@ -204,6 +204,8 @@ impl EventLoop {
             quantum_resistant: self.config.quantum_resistant,
             kem_level: self.config.kem_level.number(),
             mailbox: self.config.mailbox,
+            limits: self.config.limits_report(),
+            banned_peers: self.swarm.behaviour_mut().peer_limit.banned_count(),
             metrics: self.metrics.snapshot(),
         }
     }
@@ -360,6 +362,9 @@ impl EventLoop {
                 if message.topic.as_str().starts_with(PRESENCE_PREFIX) =>
             {
                 let acceptance = self.on_presence(message.source, message.topic.as_str(), &message.data);
+                if acceptance == gossipsub::MessageAcceptance::Reject {
+                    self.ban(propagation_source, "invalid presence gossip");
+                }
                 let gossip = &mut self.swarm.behaviour_mut().gossipsub;
                 gossip.report_message_validation_result(&message_id, &propagation_source, acceptance);
             }
@@ -380,6 +385,10 @@ impl EventLoop {
                     }
                     Verdict::Reject(rejection) => {
                         self.refused(message.source, &rejection);
+                        self.ban(
+                            propagation_source,
+                            &format!("invalid gossip ({})", rejection.reason.as_str()),
+                        );
                         gossipsub::MessageAcceptance::Reject
                     }
                 };
@@ -412,6 +421,9 @@ impl EventLoop {
             gossipsub::Event::Unsubscribed { peer_id, .. } => self.replication.on_unsubscribed(&peer_id),
             gossipsub::Event::Message { propagation_source, message_id, message } => {
                 let acceptance = self.replication.on_gossip(propagation_source, &message.data);
+                if acceptance == gossipsub::MessageAcceptance::Reject {
+                    self.ban(propagation_source, "invalid state gossip");
+                }
                 let gossip = &mut self.swarm.behaviour_mut().state_gossip;
                 gossip.report_message_validation_result(&message_id, &propagation_source, acceptance);
             }

@@ -276,6 +276,23 @@ impl EventLoop {
         self.on_pool_tick();
     }
 
+    /// A peer that sent gossip we rejected as invalid (on any topic, the
+    /// state topic's included): gossipsub's score graylists it (an invalid
+    /// message weighs -100, the threshold is -80); here it is also
+    /// disconnected and kept out for `ban_duration`. (Its score does not
+    /// decay while it is away; back after the ban, it is graylisted a
+    /// second or two longer, until the score recovers.)
+    fn ban(&mut self, peer: PeerId, why: &str) {
+        if self.swarm.behaviour_mut().peer_limit.is_banned(&peer) {
+            return;
+        }
+        tracing::warn!(%peer, "banned for {:?}: {why}", self.config.ban_duration);
+        let until = Instant::now() + self.config.ban_duration;
+        self.swarm.behaviour_mut().peer_limit.ban(peer, until);
+        self.metrics.peer_banned();
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
     fn on_stored(&mut self, stored: Stored<E2eChannel>) {
         match stored {
             Stored::State(done) => {
