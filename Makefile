@@ -1,8 +1,8 @@
 # InferMesh: `make demo` runs a node to play with, `make test` runs every test.
 
-.PHONY: test demo bench setup lint test-rust test-interop test-browser wasm
+.PHONY: test demo bench setup lint test-rust test-fuzz test-interop test-browser wasm fuzz chaos
 
-test: setup lint test-rust test-interop test-browser
+test: setup lint test-rust test-fuzz test-interop test-browser
 
 setup:
 	bash scripts/ci/setup.sh
@@ -12,6 +12,13 @@ lint:
 
 test-rust:
 	bash scripts/ci/test-rust.sh
+
+# Every decoder of peer input, 15 s each (`make fuzz`: 10 minutes each).
+test-fuzz:
+	bash scripts/ci/fuzz.sh
+
+fuzz: setup
+	FUZZ_SECONDS=600 bash scripts/ci/fuzz.sh
 
 test-interop:
 	bash scripts/ci/test-interop.sh

@@ -33,6 +33,8 @@ mod config;
 pub mod crypto;
 mod error;
 mod events;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 mod handle;
 mod identity;
 pub mod messaging;

@@ -5,3 +5,6 @@ source "$(dirname "$0")/env.sh"
 
 step "cargo test --workspace"
 cargo test --locked --workspace
+
+step "fuzz entry points: every seed of the corpus runs through its target"
+cargo test --locked -p infermesh-core --features fuzz --lib fuzz::

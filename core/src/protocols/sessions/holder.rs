@@ -52,7 +52,7 @@ impl MailRetry {
 /// Checks a deposit from `depositor` to a holder `local`: a sealed
 /// envelope it wrote, with its handshake, for a peer other than `local`.
 /// Returns its recipient and the envelope.
-pub(super) fn check_deposit(
+pub(crate) fn check_deposit(
     limits: &Limits,
     local: &PeerId,
     depositor: &PeerId,

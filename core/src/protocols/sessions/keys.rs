@@ -19,7 +19,7 @@ pub(crate) fn kem_state_key(level: Level) -> String {
 }
 
 /// A signed KEM key as published in a namespace.
-pub(super) fn to_json(key: &SignedKemKey) -> Value {
+pub(crate) fn to_json(key: &SignedKemKey) -> Value {
     serde_json::json!({
         "level": key.level.number(),
         "key": hex::encode(&key.key),
@@ -27,7 +27,7 @@ pub(super) fn to_json(key: &SignedKemKey) -> Value {
     })
 }
 
-fn from_json(value: &Value) -> Option<SignedKemKey> {
+pub(crate) fn from_json(value: &Value) -> Option<SignedKemKey> {
     let level = Level::try_from(u8::try_from(value.get("level")?.as_u64()?).ok()?).ok()?;
     let key = hex::decode(value.get("key")?.as_str()?).ok()?;
     let signature = hex::decode(value.get("signature")?.as_str()?).ok()?;

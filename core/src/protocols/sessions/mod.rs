@@ -4,8 +4,8 @@
 
 mod deposits;
 mod driver;
-mod holder;
-mod keys;
+pub(crate) mod holder;
+pub(crate) mod keys;
 pub(crate) mod wire;
 
 pub(crate) use driver::{Action, HeldAck, Sessions};
