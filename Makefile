@@ -2,7 +2,7 @@
 
 .PHONY: test demo bench setup lint test-rust test-fuzz test-interop test-browser wasm fuzz chaos
 
-test: setup lint test-rust test-fuzz test-interop test-browser
+test: setup lint test-rust test-fuzz test-chaos test-interop test-browser
 
 setup:
 	bash scripts/ci/setup.sh
@@ -19,6 +19,14 @@ test-fuzz:
 
 fuzz: setup
 	FUZZ_SECONDS=600 bash scripts/ci/fuzz.sh
+
+# Partitions and kill -9 among real nodes in network namespaces (one short
+# round; `make chaos`: seven nodes, five rounds).
+test-chaos:
+	bash scripts/ci/chaos.sh
+
+chaos: setup
+	CHAOS_ARGS="--nodes 7 --rounds 5 --write-seconds 20" bash scripts/ci/chaos.sh
 
 test-interop:
 	bash scripts/ci/test-interop.sh

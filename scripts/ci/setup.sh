@@ -34,6 +34,23 @@ else
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver
 fi
 
+step "iproute2 (network namespaces for the fault harness)"
+if command -v ip >/dev/null; then
+  echo "found $(ip -V)"
+else
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq iproute2
+fi
+
+step "cargo-fuzz (fuzz targets)"
+if cargo fuzz --version 2>/dev/null | grep -q "0.13.2"; then
+  echo "found $(cargo fuzz --version)"
+else
+  cargo install --locked --version 0.13.2 cargo-fuzz
+fi
+
 step "wasm-bindgen-cli at the version in Cargo.lock"
 WANT=$(wasm_bindgen_version)
 HAVE=$(wasm-bindgen --version 2>/dev/null | cut -d' ' -f2 || true)
