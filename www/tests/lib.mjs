@@ -95,9 +95,14 @@ export async function startNode ({ mode = 'node', dataDir, extra = [] } = {}) {
     async stateOf (namespace) {
       return (await fetch(`${addrs.api}/api/state/${namespace}`)).json()
     },
+    /** Kills the node at once (SIGKILL), as a crash would. */
+    async kill () {
+      if (proc.exitCode === null) proc.kill('SIGKILL')
+      await exited
+    },
     /** Stops the node; `keep` leaves its data directory for a restart. */
     async stop ({ keep = false } = {}) {
-      if (proc.exitCode === null) proc.kill('SIGTERM')
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM')
       await exited
       if (!keep) rmSync(dataDir, { recursive: true, force: true })
       // The node's output, kept as a test artifact for when a test fails.

@@ -224,7 +224,13 @@ impl EventLoop {
                 self.connections.on_new_listen_addr(listener_id, address)
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => self.connections.on_expired_listen_addr(address),
-            SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
+            SwarmEvent::ListenerClosed { listener_id, reason, addresses } => {
+                // A closed listener's addresses are gone too (libp2p reports
+                // them here, not as expired addresses): a reservation on a
+                // relay that died must not stay advertised.
+                for address in addresses {
+                    self.connections.on_expired_listen_addr(address);
+                }
                 self.connections.on_listener_closed(listener_id, reason.err().map(|e| e.to_string()))
             }
             SwarmEvent::ListenerError { listener_id, error } => {
