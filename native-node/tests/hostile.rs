@@ -109,3 +109,23 @@ fn the_http_api_answers_only_loopback_host_names_and_keeps_private_values_sealed
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"pin\":4321"), "the token opens it: {body}");
 }
+
+#[test]
+fn connections_that_never_finish_their_handshake_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start("node", &argv("node", dir.path()), dir.path());
+    let port = port_of(&node.addrs().tcp);
+    // More idle sockets than the node sets up connections at once (64).
+    let mut idle: Vec<TcpStream> =
+        (0..70).map(|_| TcpStream::connect(format!("127.0.0.1:{port}")).unwrap()).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (i, socket) in idle.iter_mut().enumerate() {
+        assert!(closed_by_peer(socket, deadline), "idle socket {i} was kept open");
+    }
+    // The slots are free again: a real peer gets in.
+    let dir_b = tempfile::tempdir().unwrap();
+    let mut args = argv("node", dir_b.path());
+    args.extend(["--bootstrap".to_owned(), node.addrs().tcp.clone()]);
+    let b = NodeProcess::start("b", &args, dir_b.path());
+    b.wait_line("b to connect", |l| l.starts_with("connected "));
+}

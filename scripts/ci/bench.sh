@@ -21,6 +21,12 @@ cargo bench --locked --workspace --bench converge
 
 bash scripts/ci/bench-compute.sh
 
+step "load and hostile peers against a release node (1,000 msg/s for 60 s; ten attackers for 30 s)"
+cargo bench --locked -p infermesh-node --bench load
+
+step "load and hostile peers against a release node (1,000 msg/s for 60 s; ten attackers for 30 s)"
+cargo bench --locked -p infermesh-node --bench load
+
 step "browser: the npm package in Chromium against a release node"
 bash scripts/ci/build-wasm.sh
 cargo build --locked --release -p infermesh-node

@@ -53,6 +53,8 @@ pub(crate) struct PeerLimit {
     pinned: HashSet<PeerId>,
     peers: HashMap<PeerId, Connected>,
     banned: HashMap<PeerId, Instant>,
+    /// Inbound connections being set up, by the IP they count under.
+    pending: HashMap<ConnectionId, IpAddr>,
 }
 
 /// The IP a connection counts under: none for loopback (tests, local
@@ -72,7 +74,15 @@ fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
 impl PeerLimit {
     pub(crate) fn new(max_peers: usize, per_ip: usize, pinned: HashSet<PeerId>) -> Self {
         let max_inbound = (max_peers - max_peers / 4).max(1);
-        Self { max_peers, max_inbound, per_ip, pinned, peers: HashMap::new(), banned: HashMap::new() }
+        Self {
+            max_peers,
+            max_inbound,
+            per_ip,
+            pinned,
+            peers: HashMap::new(),
+            banned: HashMap::new(),
+            pending: HashMap::new(),
+        }
     }
 
     /// Keeps `peer` out until `until` (the caller disconnects it).
@@ -122,6 +132,24 @@ impl NetworkBehaviour for PeerLimit {
     type ConnectionHandler = dummy::ConnectionHandler;
     type ToSwarm = std::convert::Infallible;
 
+    /// At most `per_ip` connections from one address being set up at once
+    /// (the global pending limit is `connection_limits`'): one address
+    /// cannot take every handshake slot.
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection: ConnectionId,
+        _: &Multiaddr,
+        remote: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        if let Some(ip) = ip_of(remote) {
+            if self.pending.values().filter(|p| **p == ip).count() >= self.per_ip {
+                return Err(ConnectionDenied::new(Denied::PerIp(self.per_ip, ip)));
+            }
+            self.pending.insert(connection, ip);
+        }
+        Ok(())
+    }
+
     fn handle_established_inbound_connection(
         &mut self,
         _: ConnectionId,
@@ -148,12 +176,16 @@ impl NetworkBehaviour for PeerLimit {
     fn on_swarm_event(&mut self, event: FromSwarm) {
         match event {
             FromSwarm::ConnectionEstablished(e) => {
+                self.pending.remove(&e.connection_id);
                 let peer = self.peers.entry(e.peer_id).or_insert_with(|| Connected {
                     connections: 0,
                     inbound: e.endpoint.is_listener(),
                     ip: ip_of(e.endpoint.get_remote_address()),
                 });
                 peer.connections += 1;
+            }
+            FromSwarm::ListenFailure(e) => {
+                self.pending.remove(&e.connection_id);
             }
             FromSwarm::ConnectionClosed(e) => {
                 if let Some(peer) = self.peers.get_mut(&e.peer_id) {
@@ -218,6 +250,26 @@ mod tests {
         let loopback: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
         for _ in 0..10 {
             connect(&mut local, PeerId::random(), true, &loopback).unwrap();
+        }
+    }
+
+    #[test]
+    fn one_address_cannot_take_every_handshake_slot() {
+        let mut limit = PeerLimit::new(50, 3, HashSet::new());
+        let local: Multiaddr = "/ip4/10.0.0.1/tcp/4001".parse().unwrap();
+        let from: Multiaddr = "/ip4/203.0.113.7/tcp/5000".parse().unwrap();
+        for i in 0..3 {
+            limit.handle_pending_inbound_connection(ConnectionId::new_unchecked(i), &local, &from).unwrap();
+        }
+        let fourth = limit.handle_pending_inbound_connection(ConnectionId::new_unchecked(3), &local, &from);
+        assert!(fourth.is_err(), "a fourth handshake from one address at once");
+        let other: Multiaddr = "/ip4/203.0.113.8/tcp/5000".parse().unwrap();
+        limit.handle_pending_inbound_connection(ConnectionId::new_unchecked(4), &local, &other).unwrap();
+        let loopback: Multiaddr = "/ip4/127.0.0.1/tcp/5000".parse().unwrap();
+        for i in 5..20 {
+            limit
+                .handle_pending_inbound_connection(ConnectionId::new_unchecked(i), &local, &loopback)
+                .unwrap();
         }
     }
 

@@ -53,6 +53,9 @@ pub(crate) fn transport(
 /// The largest WebSocket frame (and message) a peer may send. The largest
 /// a libp2p peer writes is one Noise frame (64 KiB and its length prefix).
 const MAX_WEBSOCKET_FRAME: usize = 256 * 1024;
+/// Longest a TCP or WebSocket connection may take to be set up (protocol
+/// negotiation, Noise, Yamux).
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// TCP and WebSocket (Noise, Yamux), QUIC v1 and WebRTC-direct.
 fn transports(
@@ -69,6 +72,9 @@ fn transports(
         .upgrade(upgrade::Version::V1Lazy)
         .authenticate(noise::Config::new(keypair).map_err(|e| PlatformError(e.to_string()))?)
         .multiplex(yamux::Config::default())
+        // A connection that does not finish its handshake in time is
+        // dropped: half-open sockets must not hold the pending slots.
+        .timeout(HANDSHAKE_TIMEOUT)
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
 
     let quic = quic::tokio::Transport::new(quic::Config::new(keypair))
