@@ -1,6 +1,8 @@
 //! What a slow application or a hostile peer cannot do to a node: events
 //! are never lost without a trace, and direct messages are acknowledged
 //! only once the application has them.
+// Native only: these run nodes on tokio (the unit tests cover the browser).
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 
