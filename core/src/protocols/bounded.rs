@@ -90,10 +90,10 @@ mod tests {
         let long = cbor(&Message { items: vec![1, 2, 3, 4] });
         let err = ciborium::from_reader::<Message, _>(&long[..]).unwrap_err().to_string();
         assert!(err.contains("at most 3"), "{err}");
-        // A header announcing 2^32 items, with none following: refused at
+        // A header announcing 2^31 items, with none following: refused at
         // the header, before any allocation.
         let mut huge = vec![0x9b];
-        huge.extend_from_slice(&(1u64 << 32).to_be_bytes());
+        huge.extend_from_slice(&(1u64 << 31).to_be_bytes());
         assert!(decode_list::<u8, 3>(&huge).unwrap_err().contains("at most 3"));
         // An indefinite-length list is counted as it is read.
         let mut indefinite = vec![0x9f, 1, 2, 3, 4];
