@@ -49,6 +49,8 @@ struct RawPeer {
     identity: Identity,
     commands: futures::channel::mpsc::Sender<RawCommand>,
     control: libp2p_stream::Control,
+    /// Connections of its that ended or failed to be made.
+    ended: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl RawPeer {
@@ -99,6 +101,8 @@ impl RawPeer {
             .build();
         let control = swarm.behaviour().stream.new_control();
         let (commands, mut rx) = futures::channel::mpsc::channel::<RawCommand>(16);
+        let ended = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let ends = ended.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -121,11 +125,19 @@ impl RawPeer {
                             let _ = reply.send(n);
                         }
                     },
-                    _ = swarm.select_next_some() => {}
+                    event = swarm.select_next_some() => {
+                        if matches!(
+                            event,
+                            libp2p::swarm::SwarmEvent::ConnectionClosed { .. }
+                                | libp2p::swarm::SwarmEvent::OutgoingConnectionError { .. }
+                        ) {
+                            ends.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
                 }
             }
         });
-        RawPeer { id, identity, commands, control }
+        RawPeer { id, identity, commands, control, ended }
     }
 
     async fn send(&self, command: RawCommand) {
@@ -587,8 +599,10 @@ async fn a_peer_sending_invalid_gossip_is_banned_for_a_while() {
         })
         .await;
         // It comes back at once: refused while banned.
+        let ended = || raw.ended.load(std::sync::atomic::Ordering::SeqCst);
+        let before = ended();
         raw.send(RawCommand::Dial(node.addr.clone())).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        wait_until(DEADLINE, "the dial to be refused", || async { ended() > before }).await;
         assert!(!node.connected_to(&raw.id).await, "{topic}: a banned peer is kept out");
         let status = node.mesh.status().await.unwrap();
         assert_eq!(status.banned_peers, 1, "{topic}");

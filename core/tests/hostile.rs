@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use futures::StreamExt;
-use infermesh_core::{Identity, Mesh, MeshError, MeshEvent, WriteMode, store::MemoryStore};
-use serde_json::json;
+use infermesh_core::{Identity, Mesh, MeshError, MeshEvent, store::MemoryStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_application_that_falls_behind_is_told_what_it_missed() {
@@ -32,14 +31,7 @@ async fn an_application_that_falls_behind_is_told_what_it_missed() {
         .await;
     b.state(Some(&ns)).await.unwrap(); // B replicates A's namespace
 
-    futures::stream::iter(0..KEYS)
-        .map(|i| {
-            let mesh = a.mesh.clone();
-            async move { mesh.state_write(&format!("k{i}"), Some(json!(i)), WriteMode::Update).await }
-        })
-        .buffer_unordered(64)
-        .for_each(|r| async { r.unwrap() })
-        .await;
+    write_keys(&a.mesh, KEYS).await;
     wait_until(Duration::from_secs(30), "B to hold every key", || async {
         b.state(Some(&ns)).await.is_ok_and(|v| v.data.as_object().is_some_and(|o| o.len() == KEYS))
     })

@@ -150,7 +150,6 @@ async fn the_owner_keeps_its_replication_factor() {
 /// arrives whole in one round, not in pieces at each periodic round.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_catch_up_arrives_in_one_round() {
-    use futures::StreamExt;
     const ENTRIES: usize = 9_000; // > 32 fetches of 256
     let config = |bootstrap| {
         let mut config = memory_config(Identity::generate().unwrap(), bootstrap);
@@ -161,14 +160,7 @@ async fn a_large_catch_up_arrives_in_one_round() {
         config
     };
     let a = TestNode::start(config(vec![]), "/memory/0".parse().unwrap()).await;
-    futures::stream::iter(0..ENTRIES)
-        .map(|i| {
-            let mesh = a.mesh.clone();
-            async move { mesh.state_write(&format!("k{i}"), Some(json!(i)), WriteMode::Update).await }
-        })
-        .buffer_unordered(64)
-        .for_each(|r| async { r.unwrap() })
-        .await;
+    write_keys(&a.mesh, ENTRIES).await;
     assert_eq!(a.mesh.metrics().state_entries, ENTRIES as u64);
     let b = TestNode::start(config(vec![a.addr.clone()]), "/memory/0".parse().unwrap()).await;
     wait_until(Duration::from_secs(60), "the new node to hold every entry", || async {

@@ -152,3 +152,23 @@ pub async fn wait_full_mesh(nodes: &[TestNode], deadline: Duration) {
     })
     .await;
 }
+
+/// Writes keys `k0`…`k<n-1>` (values 0…n-1) to `mesh`'s own namespace, 64
+/// at a time, each acknowledged.
+pub async fn write_keys(mesh: &MeshHandle, n: usize) {
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let mesh = mesh.clone();
+            async move {
+                mesh.state_write(
+                    &format!("k{i}"),
+                    Some(serde_json::json!(i)),
+                    infermesh_core::WriteMode::Update,
+                )
+                .await
+            }
+        })
+        .buffer_unordered(64)
+        .for_each(|r| async { r.unwrap() })
+        .await;
+}
