@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use super::EventLoop;
 use crate::{
     MeshError, Status,
-    messaging::{RejectReason, Rejection},
+    messaging::Rejection,
     metrics::Route,
     net::{
         Command,
@@ -446,14 +446,9 @@ impl EventLoop {
             direct::Event::Request { peer, request, channel } => {
                 let accepted = match request {
                     DirectRequest::Oversize(len) => Err(self.sessions.oversize(&peer, len)),
-                    // Acknowledged only once the application has it: while
-                    // its stream is full, refused (the sender is told, and
-                    // nothing of the sender's session is used up).
-                    DirectRequest::Frame(_) if self.events.room() == 0 => {
-                        self.metrics.dropped(RejectReason::QueueFull);
-                        Err(Rejection::new(RejectReason::QueueFull, "the recipient's application is behind"))
+                    DirectRequest::Frame(bytes) => {
+                        self.sessions.accept_direct(&peer, &bytes, self.events.room())
                     }
-                    DirectRequest::Frame(bytes) => self.sessions.accept_direct(&peer, &bytes),
                 };
                 let ack = match accepted {
                     Ok(message) => {

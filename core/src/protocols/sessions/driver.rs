@@ -327,7 +327,21 @@ impl<C> Sessions<C> {
     // ---- receiving --------------------------------------------------------
 
     /// A direct message from `peer`: validated, opened if sealed.
-    pub(crate) fn accept_direct(&mut self, peer: &PeerId, bytes: &[u8]) -> Result<InboundMessage, Rejection> {
+    /// `room`: how many messages the application's event stream takes now.
+    /// A message is acknowledged only once the application has it: while
+    /// the stream is full it is refused (`queue_full`; the sender is told,
+    /// and nothing of its session is used up).
+    pub(crate) fn accept_direct(
+        &mut self,
+        peer: &PeerId,
+        bytes: &[u8],
+        room: usize,
+    ) -> Result<InboundMessage, Rejection> {
+        if room == 0 {
+            let rejection = Rejection::new(RejectReason::QueueFull, "the recipient's application is behind");
+            self.refused(peer, &rejection);
+            return Err(rejection);
+        }
         let now = platform::now_ms();
         let result = self.validator.check(bytes, peer, &self.local_text, now).and_then(|mut envelope| {
             self.strong_enough(&envelope)?;

@@ -149,19 +149,22 @@ fn sealed_direct_messages_open_once_and_replays_are_refused() {
     a.e2e.learn_key(pb, SignedKemKey::new(&ib, Level::L1)).unwrap();
     let (frame, session) = a.seal(&pb, &envelope(&ia, &pb, "secret")).unwrap();
     assert!(!String::from_utf8_lossy(&frame).contains("secret"));
-    let message = b.accept_direct(&pa, &frame).unwrap();
+    // With the application's stream full it is refused, and nothing of the
+    // session is used up: the same frame opens once there is room.
+    assert_eq!(b.accept_direct(&pa, &frame, 0).unwrap_err().reason, RejectReason::QueueFull);
+    let message = b.accept_direct(&pa, &frame, 10).unwrap();
     assert_eq!((message.envelope.content.as_deref(), message.e2e), (Some("secret"), Some(Level::L1)));
-    assert_eq!(b.accept_direct(&pa, &frame).unwrap_err().reason, RejectReason::Duplicate);
+    assert_eq!(b.accept_direct(&pa, &frame, 10).unwrap_err().reason, RejectReason::Duplicate);
     a.confirm(&pb, session);
     // Garbage, a message for someone else, an oversize announcement: refused.
-    assert_eq!(b.accept_direct(&pa, b"\x00garbage").unwrap_err().reason, RejectReason::Malformed);
+    assert_eq!(b.accept_direct(&pa, b"\x00garbage", 10).unwrap_err().reason, RejectReason::Malformed);
     let (c_frame, _) = a.seal(&pb, &envelope(&ia, &PeerId::random(), "x")).unwrap();
-    assert_eq!(b.accept_direct(&pa, &c_frame).unwrap_err().reason, RejectReason::Misaddressed);
+    assert_eq!(b.accept_direct(&pa, &c_frame, 10).unwrap_err().reason, RejectReason::Misaddressed);
     assert_eq!(b.oversize(&pa, 1 << 30).reason, RejectReason::Oversize);
     // The recipient lost its session (a restart): it says so.
     let (mut b2, _) = node(2, false);
     let (frame, _) = a.seal(&pb, &envelope(&ia, &pb, "after")).unwrap();
-    assert_eq!(b2.accept_direct(&pa, &frame).unwrap_err().reason, RejectReason::NoSession);
+    assert_eq!(b2.accept_direct(&pa, &frame, 10).unwrap_err().reason, RejectReason::NoSession);
 }
 
 /// Alice leaves a message for Bob with holder Hal; Bob connects later.
@@ -361,15 +364,15 @@ fn a_node_with_a_minimum_level_refuses_weaker_and_plaintext_direct_messages() {
     // A level-1 session.
     a.e2e.learn_key(pb, SignedKemKey::new(&ib, Level::L1)).unwrap();
     let (frame, _) = a.seal(&pb, &envelope(&ia, &pb, "weak")).unwrap();
-    let refused = b.accept_direct(&pa, &frame).unwrap_err();
+    let refused = b.accept_direct(&pa, &frame, 10).unwrap_err();
     assert_eq!(refused.reason, RejectReason::TooWeak, "{refused}");
     // Plaintext.
     let plain = envelope(&ia, &pb, "clear").encode();
-    assert_eq!(b.accept_direct(&pa, &plain).unwrap_err().reason, RejectReason::TooWeak);
+    assert_eq!(b.accept_direct(&pa, &plain, 10).unwrap_err().reason, RejectReason::TooWeak);
     // Level 3 and above pass.
     let (mut c, ic) = node(3, false);
     c.e2e = E2e::new(ic.clone(), Level::L5);
     c.e2e.learn_key(pb, SignedKemKey::new(&ib, Level::L5)).unwrap();
     let (frame, _) = c.seal(&pb, &envelope(&ic, &pb, "strong")).unwrap();
-    assert_eq!(b.accept_direct(&ic.peer_id(), &frame).unwrap().e2e, Some(Level::L5));
+    assert_eq!(b.accept_direct(&ic.peer_id(), &frame, 10).unwrap().e2e, Some(Level::L5));
 }
