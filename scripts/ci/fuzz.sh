@@ -13,9 +13,9 @@ corpus="${FUZZ_CORPUS:-$HOME/.cache/infermesh-fuzz/corpus}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/infermesh-target}"
 fuzz_target_dir="$CARGO_TARGET_DIR/fuzz"
 
-if ! cargo fuzz --version 2>/dev/null | grep -q "0.13.2"; then
-  echo "== installing cargo-fuzz 0.13.2"
-  cargo install --locked --version 0.13.2 cargo-fuzz
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "fuzz: cargo-fuzz is missing; run scripts/ci/setup.sh (make setup) first" >&2
+  exit 1
 fi
 
 echo "== fuzz seeds (real encodings of each kind of peer input)"
