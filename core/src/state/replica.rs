@@ -167,18 +167,19 @@ impl Replica {
 
     /// Whether `entry` fits the limits, with `pending` new keys and
     /// `pending_bytes` more bytes of its namespace (and of the total) not
-    /// merged yet.
-    fn fits(&self, entry: &Entry, pending: usize, pending_bytes: isize) -> Result<(), EntryError> {
+    /// merged yet. If it does: whether it adds a key, and the bytes it adds.
+    fn fits(&self, entry: &Entry, pending: usize, pending_bytes: isize) -> Result<(bool, isize), EntryError> {
         let full = |detail: String| Err(EntryError { reason: EntryRejection::Full, detail });
         let current = self.namespaces.get(&entry.namespace).and_then(|keys| keys.get(&entry.key));
         let keys = self.len(&entry.namespace) + pending;
         if current.is_none() && keys >= self.limits.entries_per_namespace {
             return full(format!("the namespace holds {keys} keys, the most it may"));
         }
-        let grows =
-            weight(entry) as isize - current.map_or(0, |slot| weight(&slot.entry)) as isize + pending_bytes;
+        let added = weight(entry) as isize - current.map_or(0, |slot| weight(&slot.entry)) as isize;
+        let fits = Ok((current.is_none(), added));
+        let grows = added + pending_bytes;
         if grows <= 0 {
-            return Ok(());
+            return fits;
         }
         let bytes = self.bytes.get(&entry.namespace).copied().unwrap_or(0);
         if bytes + grows as usize > self.limits.bytes_per_namespace {
@@ -195,7 +196,7 @@ impl Replica {
                 self.others_bytes
             ));
         }
-        Ok(())
+        fits
     }
 
     /// Keys whose winner a revocation dropped since the last call.
@@ -323,11 +324,9 @@ impl Replica {
                     if now_ms.is_some() && !winners.contains_key(&(&entry.namespace, &entry.key)) =>
                 {
                     let (keys, bytes) = pending.get(entry.namespace.as_str()).copied().unwrap_or_default();
-                    self.fits(entry, keys, bytes).map(|()| {
-                        let current = self.get(&entry.namespace, &entry.key);
-                        let added = weight(entry) as isize - current.map_or(0, |e| weight(e) as isize);
+                    self.fits(entry, keys, bytes).map(|(new_key, added)| {
                         let slot = pending.entry(&entry.namespace).or_default();
-                        *slot = (slot.0 + usize::from(current.is_none()), slot.1 + added);
+                        *slot = (slot.0 + usize::from(new_key), slot.1 + added);
                         Applied::Changed
                     })
                 }
