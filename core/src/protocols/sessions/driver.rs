@@ -193,7 +193,7 @@ impl<C> Sessions<C> {
         let mut receipts: Vec<Held> = receipts.into_iter().map(|(_, held)| held).collect();
         receipts.sort_by_key(|held| held.expires_at_ms);
         for held in receipts {
-            self.validator.remember_id(&held.author, held.id.clone(), held.expires_at_ms, now_ms);
+            self.validator.remember_id(&held.author, &held.id, held.expires_at_ms, now_ms);
             self.receipts.push_back((held.author, held.id, held.expires_at_ms));
         }
         self.expire_receipts(now_ms);
