@@ -1,10 +1,14 @@
 //! Load and hostile peers against the real `infermesh node` binary (a
 //! release build, as a process on loopback):
 //!
-//! 1. Load: a client publishes 1,000 messages a second for `LOAD_SECONDS`
-//!    (default 60) to a topic the node relays (gossip hub) to a
-//!    subscriber; prints what arrived and the node's resident memory at
-//!    the start, every ten seconds, and at the end.
+//! 1. Load: a client publishes 1,000 messages a second to a topic the
+//!    node relays (gossip hub) to a subscriber: `LOAD_WARMUP_SECONDS`
+//!    (default 180) to fill the node's duplicate caches, whose longest
+//!    window is gossipsub's 120 s of delivery records (the heap's last
+//!    growth comes at about 150 s), then `LOAD_SECONDS` (default 60)
+//!    measured. Prints what arrived and the node's resident
+//!    memory before the load, every ten seconds, and at the start and end
+//!    of the measured window.
 //! 2. Hostile peers: ten attackers, each on one exhaustion path at full
 //!    speed for `HOSTILE_SECONDS` (default 30), while an honest peer sends
 //!    the node a direct message every 20 ms; prints the honest peer's
@@ -123,8 +127,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 // ---- 1. load ------------------------------------------------------------------
 
-async fn load(node: &Node, secs: u64) {
-    println!("\n== load: 1,000 messages/s for {secs} s, publisher -> node (gossip hub) -> subscriber");
+async fn load(node: &Node, warmup: u64, secs: u64) {
+    println!(
+        "\n== load: 1,000 messages/s for {warmup} s of warm-up then {secs} s measured, \
+         publisher -> node (gossip hub) -> subscriber"
+    );
     let (subscriber, mut events) = client(node, false).await;
     subscriber.subscribe("load").await.unwrap();
     let received = Arc::new(AtomicU64::new(0));
@@ -147,24 +154,33 @@ async fn load(node: &Node, secs: u64) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     received.store(0, Ordering::Relaxed);
 
-    let rss_start = node.rss_mb();
-    let cpu_start = node.cpu_seconds();
-    println!("node RSS at start: {rss_start:.1} MB");
+    let rss_fresh = node.rss_mb();
+    println!("node RSS before the load: {rss_fresh:.1} MB");
+    let total = warmup + secs;
     let mut sent = 0u64;
     let mut refused = 0u64;
+    let mut rss_start = rss_fresh;
+    let mut cpu_start = node.cpu_seconds();
     let begin = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     let mut next_report = 10;
-    while begin.elapsed() < Duration::from_secs(secs) {
+    let mut measuring = warmup == 0;
+    while begin.elapsed() < Duration::from_secs(total) {
         tick.tick().await;
         // Ten messages per 10 ms tick: 1,000 a second.
-        let due = ((begin.elapsed().as_secs_f64() * 1000.0) as u64).min(secs * 1000);
+        let due = ((begin.elapsed().as_secs_f64() * 1000.0) as u64).min(total * 1000);
         while sent < due {
             match publisher.publish_text("load", &format!("message {sent}")).await {
                 Ok(_) => {}
                 Err(_) => refused += 1,
             }
             sent += 1;
+        }
+        if !measuring && begin.elapsed() >= Duration::from_secs(warmup) {
+            measuring = true;
+            rss_start = node.rss_mb();
+            cpu_start = node.cpu_seconds();
+            println!("  t={warmup:>3} s: warm-up over, node RSS {rss_start:.1} MB; measuring for {secs} s");
         }
         if begin.elapsed().as_secs() >= next_report {
             println!(
@@ -177,21 +193,22 @@ async fn load(node: &Node, secs: u64) {
         }
     }
     let wall = begin.elapsed().as_secs_f64();
+    let rss_end = node.rss_mb();
+    let cpu = node.cpu_seconds() - cpu_start;
     let deadline = Instant::now() + Duration::from_secs(10);
     while received.load(Ordering::Relaxed) < sent - refused && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let got = received.load(Ordering::Relaxed);
-    let rss_end = node.rss_mb();
     println!(
         "sent {sent} in {wall:.1} s ({:.0}/s), refused by the publisher's node {refused}, received {got}: lost {}",
         sent as f64 / wall,
         sent.saturating_sub(refused).saturating_sub(got)
     );
     println!(
-        "node RSS: {rss_start:.1} MB at start, {rss_end:.1} MB at end ({:+.1} MB); node CPU {:.1} s for {wall:.0} s",
+        "node RSS over the {secs} s measured: {rss_start:.1} MB at start, {rss_end:.1} MB at end ({:+.1} MB); \
+         {rss_fresh:.1} MB before the load; node CPU {cpu:.1} s for {secs} s",
         rss_end - rss_start,
-        node.cpu_seconds() - cpu_start
     );
     let _ = publisher.shutdown().await;
     let _ = subscriber.shutdown().await;
@@ -450,7 +467,7 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let node = Node::start();
-        load(&node, seconds("LOAD_SECONDS", 60)).await;
+        load(&node, seconds("LOAD_WARMUP_SECONDS", 180), seconds("LOAD_SECONDS", 60)).await;
         let node = Node::start();
         hostile(&node, seconds("HOSTILE_SECONDS", 30)).await;
     });
