@@ -15,6 +15,11 @@ use crate::{
     crypto::{E2e, Level, SignedKemKey, private::PrivateValues},
     messaging::{Limits, Validator},
     protocols::{
+        credits::{
+            ledger::Ledger,
+            records::{Answer, CheckOutcome, Receipt, Terms, Work, result_hash},
+            vrf,
+        },
         direct::wire::{Ack, FrameCodec},
         jobs::wire::{JobRequest, JobResponse, Run, pack, unpack},
         networks::{
@@ -239,6 +244,59 @@ pub fn state_values(data: &[u8]) {
     }
 }
 
+/// Credits: receipts and check outcomes read, verified and added to a
+/// ledger; the owner's terms read and checked.
+pub fn credits(data: &[u8]) {
+    let Some((which, data)) = data.split_first() else { return };
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let anyone = |_: &str, _: &str| true;
+    let mut ledger = Ledger::new(CREDITS_NET, Terms::default());
+    match which % 3 {
+        0 => {
+            if let Ok(receipt) = Receipt::from_token(text) {
+                let _ = ledger.add_receipt(receipt.clone(), &anyone);
+                let _ = ledger.add_receipt(receipt, &anyone);
+                let _ = ledger.balances();
+            }
+        }
+        1 => {
+            if let Ok(check) = CheckOutcome::from_token(text, 0.1) {
+                let devices: Vec<String> =
+                    check.answers.iter().map(|a| a.work.worker_device.clone()).collect();
+                let _ = ledger.add_check(check, &anyone);
+                for d in devices {
+                    let _ = ledger.trust(&d).excluded();
+                }
+            }
+        }
+        _ => {
+            if let Ok(terms) = serde_json::from_str::<Terms>(text) {
+                let _ = terms.check();
+            }
+        }
+    }
+}
+
+const CREDITS_NET: &str = "0123456789abcdef";
+
+fn credit_work(requester: &Identity, worker: &Identity, chunk: u32, result: &[u8]) -> Work {
+    Work {
+        network: CREDITS_NET.into(),
+        job: ByteBuf::from(vec![7; 16]),
+        chunk,
+        requester: requester.peer_id().to_base58(),
+        requester_device: requester.peer_id().to_base58(),
+        vrf_key: ByteBuf::from(vrf::public_key(requester).to_vec()),
+        worker: worker.peer_id().to_base58(),
+        worker_device: worker.peer_id().to_base58(),
+        inputs: 2,
+        tokens: 20,
+        credits: 20,
+        result: ByteBuf::from(result_hash(result).to_vec()),
+        at_ms: NOW_MS,
+    }
+}
+
 /// Real encodings of every kind of input, by target name.
 pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let (from, to) = (sender(), receiver());
@@ -404,6 +462,40 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     }
     let key = crate::protocols::sessions::keys::to_json(&SignedKemKey::new(&to, Level::L3));
     out.push(("state_values", key.to_string().into_bytes()));
+
+    // Credits: a receipt, a check outcome, terms.
+    let work = credit_work(&from, &to, 0, b"vectors");
+    if let Ok(sig) = work.claim(&to)
+        && let Ok(receipt) = Receipt::countersign(work, sig, &from)
+    {
+        out.push(("credits", [vec![0], receipt.to_token().into_bytes()].concat()));
+    }
+    let draw = vrf::draw(&from, CREDITS_NET, &[7; 16]);
+    let third = Identity::from_seed([3; 32]);
+    let answers: Vec<Answer> = [&to, &third]
+        .iter()
+        .filter_map(|w| {
+            let work = credit_work(&from, w, 0, b"vectors");
+            let sig = work.claim(w).ok()?;
+            Some(Answer { work, worker_sig: ByteBuf::from(sig) })
+        })
+        .collect();
+    let check = CheckOutcome {
+        network: CREDITS_NET.into(),
+        job: ByteBuf::from(vec![7; 16]),
+        chunk: 0,
+        requester_device: pf.to_base58(),
+        vrf_output: ByteBuf::from(draw.output.to_vec()),
+        vrf_proof: ByteBuf::from(draw.proof.to_vec()),
+        rate: 1.0,
+        answers,
+        rejected: None,
+        signature: ByteBuf::new(),
+    };
+    if let Ok(check) = check.sign(&from) {
+        out.push(("credits", [vec![1], check.to_token().into_bytes()].concat()));
+    }
+    out.push(("credits", [vec![2], serde_json::to_vec(&Terms::default()).unwrap_or_default()].concat()));
     out
 }
 
@@ -416,7 +508,7 @@ mod tests {
     /// Every seed runs through its target, and every target has seeds.
     #[test]
     fn seeds_run_through_their_targets() {
-        let targets: [Target; 10] = [
+        let targets: [Target; 11] = [
             ("envelope", envelope),
             ("direct_frames", direct_frames),
             ("state_entry", state_entry),
@@ -427,6 +519,7 @@ mod tests {
             ("networks", networks),
             ("jobs", jobs),
             ("state_values", state_values),
+            ("credits", credits),
         ];
         let seeds = seeds();
         for (name, target) in targets {

@@ -58,5 +58,6 @@ pub use messaging::{Envelope, MsgType};
 pub use metrics::MetricsSnapshot;
 pub use net::EventLoop;
 pub use pool::InviteOptions;
+pub use protocols::credits;
 pub use protocols::jobs::JobHandle;
 pub use state::WriteMode;

@@ -6,6 +6,7 @@
 
 pub(crate) mod bounded;
 pub(crate) mod connections;
+pub mod credits;
 pub(crate) mod direct;
 pub(crate) mod jobs;
 pub(crate) mod networks;
