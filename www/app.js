@@ -243,8 +243,25 @@ async function refreshCompute () {
     showNetwork(net)
     if (!net) return
     renderWorkers(await client.workers({ network: net.id }))
+    renderCredits(await client.credits({ network: net.id }))
   } catch (e) {
     log(`compute: ${e.message}`, 'error')
+  }
+}
+
+function renderCredits (c) {
+  const mine = c.balances.find((b) => b.person === c.me)
+  $('credit-balance').textContent = mine ? `${mine.available}` : '–'
+  $('credit-terms').textContent = `${c.grant} to start · ${c.price_per_token} a token · ${Math.round(c.check_rate * 100)}% of chunks checked` +
+    (mine ? ` · you earned ${mine.earned}, spent ${mine.spent}` : '')
+  const list = $('credits')
+  list.replaceChildren()
+  if (c.receipts.length === 0) list.innerHTML = '<li class="muted empty">No receipts yet.</li>'
+  for (const r of c.receipts.slice(0, 8)) {
+    const li = document.createElement('li')
+    li.className = 'small'
+    li.textContent = `${short(r.requester)} → ${short(r.worker)} · job ${r.job} chunk ${r.chunk} · ${r.tokens} tokens · ${r.credits} credits${r.void ? ' · void (lost a check)' : ''}`
+    list.append(li)
   }
 }
 
@@ -259,6 +276,9 @@ function renderWorkers (workers) {
     li.innerHTML = `<span class="dot"></span><code title="${w.device}">${short(w.device)}</code>
       <span class="tag">${w.kind}${w.local ? ' · this tab' : ''}</span>
       <span class="muted small">${w.threads} thread(s) · queue ${w.queue}${speed} · ${w.chunks} chunk(s)</span>`
+    if (!w.local) {
+      li.querySelector('.small').append(w.excluded ? ` · no work: ${w.excluded}` : ` · trust ${(w.trust ?? 0).toFixed(2)}`)
+    }
     list.append(li)
   }
 }

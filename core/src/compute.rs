@@ -144,6 +144,77 @@ pub struct WorkerInfo {
     pub chunks: u64,
     /// Whether it is this node.
     pub local: bool,
+    /// Its trust in the network's spot checks, 0 to 1 (0.5 when new).
+    #[serde(default)]
+    pub trust: f64,
+    /// Spot checks its answer agreed in, and lost.
+    #[serde(default)]
+    pub checks_agreed: u64,
+    /// Spot checks its answer lost.
+    #[serde(default)]
+    pub checks_lost: u64,
+    /// Why it is given no work, if it is not.
+    #[serde(default)]
+    pub excluded: Option<String>,
+}
+
+/// A network's credits, as this node sums up the records it holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CreditsInfo {
+    /// The network.
+    pub network: String,
+    /// Credits each person starts with.
+    pub grant: u64,
+    /// Credits per input token processed.
+    pub price_per_token: u64,
+    /// The share of chunks checked again (more for workers not trusted yet).
+    pub check_rate: f64,
+    /// This node's person in the network.
+    pub me: String,
+    /// Balances: this node's person first, then everyone in a receipt.
+    pub balances: Vec<BalanceInfo>,
+    /// The latest receipts, newest first.
+    pub receipts: Vec<ReceiptInfo>,
+    /// Receipts and check outcomes this node holds.
+    pub records: usize,
+}
+
+/// A person's credits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceInfo {
+    /// The person.
+    pub person: String,
+    /// The owner's grant.
+    pub granted: u64,
+    /// Earned running chunks.
+    pub earned: u64,
+    /// Spent on jobs.
+    pub spent: u64,
+    /// What is left.
+    pub available: i64,
+}
+
+/// One receipt: a chunk a worker ran for a requester, signed by both.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptInfo {
+    /// The job's ID (hex) and the chunk's number.
+    pub job: String,
+    /// The chunk.
+    pub chunk: u32,
+    /// Who paid.
+    pub requester: String,
+    /// Who earned, and on which device.
+    pub worker: String,
+    /// The worker's device.
+    pub worker_device: String,
+    /// Tokens the model read.
+    pub tokens: u64,
+    /// Credits.
+    pub credits: u64,
+    /// When the worker answered (ms since the epoch).
+    pub at_ms: u64,
+    /// Voided by a spot check the worker's answer lost.
+    pub void: bool,
 }
 
 /// How far a job is.

@@ -155,6 +155,11 @@ pub struct MeshConfig {
     /// When end-to-end session keys are rotated (by default after 2^20
     /// messages or an hour), with a fresh encapsulation.
     pub e2e_rekey: crate::crypto::Rekey,
+    /// Tests of the spot checks only (feature `liar`): the share of the
+    /// chunks this node runs for others that it answers with plausible
+    /// wrong vectors.
+    #[cfg(feature = "liar")]
+    pub lie_rate: f64,
 }
 
 impl MeshConfig {
@@ -193,6 +198,8 @@ impl MeshConfig {
             mailbox: true,
             mailbox_limits: crate::messaging::MailboxLimits::default(),
             e2e_rekey: crate::crypto::Rekey::default(),
+            #[cfg(feature = "liar")]
+            lie_rate: 0.0,
         }
     }
 

@@ -444,6 +444,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         model: "all-MiniLM-L6-v2".into(),
         inputs: vec!["a sentence".into(), "another".into()],
         deadline_ms: NOW_MS + 60_000,
+        vrf_key: ByteBuf::from(vrf::public_key(&from).to_vec()),
     };
     out.push(("jobs", [vec![0], cbor(&JobRequest::Run(run))].concat()));
     let mut unit = vec![0.0f32; 384];
@@ -451,7 +452,19 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let (vectors, dims) = pack(&[unit.clone(), unit]);
     out.push((
         "jobs",
-        [vec![1], cbor(&JobResponse::Done { vectors, dims, tokens: 9, micros: 1200 })].concat(),
+        [
+            vec![1],
+            cbor(&JobResponse::Done {
+                vectors,
+                dims,
+                tokens: 9,
+                micros: 1200,
+                credits: 9,
+                at_ms: NOW_MS,
+                claim: ByteBuf::from(vec![0; 64]),
+            }),
+        ]
+        .concat(),
     ));
     out.push(("jobs", [vec![1], cbor(&JobResponse::Busy { queue: 3 })].concat()));
 
@@ -469,6 +482,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         && let Ok(receipt) = Receipt::countersign(work, sig, &from)
     {
         out.push(("credits", [vec![0], receipt.to_token().into_bytes()].concat()));
+        out.push(("jobs", [vec![0], cbor(&JobRequest::Receipts(vec![receipt.to_token()]))].concat()));
     }
     let draw = vrf::draw(&from, CREDITS_NET, &[7; 16]);
     let third = Identity::from_seed([3; 32]);

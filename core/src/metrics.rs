@@ -92,6 +92,9 @@ pub(crate) struct Metrics {
     jobs_failed: Counter,
     job_chunks_refused: Counter,
     job_chunks_served: Counter,
+    credit_checks: Counter,
+    credit_caught: Counter,
+    credit_records_refused: Counter,
     peers_banned: Counter,
     limits: Family<NameLabel, Gauge>,
 }
@@ -193,6 +196,23 @@ impl Metrics {
             job_chunks_refused.clone(),
         );
         sub.register("job_chunks_served", "Chunks run here for other members", job_chunks_served.clone());
+        let [credit_checks, credit_caught, credit_records_refused] =
+            std::array::from_fn(|_| Counter::default());
+        sub.register(
+            "credit_checks",
+            "Chunks of this node's jobs drawn for a spot check",
+            credit_checks.clone(),
+        );
+        sub.register(
+            "credit_caught",
+            "Workers whose answer lost a spot check of this node's",
+            credit_caught.clone(),
+        );
+        sub.register(
+            "credit_records_refused",
+            "Receipts and check outcomes refused: forged, replayed, for another network or oversize",
+            credit_records_refused.clone(),
+        );
         let limits = Family::<NameLabel, Gauge>::default();
         sub.register("limit", "Resource limits in force, by name", limits.clone());
         let peers_banned = Counter::default();
@@ -228,6 +248,9 @@ impl Metrics {
             jobs_failed,
             job_chunks_refused,
             job_chunks_served,
+            credit_checks,
+            credit_caught,
+            credit_records_refused,
             peers_banned,
             limits,
         }
@@ -258,6 +281,18 @@ impl Metrics {
 
     pub(crate) fn job_chunk_served(&self) {
         self.job_chunks_served.inc();
+    }
+
+    pub(crate) fn credit_check(&self) {
+        self.credit_checks.inc();
+    }
+
+    pub(crate) fn credit_caught(&self) {
+        self.credit_caught.inc();
+    }
+
+    pub(crate) fn credit_record_refused(&self) {
+        self.credit_records_refused.inc();
     }
 
     pub(crate) fn set_e2e_sessions(&self, n: usize) {
@@ -377,6 +412,9 @@ impl Metrics {
             jobs_failed: self.jobs_failed.get(),
             job_chunks_refused: self.job_chunks_refused.get(),
             job_chunks_served: self.job_chunks_served.get(),
+            credit_checks: self.credit_checks.get(),
+            credit_caught: self.credit_caught.get(),
+            credit_records_refused: self.credit_records_refused.get(),
             peers_banned: self.peers_banned.get(),
             state_rejected_by_reason: EntryRejection::ALL
                 .iter()
@@ -458,6 +496,12 @@ pub struct MetricsSnapshot {
     pub job_chunks_refused: u64,
     /// Chunks run here for other members.
     pub job_chunks_served: u64,
+    /// Chunks of this node's jobs drawn for a spot check.
+    pub credit_checks: u64,
+    /// Workers whose answer lost a spot check of this node's.
+    pub credit_caught: u64,
+    /// Receipts and check outcomes refused (forged, replayed, not ours).
+    pub credit_records_refused: u64,
     /// Peers banned for invalid gossip.
     pub peers_banned: u64,
 }

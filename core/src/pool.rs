@@ -8,8 +8,10 @@ use libp2p::PeerId;
 use crate::{
     MeshError, MeshHandle,
     compute::{
-        self, ComputeOffer, Embeddings, Executor, JobInfo, MODELS, MemberInfo, NetworkInfo, WorkerInfo,
+        self, ComputeOffer, CreditsInfo, Embeddings, Executor, JobInfo, MODELS, MemberInfo, NetworkInfo,
+        WorkerInfo,
     },
+    credits::records::Terms,
     net::{Command, PoolCommand},
     protocols::jobs::{JobHandle, check_inputs},
 };
@@ -111,6 +113,44 @@ impl MeshHandle {
     pub async fn workers(&self, network: Option<&str>) -> Result<Vec<WorkerInfo>, MeshError> {
         let network = network.map(str::to_owned);
         self.call(|reply| Command::Pool(PoolCommand::Workers { network, reply })).await?
+    }
+
+    /// A network's credits (`None`: the only network this node is in): its
+    /// terms, balances and latest receipts, summed up from the signed
+    /// records this node holds.
+    pub async fn credits(&self, network: Option<&str>) -> Result<CreditsInfo, MeshError> {
+        let network = network.map(str::to_owned);
+        self.call(|reply| Command::Pool(PoolCommand::Credits { network, reply })).await?
+    }
+
+    /// Sets the credit terms of a network this node owns: the grant each
+    /// person starts with, the price per input token, the check rate.
+    pub async fn set_credit_terms(
+        &self,
+        network: Option<&str>,
+        terms: Terms,
+    ) -> Result<CreditsInfo, MeshError> {
+        terms.check().map_err(MeshError::BadRequest)?;
+        let network = network.map(str::to_owned);
+        self.call(|reply| Command::Pool(PoolCommand::SetTerms { network, terms, reply })).await?
+    }
+
+    /// [`MeshHandle::set_credit_terms`] for the terms given; the others
+    /// stay as they are.
+    pub async fn update_credit_terms(
+        &self,
+        network: Option<&str>,
+        grant: Option<u64>,
+        price_per_token: Option<u64>,
+        check_rate: Option<f64>,
+    ) -> Result<CreditsInfo, MeshError> {
+        let now = self.credits(network).await?;
+        let terms = Terms {
+            grant: grant.unwrap_or(now.grant),
+            price_per_token: price_per_token.unwrap_or(now.price_per_token),
+            check_rate: check_rate.unwrap_or(now.check_rate),
+        };
+        self.set_credit_terms(network, terms).await
     }
 
     /// Starts a job embedding `inputs` (in order) with `model` (`None`:

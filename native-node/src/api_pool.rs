@@ -119,6 +119,14 @@ struct RevokeBody {
 }
 
 #[derive(Deserialize)]
+struct TermsBody {
+    network: Option<String>,
+    grant: Option<u64>,
+    price_per_token: Option<u64>,
+    check_rate: Option<f64>,
+}
+
+#[derive(Deserialize)]
 struct EmbedBody {
     network: Option<String>,
     model: Option<String>,
@@ -174,6 +182,17 @@ async fn leave(_: Authorized, State(s): State<PoolState>, Json(body): Json<Netwo
 
 async fn workers(_: Authorized, State(s): State<PoolState>, Query(q): Query<NetworkQuery>) -> Answer {
     to_json(s.mesh.workers(q.network.as_deref()).await.map_err(failed)?)
+}
+
+async fn credits(_: Authorized, State(s): State<PoolState>, Query(q): Query<NetworkQuery>) -> Answer {
+    to_json(s.mesh.credits(q.network.as_deref()).await.map_err(failed)?)
+}
+
+/// Sets the terms a network's owner chose; what it leaves out stays as it was.
+async fn terms(_: Authorized, State(s): State<PoolState>, Json(body): Json<TermsBody>) -> Answer {
+    let TermsBody { network, grant, price_per_token, check_rate } = body;
+    let info = s.mesh.update_credit_terms(network.as_deref(), grant, price_per_token, check_rate).await;
+    to_json(info.map_err(failed)?)
 }
 
 async fn jobs(_: Authorized, State(s): State<PoolState>) -> Answer {
@@ -364,7 +383,9 @@ pub fn routes(state: PoolState, model_dir: Option<PathBuf>) -> Router {
         .route("/api/networks/members", get(members))
         .route("/api/networks/revoke", post(revoke))
         .route("/api/networks/leave", post(leave))
+        .route("/api/networks/terms", post(terms))
         .route("/api/workers", get(workers))
+        .route("/api/credits", get(credits))
         .route("/api/jobs", get(jobs))
         .route("/api/embed", post(embed).layer(big))
         .route("/v1/embeddings", post(openai_embeddings).layer(big))

@@ -80,6 +80,25 @@ fn embedder() -> Embedder {
     .unwrap()
 }
 
+fn short(id: &str) -> String {
+    format!("{}…{}", &id[..8], &id[id.len() - 6..])
+}
+
+/// `credits` as a node shows it: person (short) → [available, earned, spent].
+fn balances(dir: &Path) -> BTreeMap<String, [i64; 3]> {
+    cli_ok(dir, &["credits"])
+        .lines()
+        .skip_while(|l| !l.starts_with("person"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().filter(|c| *c != "(you)").collect();
+            let n = |i: usize| cols.get(i).and_then(|v| v.parse().ok());
+            Some((cols.first()?.to_string(), [n(1)?, n(2)?, n(3)?]))
+        })
+        .collect()
+}
+
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     dot / (a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt())
@@ -196,6 +215,17 @@ fn a_network_of_native_nodes_shares_jobs_survives_a_kill_and_refuses_a_revoked_m
     assert!(worst >= 0.9999, "lowest cosine to a single-node run: {worst}");
     let jobs = cli_ok(db.path(), &["jobs"]);
     assert!(jobs.contains("done") && jobs.contains("500/500"), "{jobs}");
+
+    // B paid A and C with receipts both signed; every node sums up the
+    // same balances from them (each replicates the others' namespaces).
+    let on_b = balances(db.path());
+    let (b_spent, a_earned, c_earned) = (on_b[&short(&idb)][2], on_b[&short(&ida)][1], on_b[&short(&idc)][1]);
+    assert!(b_spent > 0 && a_earned > 0 && c_earned > 0, "{on_b:?}");
+    assert_eq!(b_spent, a_earned + c_earned, "what B spent, A and C earned: {on_b:?}");
+    assert_eq!(on_b[&short(&idb)][0], 1_000_000 - b_spent, "{on_b:?}");
+    for dir in [da.path(), dc.path()] {
+        eventually("the same balances on every node", DEADLINE, || balances(dir) == on_b);
+    }
 
     // kill -9 C while A's job runs: its chunks run elsewhere, nothing is lost.
     let texts = lines(1200, 2);

@@ -3,7 +3,10 @@
 //
 //   a 2,000-sentence job over two worker nodes (one thread each) vs one,
 //     from a third node that offers no compute; and the cost per chunk sent
-//     to another node beyond the worker's own time
+//     to another node beyond the worker's own time (spot checks off)
+//   the same job over the same two workers with credits and spot checks at
+//     the default rate (10%, once the workers earned trust in a first job)
+//     vs with checks off: the wall time they add
 //   in Chromium, on the same page and sentences: our Web Worker (the
 //     package's compute module) vs transformers.js (npm
 //     @huggingface/transformers, wasm backend, one thread) running the int8
@@ -55,12 +58,20 @@ try {
 async function nodes () {
   await cli(requester, 'network', 'create', 'one')
   await cli(requester, 'network', 'create', 'two')
+  await cli(requester, 'network', 'create', 'checked')
+  // Speed-up without spot checks (a single worker has nobody to check with).
+  await cli(requester, 'network', 'terms', '--network', 'one', '--check-percent', '0')
+  await cli(requester, 'network', 'terms', '--network', 'two', '--check-percent', '0')
   const one = await cli(requester, 'network', 'invite', '--network', 'one')
   const two = await cli(requester, 'network', 'invite', '--network', 'two', '--uses', '2')
+  const checked = await cli(requester, 'network', 'invite', '--network', 'checked', '--uses', '2')
   await cli(w1, 'network', 'join', one)
-  await cli(w1, 'network', 'join', two)
-  await cli(w2, 'network', 'join', two)
-  await waitFor('the workers', async () => (await workers(requester, 'one')) === 1 && (await workers(requester, 'two')) === 2, 30_000)
+  for (const w of [w1, w2]) {
+    await cli(w, 'network', 'join', two)
+    await cli(w, 'network', 'join', checked)
+  }
+  await waitFor('the workers', async () => (await workers(requester, 'one')) === 1 &&
+    (await workers(requester, 'two')) === 2 && (await workers(requester, 'checked')) === 2, 30_000)
 
   const took = { one: [], two: [] }
   const overheads = []
@@ -78,6 +89,27 @@ async function nodes () {
   row('speed-up (target >= 1.7)', `${(median(took.one) / median(took.two)).toFixed(2)}x`)
   row('per chunk sent to another node, beyond compute', `${median(overheads).toFixed(2)} ms`, 'mean over the job\'s chunks, median of rounds')
   console.log(`  rounds (s): one worker ${took.one.join(', ')}; two ${took.two.join(', ')}`)
+
+  // Credits and spot checks: a first job earns the workers their trust
+  // (until then every chunk of theirs is checked), then the same job with
+  // checks at 10% vs off, alternating.
+  const first = await cli(requester, 'embed', '--file', file, '--out', join(dir, 'checked.jsonl'), '--network', 'checked')
+  const firstTook = Number(first.match(/ in ([0-9.]+) s/)[1])
+  const timed = { off: [], on: [] }
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const network of round % 2 ? ['checked', 'two'] : ['two', 'checked']) {
+      const said = await cli(requester, 'embed', '--file', file, '--out', join(dir, `${network}.jsonl`), '--network', network)
+      timed[network === 'two' ? 'off' : 'on'].push(Number(said.match(/ in ([0-9.]+) s/)[1]))
+    }
+  }
+  const credits = await cli(requester, 'credits', '--network', 'checked')
+  console.log(`\n${SENTENCES} sentences over two workers, credits and spot checks, median of ${ROUNDS} rounds:`)
+  row('checks off', `${median(timed.off).toFixed(2)} s`)
+  row('checks at 10% (trusted workers), receipts', `${median(timed.on).toFixed(2)} s`)
+  row('overhead (target <= 15%)', `${((median(timed.on) / median(timed.off) - 1) * 100).toFixed(1)}%`)
+  row('first job: every chunk checked (new workers)', `${firstTook.toFixed(2)} s`)
+  console.log(`  rounds (s): off ${timed.off.join(', ')}; on ${timed.on.join(', ')}`)
+  console.log(credits.split('\n').slice(0, 5).map((l) => `  ${l}`).join('\n'))
 }
 
 async function pages () {

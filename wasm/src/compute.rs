@@ -71,6 +71,8 @@ export interface WorkerInfo {
   network: string; device: string; person: string;
   threads: number; memory_mb: number; models: string[]; kind: "native" | "browser";
   queue: number; seen_ms_ago: number; ms_per_input: number | null; chunks: number; local: boolean;
+  /** Trust in the network's spot checks (0 to 1), the checks agreed and lost, and why it gets no work if it does not. */
+  trust: number; checks_agreed: number; checks_lost: number; excluded: string | null;
 }
 /** A job this node asked for. */
 export interface JobInfo {
@@ -78,6 +80,14 @@ export interface JobInfo {
   done: number; inputs: number; workers: Record<string, number>; reassigned: number; chunk_overhead_us: number | null;
   elapsed_ms: number; error: string | null;
 }
+/** A network's credits: its terms, balances (this page's person first) and latest receipts. */
+export interface CreditsInfo {
+  network: string; grant: number; price_per_token: number; check_rate: number; me: string; records: number;
+  balances: { person: string; granted: number; earned: number; spent: number; available: number }[];
+  receipts: { job: string; chunk: number; requester: string; worker: string; worker_device: string;
+    tokens: number; credits: number; at_ms: number; void: boolean }[];
+}
+export interface TermsOptions { network?: string; grant?: number; price_per_token?: number; check_rate?: number }
 /** How far a job is. */
 export interface Progress { job: string; done: number; total: number; chunks_done: number; chunks: number }
 /** What this tab offers, and how its model loaded. */
@@ -160,6 +170,14 @@ fn pool_error(e: MeshError) -> JsValue {
 #[derive(Deserialize, Default)]
 struct NetworkOption {
     network: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct TermsJsOptions {
+    network: Option<String>,
+    grant: Option<u64>,
+    price_per_token: Option<u64>,
+    check_rate: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -313,6 +331,50 @@ impl WasmP2PClient {
         promise(async move {
             let o: NetworkOption = parse_options("workers", options.unwrap_or_default(), &["network"])?;
             to_js(&shared.mesh()?.workers(o.network.as_deref()).await.map_err(pool_error)?)
+        })
+    }
+
+    /// A network's credits: `{ network, grant, price_per_token,
+    /// check_rate, me, balances: [{ person, granted, earned, spent,
+    /// available }], receipts: [{ job, chunk, requester, worker,
+    /// worker_device, tokens, credits, at_ms, void }], records }`, summed
+    /// up from the signed receipts and check outcomes this page holds.
+    /// `options`: `{ network }` (default: the only one).
+    #[wasm_bindgen(unchecked_return_type = "Promise<CreditsInfo>")]
+    pub fn credits(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "NetworkOptions | void")] options: Option<JsValue>,
+    ) -> Promise {
+        let shared = self.shared.clone();
+        promise(async move {
+            let o: NetworkOption = parse_options("credits", options.unwrap_or_default(), &["network"])?;
+            to_js(&shared.mesh()?.credits(o.network.as_deref()).await.map_err(pool_error)?)
+        })
+    }
+
+    /// Sets the credit terms of a network this page owns: `{ network,
+    /// grant, price_per_token, check_rate }` (what is left out stays as
+    /// it is); resolves the network's credits.
+    #[wasm_bindgen(unchecked_return_type = "Promise<CreditsInfo>")]
+    pub fn set_credit_terms(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "TermsOptions")] options: JsValue,
+    ) -> Promise {
+        let shared = self.shared.clone();
+        promise(async move {
+            let o: TermsJsOptions = parse_options(
+                "set_credit_terms",
+                options,
+                &["network", "grant", "price_per_token", "check_rate"],
+            )?;
+            let mesh = shared.mesh()?;
+            let (grant, price, rate) = (o.grant, o.price_per_token, o.check_rate);
+            to_js(
+                &mesh
+                    .update_credit_terms(o.network.as_deref(), grant, price, rate)
+                    .await
+                    .map_err(pool_error)?,
+            )
         })
     }
 

@@ -7,7 +7,8 @@ use tokio::sync::oneshot;
 pub(crate) use crate::protocols::outbox::Outbound;
 use crate::{
     Delivery, MeshError, PeerInfo, StateView, Status,
-    compute::{ComputeOffer, Executor, JobInfo, MemberInfo, ModelSpec, NetworkInfo, WorkerInfo},
+    compute::{ComputeOffer, CreditsInfo, Executor, JobInfo, MemberInfo, ModelSpec, NetworkInfo, WorkerInfo},
+    credits::records::Terms,
     protocols::{Reply, jobs::JobHandle},
     state::{StateError, WriteMode},
 };
@@ -130,6 +131,15 @@ pub(crate) enum PoolCommand {
     Workers {
         network: Option<String>,
         reply: Reply<Vec<WorkerInfo>>,
+    },
+    Credits {
+        network: Option<String>,
+        reply: Reply<CreditsInfo>,
+    },
+    SetTerms {
+        network: Option<String>,
+        terms: Terms,
+        reply: Reply<CreditsInfo>,
     },
     Embed {
         network: Option<String>,

@@ -34,13 +34,19 @@ pub const NETWORK_PREFIX: &str = "_net/";
 /// `_nets/<id>`.
 pub const NETWORKS_JOINED_PREFIX: &str = "_nets/";
 
-/// Whether a key is kept by InferMesh itself (access list, KEM keys, networks)
-/// rather than by the application: such keys are left out of the data.
+/// Keys under this prefix hold the owner's credit records (receipts and
+/// check outcomes): `_cr/<network>/...`.
+pub const CREDITS_PREFIX: &str = "_cr/";
+
+/// Whether a key is kept by InferMesh itself (access list, KEM keys,
+/// networks, credits) rather than by the application: such keys are left
+/// out of the data.
 pub fn is_internal_key(key: &str) -> bool {
     key.starts_with(ACL_PREFIX)
         || key.starts_with(KEM_PREFIX)
         || key.starts_with(NETWORK_PREFIX)
         || key.starts_with(NETWORKS_JOINED_PREFIX)
+        || key.starts_with(CREDITS_PREFIX)
 }
 
 /// Domain separation for entry signatures.

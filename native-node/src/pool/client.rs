@@ -6,7 +6,7 @@ use std::{io::BufRead, path::Path, time::Duration};
 
 use infermesh_core::{
     InviteOptions,
-    compute::{Embeddings, JobInfo, MemberInfo, NetworkInfo, Progress, WorkerInfo},
+    compute::{CreditsInfo, Embeddings, JobInfo, MemberInfo, NetworkInfo, Progress, WorkerInfo},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -136,6 +136,20 @@ impl Node for Api {
     }
     async fn jobs(&self) -> Result<Vec<JobInfo>, String> {
         self.call("GET", "/api/jobs", None).await
+    }
+    async fn credits(&self, network: Option<&str>) -> Result<CreditsInfo, String> {
+        self.call("GET", &format!("/api/credits{}", query(network)), None).await
+    }
+    async fn set_terms(
+        &self,
+        network: Option<&str>,
+        grant: Option<u64>,
+        price: Option<u64>,
+        check_rate: Option<f64>,
+    ) -> Result<CreditsInfo, String> {
+        let body =
+            json!({ "network": network, "grant": grant, "price_per_token": price, "check_rate": check_rate });
+        self.call("POST", "/api/networks/terms", Some(body)).await
     }
     async fn embed(
         &self,

@@ -18,7 +18,9 @@ use std::{
 use clap::{Parser, Subcommand};
 use infermesh_core::{
     InviteOptions, MeshHandle, PeerId,
-    compute::{Embeddings, JobInfo, MAX_JOB_INPUTS, MemberInfo, NetworkInfo, Progress, WorkerInfo},
+    compute::{
+        CreditsInfo, Embeddings, JobInfo, MAX_JOB_INPUTS, MemberInfo, NetworkInfo, Progress, WorkerInfo,
+    },
 };
 use serde_json::json;
 
@@ -57,6 +59,13 @@ pub enum PoolCommand {
     },
     /// Jobs this node asked for: running and recently finished.
     Jobs,
+    /// A network's credits: the terms, everyone's balance, the latest
+    /// receipts (each signed by requester and worker).
+    Credits {
+        /// The network (its name or ID) [default: the only one].
+        #[arg(long)]
+        network: Option<String>,
+    },
 }
 
 /// `network …`
@@ -123,6 +132,23 @@ pub enum NetworkCommand {
     },
     /// The networks this node is in.
     List,
+    /// Set the credit terms of a network this node owns (what is left
+    /// out stays as it is).
+    Terms {
+        /// Credits each person starts with.
+        #[arg(long)]
+        grant: Option<u64>,
+        /// Credits per input token processed.
+        #[arg(long)]
+        price: Option<u64>,
+        /// Percent of chunks checked again by another worker (workers
+        /// not trusted yet: all of them).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+        check_percent: Option<u8>,
+        /// The network [default: the only one].
+        #[arg(long)]
+        network: Option<String>,
+    },
 }
 
 /// Reads `30s`, `10m`, `24h`, `7d` or plain seconds.
@@ -155,7 +181,7 @@ struct PromptLine {
 /// `jobs`; `None` for other lines.
 pub fn parse_line(line: &str) -> Option<Result<PoolCommand, String>> {
     let first = line.split_whitespace().next()?.to_ascii_lowercase();
-    if !["network", "workers", "embed", "jobs"].contains(&first.as_str()) {
+    if !["network", "workers", "embed", "jobs", "credits"].contains(&first.as_str()) {
         return None;
     }
     let Some(words) = shlex::split(line) else {
@@ -196,6 +222,16 @@ pub trait Node {
     async fn workers(&self, network: Option<&str>) -> Result<Vec<WorkerInfo>, String>;
     /// See [`MeshHandle::jobs`].
     async fn jobs(&self) -> Result<Vec<JobInfo>, String>;
+    /// See [`MeshHandle::credits`].
+    async fn credits(&self, network: Option<&str>) -> Result<CreditsInfo, String>;
+    /// See [`MeshHandle::set_credit_terms`]: `None`s stay as they are.
+    async fn set_terms(
+        &self,
+        network: Option<&str>,
+        grant: Option<u64>,
+        price: Option<u64>,
+        check_rate: Option<f64>,
+    ) -> Result<CreditsInfo, String>;
     /// Runs a job, reporting its progress.
     async fn embed(
         &self,
@@ -246,6 +282,18 @@ impl Node for MeshHandle {
     }
     async fn jobs(&self) -> Result<Vec<JobInfo>, String> {
         MeshHandle::jobs(self).await.map_err(text)
+    }
+    async fn credits(&self, network: Option<&str>) -> Result<CreditsInfo, String> {
+        MeshHandle::credits(self, network).await.map_err(text)
+    }
+    async fn set_terms(
+        &self,
+        network: Option<&str>,
+        grant: Option<u64>,
+        price: Option<u64>,
+        check_rate: Option<f64>,
+    ) -> Result<CreditsInfo, String> {
+        self.update_credit_terms(network, grant, price, check_rate).await.map_err(text)
     }
     async fn embed(
         &self,
@@ -374,9 +422,12 @@ pub async fn execute(
                 );
             }
             let mut rows = vec![
-                ["device", "person", "kind", "threads", "queue", "ms/text", "chunks", "seen", "network"]
-                    .map(String::from)
-                    .to_vec(),
+                [
+                    "device", "person", "kind", "threads", "queue", "ms/text", "chunks", "trust", "seen",
+                    "network",
+                ]
+                .map(String::from)
+                .to_vec(),
             ];
             for w in workers {
                 rows.push(vec![
@@ -387,6 +438,15 @@ pub async fn execute(
                     w.queue.to_string(),
                     w.ms_per_input.map_or("-".into(), |m| format!("{m:.1}")),
                     w.chunks.to_string(),
+                    match &w.excluded {
+                        Some(why) => format!("{:.2} (no work: {why})", w.trust),
+                        None => format!(
+                            "{:.2} ({}/{} checks)",
+                            w.trust,
+                            w.checks_agreed,
+                            w.checks_agreed + w.checks_lost
+                        ),
+                    },
                     ago(w.seen_ms_ago),
                     w.network,
                 ]);
@@ -415,6 +475,49 @@ pub async fn execute(
                 ]);
             }
             Ok(table(rows))
+        }
+        PoolCommand::Credits { network } => {
+            let c = node.credits(network.as_deref()).await?;
+            let mut out = format!(
+                "network {}: {} credits to start, {} a token, {}% of chunks checked; {} records\n",
+                c.network,
+                c.grant,
+                c.price_per_token,
+                c.check_rate * 100.0,
+                c.records
+            );
+            let mut rows = vec![["person", "available", "earned", "spent"].map(String::from).to_vec()];
+            for b in &c.balances {
+                let me = if b.person == c.me { " (you)" } else { "" };
+                rows.push(vec![
+                    format!("{}{me}", short(&b.person)),
+                    b.available.to_string(),
+                    b.earned.to_string(),
+                    b.spent.to_string(),
+                ]);
+            }
+            out.push_str(&table(rows));
+            if !c.receipts.is_empty() {
+                let mut rows = vec![
+                    ["job", "chunk", "requester", "worker", "tokens", "credits", ""]
+                        .map(String::from)
+                        .to_vec(),
+                ];
+                for r in &c.receipts {
+                    rows.push(vec![
+                        r.job.clone(),
+                        r.chunk.to_string(),
+                        short(&r.requester),
+                        short(&r.worker),
+                        r.tokens.to_string(),
+                        r.credits.to_string(),
+                        if r.void { "void (lost a check)".into() } else { String::new() },
+                    ]);
+                }
+                out.push_str("\nlatest receipts:\n");
+                out.push_str(&table(rows));
+            }
+            Ok(out)
         }
         PoolCommand::Embed { texts, file, out, network, model } => {
             let inputs = embed_inputs(texts, file.as_deref())?;
@@ -508,6 +611,17 @@ async fn network(node: &impl Node, command: NetworkCommand) -> Result<String, St
         } else {
             "left the network (its owner could not be told now; it still lists this node)".into()
         }),
+        NetworkCommand::Terms { grant, price, check_percent, network } => {
+            let rate = check_percent.map(|p| f64::from(p) / 100.0);
+            let info = node.set_terms(network.as_deref(), grant, price, rate).await?;
+            Ok(format!(
+                "network {}: {} credits to start, {} a token, {}% of chunks checked",
+                info.network,
+                info.grant,
+                info.price_per_token,
+                info.check_rate * 100.0
+            ))
+        }
         NetworkCommand::List => {
             let networks = node.networks().await?;
             if networks.is_empty() {

@@ -123,7 +123,10 @@ impl EventLoop {
             tracing::warn!("{skipped} stored state entries no longer verify and were skipped");
         }
         let networks = Networks::new(identity.clone(), now);
-        let jobs = Jobs::new(local, metrics.clone());
+        #[allow(unused_mut)]
+        let mut jobs = Jobs::new(identity.clone(), metrics.clone());
+        #[cfg(feature = "liar")]
+        jobs.set_lie_rate(config.lie_rate);
         let sessions = Sessions::new(identity, (&config).into(), metrics.clone());
         Self {
             swarm: parts.swarm,

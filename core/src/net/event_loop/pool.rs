@@ -39,6 +39,10 @@ impl Roster for View<'_> {
     fn person(&self, network: &str) -> Option<String> {
         self.networks.person(network).map(str::to_owned)
     }
+
+    fn ledger(&self, network: &str) -> crate::credits::ledger::Ledger {
+        self.networks.ledger(self.state, network, self.now)
+    }
 }
 
 /// A task running on the executor.
@@ -124,6 +128,21 @@ impl EventLoop {
                 };
                 let _ = reply.send(answer);
             }
+            PoolCommand::Credits { network, reply } => {
+                let answer = self
+                    .networks
+                    .resolve(network.as_deref())
+                    .map(|id| self.networks.credits_info(self.replication.state(), &id, Instant::now()));
+                let _ = reply.send(answer);
+            }
+            PoolCommand::SetTerms { network, terms, reply } => {
+                let answer = self.networks.resolve(network.as_deref()).and_then(|id| {
+                    let (key, value) = self.networks.terms_write(&id, &terms)?;
+                    self.replication.write_internal(&key, Some(value), Instant::now());
+                    Ok(self.networks.credits_info(self.replication.state(), &id, Instant::now()))
+                });
+                let _ = reply.send(answer);
+            }
             PoolCommand::Embed { network, model, inputs, reply } => {
                 let answer = match self.networks.resolve(network.as_deref()) {
                     Ok(id) => {
@@ -169,6 +188,10 @@ impl EventLoop {
                         ms_per_input: None,
                         chunks: 0,
                         local: true,
+                        trust: 0.0,
+                        checks_agreed: 0,
+                        checks_lost: 0,
+                        excluded: None,
                     });
                 }
             }
@@ -189,9 +212,13 @@ impl EventLoop {
                 ms_per_input: None,
                 chunks: 0,
                 local: false,
+                trust: 0.0,
+                checks_agreed: 0,
+                checks_lost: 0,
+                excluded: None,
             });
         }
-        self.jobs.annotate(&mut out);
+        self.jobs.annotate(&mut out, &view);
         out
     }
 
@@ -256,7 +283,7 @@ impl EventLoop {
     pub(super) fn on_executed(&mut self, id: TaskId, result: TaskResult) {
         let (now, now_ms) = (Instant::now(), platform::now_ms());
         let view = View { networks: &self.networks, state: self.replication.state(), now, now_ms };
-        self.jobs.on_executed(id, result, &view, now);
+        self.jobs.on_executed(id, result, &view, now, now_ms);
     }
 
     pub(super) fn on_networks_action(&mut self, action: networks::Action<NetChannel>) {
@@ -322,6 +349,9 @@ impl EventLoop {
                 None => self.on_executed(id, Err("this node offers no compute".into())),
             },
             Action::Unreachable(peer) => self.networks.on_unreachable(&peer),
+            Action::Write { key, token } => {
+                self.replication.write_internal(&key, Some(serde_json::Value::String(token)), Instant::now());
+            }
         }
     }
 }

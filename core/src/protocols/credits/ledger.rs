@@ -62,9 +62,16 @@ impl Trust {
         })
     }
 
-    /// The share of its chunks to check, given the network's rate.
+    /// The share of its chunks to check, given the network's rate: all of
+    /// them until it is trusted, none where the network checks nothing.
     pub fn check_rate(&self, network_rate: f64) -> f64 {
-        if self.score() >= TRUSTED_FROM { network_rate } else { 1.0 }
+        if network_rate <= 0.0 {
+            0.0
+        } else if self.score() >= TRUSTED_FROM {
+            network_rate
+        } else {
+            1.0
+        }
     }
 }
 

@@ -76,7 +76,7 @@ pub struct Terms {
 
 impl Default for Terms {
     fn default() -> Self {
-        Terms { grant: 100_000, price_per_token: 1, check_rate: 0.1 }
+        Terms { grant: 1_000_000, price_per_token: 1, check_rate: 0.1 }
     }
 }
 

@@ -9,7 +9,7 @@
 //! threads. I/O-free: the event loop carries the [`Action`]s.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     ops::Range,
     sync::Arc,
     time::Duration,
@@ -24,14 +24,22 @@ use super::{
     wire::{JobRequest, JobResponse, MAX_CHUNK_BYTES, MAX_CHUNK_INPUTS, Run, pack, unpack},
 };
 use crate::{
-    MeshError,
+    Identity, MeshError,
     compute::{
         Embeddings, JobInfo, MAX_INPUT_BYTES, MAX_JOB_BYTES, MAX_JOB_INPUTS, ModelSpec, Progress, Task,
         TaskOutput, TaskResult, WorkerInfo,
     },
     metrics::Metrics,
     platform::Instant,
-    protocols::{AskId, networks::Candidate},
+    protocols::{
+        AskId,
+        credits::{
+            ledger::Ledger,
+            records::{Answer, Work},
+            vrf::Draw,
+        },
+        networks::Candidate,
+    },
 };
 
 /// Jobs of this node running at once.
@@ -70,6 +78,9 @@ pub(crate) trait Roster {
     fn candidates(&self, network: &str, model: &str) -> Vec<Candidate>;
     /// The person this node is in `network`.
     fn person(&self, network: &str) -> Option<String>;
+    /// `network`'s credits: its terms, balances and trust, from the
+    /// records in the replicated state.
+    fn ledger(&self, network: &str) -> Ledger;
 }
 
 /// A task's number with the executor.
@@ -85,6 +96,9 @@ pub(crate) enum Action<C> {
     Respond { channel: C, response: JobResponse },
     /// Run a task on the executor; its result comes back with `id`.
     Execute { id: TaskId, task: Task },
+    /// Write a credit record (receipt or check outcome) into this node's
+    /// own namespace.
+    Write { key: String, token: String },
     /// A worker did not answer: it may be gone.
     Unreachable(PeerId),
 }
@@ -96,11 +110,27 @@ enum ChunkState {
     Done,
 }
 
+/// One worker's answer to a chunk, kept until the chunk settles.
+pub(super) struct Held {
+    pub worker: PeerId,
+    pub vectors: Vec<Vec<f32>>,
+    pub tokens: u64,
+    /// Its signed claim.
+    pub answer: Answer,
+}
+
 struct Chunk {
     range: Range<usize>,
     state: ChunkState,
     tried: Vec<PeerId>,
     attempts: u32,
+    /// The answers it has had; the first accepted is in `Job::vectors`.
+    answers: Vec<Held>,
+    /// Answers it needs before it settles: 1; 2 when drawn for a check;
+    /// 3 when the first two disagree.
+    needed: usize,
+    /// The worker whose answer it took.
+    accepted: Option<PeerId>,
 }
 
 struct Job {
@@ -123,6 +153,16 @@ struct Job {
     started: Instant,
     deadline: Instant,
     deadline_ms: u64,
+    /// The VRF draw of the chunks checked.
+    draw: Draw,
+    /// Credits per token, and the network's check rate, when it started.
+    price: u64,
+    check_rate: f64,
+    /// The most it may cost.
+    estimate: u64,
+    /// Chunks checked, and answers that lost a check.
+    checks: usize,
+    caught: usize,
     progress: watch::Sender<Progress>,
     reply: Option<tokio::sync::oneshot::Sender<Result<Embeddings, MeshError>>>,
 }
@@ -144,6 +184,35 @@ impl Job {
         }
     }
 
+    /// The claim `worker` makes (or made) for chunk `c` of this job,
+    /// asked by this node (`local`).
+    fn claim(
+        &self,
+        c: usize,
+        local: &PeerId,
+        worker: (&str, &PeerId),
+        tokens: u64,
+        packed: &[u8],
+        at_ms: u64,
+    ) -> Work {
+        let requester = (self.person.as_str(), local);
+        let inputs = self.chunks[c].range.len();
+        let (job, key) = (&self.raw_id, &self.draw.key);
+        credit::work(
+            &self.network,
+            job,
+            c as u32,
+            requester,
+            key,
+            worker,
+            inputs,
+            tokens,
+            self.price,
+            packed,
+            at_ms,
+        )
+    }
+
     /// The mean cost of sending a chunk to another node and getting its
     /// answer, beyond the worker's time (µs).
     fn chunk_overhead_us(&self) -> Option<u64> {
@@ -163,8 +232,10 @@ impl Job {
 
 /// Who waits for a task's result.
 enum Waiter<C> {
-    /// A peer's chunk: answer on its channel.
-    Peer { peer: PeerId, channel: C, inputs: usize, started: Instant },
+    /// A peer's chunk: answer on its channel, with a claim made from
+    /// `work` (its inputs, the requester, this worker; tokens and result
+    /// to fill in) at `price` a token.
+    Peer { peer: PeerId, channel: C, inputs: usize, started: Instant, work: Box<Work>, price: u64 },
     /// A chunk of this node's own job.
     Own { ask: AskId },
 }
@@ -177,7 +248,17 @@ struct Queued<C> {
 
 /// The driver; see the module documentation.
 pub(crate) struct Jobs<C> {
+    identity: Identity,
     local: PeerId,
+    /// Devices whose answer lost a check of this node's: given no work.
+    caught: HashSet<PeerId>,
+    /// As a worker: claims not yet paid by a receipt (receipt key → the
+    /// requester person and when).
+    owed: BTreeMap<String, (String, Instant)>,
+    /// A lying worker, for tests of the spot checks (see `set_lie_rate`).
+    lie_rate: f64,
+    /// Receipts requests per peer: since when counted, and how many.
+    receipt_requests: HashMap<PeerId, (Instant, u32)>,
     jobs: Vec<Job>,
     /// Each outstanding chunk: its job (by ID) and its number.
     asks: HashMap<AskId, (String, usize)>,
@@ -230,9 +311,14 @@ pub(crate) fn check_inputs(inputs: &[String]) -> Result<(), MeshError> {
 }
 
 impl<C> Jobs<C> {
-    pub(crate) fn new(local: PeerId, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(identity: Identity, metrics: Arc<Metrics>) -> Self {
         Self {
-            local,
+            local: identity.peer_id(),
+            identity,
+            caught: HashSet::new(),
+            owed: BTreeMap::new(),
+            lie_rate: 0.0,
+            receipt_requests: HashMap::new(),
             jobs: Vec::new(),
             asks: HashMap::new(),
             next_ask: 0,
@@ -263,11 +349,7 @@ impl<C> Jobs<C> {
         self.threads = threads;
         if threads == 0 {
             for queued in std::mem::take(&mut self.queue) {
-                self.finish_task(
-                    queued.waiter,
-                    Err("this worker stopped offering compute".into()),
-                    Instant::now(),
-                );
+                self.fail_task(queued.waiter, "this worker stopped offering compute".into(), Instant::now());
             }
         }
         self.start_tasks();
@@ -301,9 +383,22 @@ impl<C> Jobs<C> {
                 model.name
             )));
         }
+        let ledger = roster.ledger(&network);
+        let terms = *ledger.terms();
+        let estimate = credit::estimate(&inputs, terms.price_per_token);
+        let available = ledger.balance(&person).available() - i128::from(self.reserved(&network, &person));
+        if i128::from(estimate) > available {
+            return Err(job_error(format!(
+                "not enough credits in network {network}: {person} has {available}, and this job may cost up to \
+                 {estimate} ({} inputs at {} a token)",
+                inputs.len(),
+                terms.price_per_token
+            )));
+        }
         let mut raw_id = [0u8; 16];
         getrandom::fill(&mut raw_id).map_err(|e| job_error(format!("no secure random source: {e}")))?;
         let id = hex::encode(&raw_id[..8]);
+        let draw = crate::credits::vrf::draw(&self.identity, &network, &raw_id);
         let ranges = scheduler::chunks(&inputs, workers.len());
         // Long enough for a slow browser worker to do all of it alone.
         let budget = Duration::from_secs(60) + Duration::from_millis(200 * inputs.len() as u64);
@@ -319,7 +414,15 @@ impl<C> Jobs<C> {
             inputs: Arc::new(inputs),
             chunks: ranges
                 .into_iter()
-                .map(|range| Chunk { range, state: ChunkState::Pending, tried: Vec::new(), attempts: 0 })
+                .map(|range| Chunk {
+                    range,
+                    state: ChunkState::Pending,
+                    tried: Vec::new(),
+                    attempts: 0,
+                    answers: Vec::new(),
+                    needed: 1,
+                    accepted: None,
+                })
                 .collect(),
             tokens: 0,
             done: 0,
@@ -331,6 +434,12 @@ impl<C> Jobs<C> {
             started: now,
             deadline: now + budget,
             deadline_ms: now_ms + budget.as_millis() as u64,
+            draw,
+            price: terms.price_per_token,
+            check_rate: terms.check_rate,
+            estimate,
+            checks: 0,
+            caught: 0,
             progress,
             reply: Some(reply),
         };
@@ -346,16 +455,24 @@ impl<C> Jobs<C> {
         AskId(self.next_ask)
     }
 
-    /// Gives pending chunks to workers with room, oldest job first.
+    /// Gives pending chunks to workers with room, oldest job first; a
+    /// chunk drawn for a check goes to a worker that has not answered it.
+    /// Workers that lost a check, or whose trust is too low, get nothing.
     fn schedule(&mut self, roster: &impl Roster, now: Instant) {
         type Workers = (Vec<Slot>, HashMap<PeerId, String>);
         let mut slots_by_net: HashMap<(String, &'static str), Workers> = HashMap::new();
+        let mut unchecked = Vec::new();
         for j in 0..self.jobs.len() {
             let key = (self.jobs[j].network.clone(), self.jobs[j].model.name);
             let (slots, people) = slots_by_net
                 .entry(key)
                 .or_insert_with(|| {
-                    let candidates = roster.candidates(&self.jobs[j].network, self.jobs[j].model.name);
+                    let ledger = roster.ledger(&self.jobs[j].network);
+                    let candidates: Vec<Candidate> = roster
+                        .candidates(&self.jobs[j].network, self.jobs[j].model.name)
+                        .into_iter()
+                        .filter(|c| c.device == self.local || self.excluded(&ledger, &c.device).is_none())
+                        .collect();
                     let slots = candidates
                         .iter()
                         .map(|c| Slot {
@@ -372,12 +489,38 @@ impl<C> Jobs<C> {
                     continue;
                 }
                 let chunk = &self.jobs[j].chunks[c];
-                let Some(worker) = scheduler::pick(&slots, &self.stats, chunk.range.len(), &chunk.tried, now)
-                else {
-                    continue;
+                let worker = if chunk.answers.is_empty() {
+                    scheduler::pick(&slots, &self.stats, chunk.range.len(), &chunk.tried, now)
+                } else {
+                    let others: Vec<Slot> = slots
+                        .iter()
+                        .filter(|s| !chunk.answers.iter().any(|h| h.worker == s.device))
+                        .cloned()
+                        .collect();
+                    if others.is_empty() {
+                        unchecked.push((j, c));
+                        continue;
+                    }
+                    scheduler::pick(&others, &self.stats, chunk.range.len(), &[], now)
                 };
+                let Some(worker) = worker else { continue };
                 let person = people.get(&worker).cloned().unwrap_or_default();
                 self.send(j, c, worker, person, now);
+            }
+        }
+        // No other worker to check with: a first answer stands unchecked;
+        // two that disagree with nobody to decide fail the chunk.
+        for (j, c) in unchecked {
+            let job = &mut self.jobs[j];
+            if job.chunks[c].answers.len() == 1 {
+                job.checks -= 1;
+                self.accept(j, c, 0, None);
+            } else {
+                tracing::warn!(job = %job.id, chunk = c, "two answers disagree and no third worker can decide");
+                let chunk = &mut job.chunks[c];
+                chunk.answers.clear();
+                chunk.needed = 1;
+                chunk.attempts = MAX_ATTEMPTS;
             }
         }
     }
@@ -408,6 +551,7 @@ impl<C> Jobs<C> {
                 model: job.model.name.into(),
                 inputs,
                 deadline_ms: job.deadline_ms,
+                vrf_key: ByteBuf::from(job.draw.key.to_vec()),
             };
             self.actions.push_back(Action::Request { peer: worker, ask, request: JobRequest::Run(run) });
         }
@@ -454,14 +598,31 @@ impl<C> Jobs<C> {
         let Some((j, c, worker, since)) = self.take_running(ask) else { return };
         let inputs = self.jobs[j].chunks[c].range.len();
         match response {
-            JobResponse::Done { vectors, dims, tokens, micros } => {
+            JobResponse::Done { vectors: packed, dims, tokens, micros, credits, at_ms, claim } => {
                 let job = &self.jobs[j];
+                let worker_person = self.person_running(j, c).to_owned();
                 // A worker revoked meanwhile: its answer does not count.
                 let checked = roster
-                    .authorize(&job.network, &worker, self.person_running(j, c))
-                    .and_then(|()| unpack(&vectors, dims, inputs, job.model.dimensions));
+                    .authorize(&job.network, &worker, &worker_person)
+                    .and_then(|()| match self.caught.contains(&worker) {
+                        true => Err("its answer lost a spot check of this node's before".to_owned()),
+                        false => Ok(()),
+                    })
+                    .and_then(|()| unpack(&packed, dims, inputs, job.model.dimensions))
+                    .and_then(|vectors| {
+                        let work =
+                            job.claim(c, &self.local, (&worker_person, &worker), tokens, &packed, at_ms);
+                        if work.credits != credits {
+                            return Err(format!(
+                                "it claims {credits} credits for {tokens} tokens at {} a token",
+                                job.price
+                            ));
+                        }
+                        work.verify_claim(&claim).map_err(|e| e.to_string())?;
+                        Ok((vectors, credit::answer(work, claim)))
+                    });
                 match checked {
-                    Ok(vectors) => {
+                    Ok((vectors, answer)) => {
                         // What the round trip cost beyond the worker's own time.
                         let worker_time = Duration::from_micros(micros);
                         let job = &mut self.jobs[j];
@@ -471,7 +632,7 @@ impl<C> Jobs<C> {
                             .entry(worker)
                             .or_default()
                             .answered(inputs, now.saturating_duration_since(since));
-                        self.complete(j, c, worker, vectors, tokens);
+                        self.answered(j, c, Held { worker, vectors, tokens, answer }, roster);
                     }
                     Err(reason) => {
                         self.metrics.job_chunk_refused();
@@ -481,6 +642,7 @@ impl<C> Jobs<C> {
                 }
             }
             JobResponse::Busy { .. } => self.retry(j, c, worker, Some(REST_WHEN_BUSY), now),
+            JobResponse::Stored(_) => self.retry(j, c, worker, Some(REST_AFTER_BAD_ANSWER), now),
             JobResponse::Refused(reason) => {
                 tracing::info!(%worker, job = %self.jobs[j].id, "chunk refused: {reason}");
                 self.retry(j, c, worker, Some(REST_AFTER_FAILURE), now);
@@ -496,20 +658,6 @@ impl<C> Jobs<C> {
         self.actions.push_back(Action::Unreachable(worker));
         self.retry(j, c, worker, Some(REST_AFTER_FAILURE), now);
         self.settle(roster, now);
-    }
-
-    fn complete(&mut self, j: usize, c: usize, worker: PeerId, vectors: Vec<Vec<f32>>, tokens: u64) {
-        let job = &mut self.jobs[j];
-        let chunk = &mut job.chunks[c];
-        chunk.state = ChunkState::Done;
-        for (slot, v) in job.vectors[chunk.range.clone()].iter_mut().zip(vectors) {
-            *slot = Some(v);
-        }
-        job.done += chunk.range.len();
-        job.chunks_done += 1;
-        job.tokens += tokens;
-        *job.workers.entry(worker.to_base58()).or_default() += 1;
-        job.report();
     }
 
     /// Chunk `c` of job `j` goes back to pending, `worker` rests.
@@ -567,6 +715,9 @@ impl<C> Jobs<C> {
     }
 
     fn finish_job(&mut self, j: usize, result: Result<(), String>, now: Instant) {
+        // The answers it kept are paid for, whether or not the job as a
+        // whole succeeded.
+        self.pay(j);
         let mut job = self.jobs.remove(j);
         for chunk in &job.chunks {
             if let ChunkState::Running { ask, worker, .. } = chunk.state {
@@ -620,12 +771,17 @@ impl<C> Jobs<C> {
         self.stats.get(worker).map_or((None, 0), |s| (s.ms_per_input, s.chunks))
     }
 
-    /// Adds what this node measured to a list of workers.
-    pub(crate) fn annotate(&self, workers: &mut [WorkerInfo]) {
+    /// Adds what this node measured to a list of workers, and their
+    /// standing in their network's spot checks.
+    pub(crate) fn annotate(&self, workers: &mut [WorkerInfo], roster: &impl Roster) {
+        let mut ledgers: HashMap<String, Ledger> = HashMap::new();
         for w in workers {
-            if let Ok(device) = w.device.parse::<PeerId>() {
-                (w.ms_per_input, w.chunks) = self.worker_stats(&device);
-            }
+            let Ok(device) = w.device.parse::<PeerId>() else { continue };
+            (w.ms_per_input, w.chunks) = self.worker_stats(&device);
+            let ledger = ledgers.entry(w.network.clone()).or_insert_with(|| roster.ledger(&w.network));
+            let trust = ledger.trust(&w.device);
+            (w.trust, w.checks_agreed, w.checks_lost) = (trust.score(), trust.agreed, trust.disagreed);
+            w.excluded = if w.local { None } else { self.excluded(ledger, &device) };
         }
     }
 
@@ -665,8 +821,20 @@ impl<C> Jobs<C> {
         now: Instant,
         now_ms: u64,
     ) {
-        let JobRequest::Run(run) = request;
+        let run = match request {
+            JobRequest::Run(run) => run,
+            JobRequest::Receipts(tokens) => {
+                let response = self.on_receipts(&peer, tokens, roster, now);
+                self.actions.push_back(Action::Respond { channel, response });
+                return;
+            }
+        };
         let refuse = |reason: String| JobResponse::Refused(reason);
+        let ledger = roster.ledger(&run.network);
+        let price = ledger.terms().price_per_token;
+        let cost = credit::estimate(&run.inputs, price);
+        let balance = ledger.balance(&run.person).available();
+        let owed = self.owed_by(&run.person, now);
         let verdict = if self.threads == 0 {
             Err(refuse("this node offers no compute".into()))
         } else if let Err(reason) = roster.authorize(&run.network, &peer, &run.person) {
@@ -683,6 +851,19 @@ impl<C> Jobs<C> {
             Err(refuse("the chunk is empty or larger than allowed".into()))
         } else if now_ms >= run.deadline_ms {
             Err(refuse("its deadline has passed".into()))
+        } else if run.vrf_key.len() != 32 {
+            Err(refuse("the chunk carries no VRF key".into()))
+        } else if owed >= credit::MAX_OWED {
+            Err(refuse(format!(
+                "{} owes this worker receipts for {owed} chunks; it is served again once they arrive",
+                run.person
+            )))
+        } else if i128::from(cost) > balance && run.person != roster.person(&run.network).unwrap_or_default()
+        {
+            Err(refuse(format!(
+                "not enough credits: {} has {balance} in network {}, and this chunk may cost up to {cost}",
+                run.person, run.network
+            )))
         } else if self.queue.len() >= MAX_QUEUED
             || self
                 .queue
@@ -707,7 +888,21 @@ impl<C> Jobs<C> {
                 let model =
                     crate::compute::model(&run.model).map_or(run.model.clone(), |m| m.name.to_owned());
                 let inputs = run.inputs.len();
-                let waiter = Waiter::Peer { peer, channel, inputs, started: now };
+                let me = roster.person(&run.network).unwrap_or_default();
+                let work = Box::new(credit::work(
+                    &run.network,
+                    &run.job,
+                    run.chunk,
+                    (&run.person, &peer),
+                    &run.vrf_key,
+                    (&me, &self.local),
+                    inputs,
+                    0,
+                    price,
+                    &[],
+                    0,
+                ));
+                let waiter = Waiter::Peer { peer, channel, inputs, started: now, work, price };
                 self.enqueue(Queued { task: Task { model, inputs: run.inputs }, waiter });
                 self.start_tasks();
             }
@@ -739,55 +934,109 @@ impl<C> Jobs<C> {
     }
 
     /// The executor finished a task.
-    pub(crate) fn on_executed(&mut self, id: TaskId, result: TaskResult, roster: &impl Roster, now: Instant) {
+    pub(crate) fn on_executed(
+        &mut self,
+        id: TaskId,
+        result: TaskResult,
+        roster: &impl Roster,
+        now: Instant,
+        now_ms: u64,
+    ) {
         if let Some(waiter) = self.running.remove(&id) {
-            self.finish_task(waiter, result, now);
+            self.finish_task(waiter, result, roster, now, now_ms);
         }
         self.start_tasks();
         self.settle(roster, now);
     }
 
-    fn finish_task(&mut self, waiter: Waiter<C>, result: TaskResult, now: Instant) {
+    fn finish_task(
+        &mut self,
+        waiter: Waiter<C>,
+        result: TaskResult,
+        roster: &impl Roster,
+        now: Instant,
+        now_ms: u64,
+    ) {
+        let output = match result {
+            Ok(output) => output,
+            Err(reason) => return self.fail_task(waiter, format!("the task failed here: {reason}"), now),
+        };
         match waiter {
-            Waiter::Peer { peer, channel, inputs, started } => {
-                let response = match result {
-                    Ok(TaskOutput { vectors, tokens }) if vectors.len() == inputs => {
-                        self.metrics.job_chunk_served();
-                        let (vectors, dims) = pack(&vectors);
-                        let micros = now.saturating_duration_since(started).as_micros() as u64;
-                        JobResponse::Done { vectors, dims, tokens, micros }
-                    }
-                    Ok(output) => JobResponse::Refused(format!(
-                        "the executor answered {} embeddings for {inputs} inputs",
-                        output.vectors.len()
-                    )),
-                    Err(reason) => {
-                        tracing::warn!(%peer, "task failed: {reason}");
-                        JobResponse::Refused(format!("the task failed here: {reason}"))
-                    }
+            Waiter::Peer { peer, channel, inputs, started, mut work, price } => {
+                let TaskOutput { mut vectors, tokens } = output;
+                if vectors.len() != inputs {
+                    let reason =
+                        format!("the executor answered {} embeddings for {inputs} inputs", vectors.len());
+                    let waiter = Waiter::Peer { peer, channel, inputs, started, work, price };
+                    return self.fail_task(waiter, reason, now);
+                }
+                self.maybe_lie(&mut vectors);
+                self.metrics.job_chunk_served();
+                let (vectors, dims) = pack(&vectors);
+                let micros = now.saturating_duration_since(started).as_micros() as u64;
+                work.tokens = tokens;
+                work.credits = tokens.saturating_mul(price);
+                work.result = ByteBuf::from(crate::credits::records::result_hash(&vectors).to_vec());
+                work.at_ms = now_ms;
+                let requester = work.requester.clone();
+                let response = match self.claim(&work, &requester, now) {
+                    Some(claim) => JobResponse::Done {
+                        vectors,
+                        dims,
+                        tokens,
+                        micros,
+                        credits: work.credits,
+                        at_ms: now_ms,
+                        claim,
+                    },
+                    None => JobResponse::Refused("this worker cannot sign its claim".into()),
                 };
                 self.actions.push_back(Action::Respond { channel, response });
             }
             Waiter::Own { ask } => {
                 let Some((j, c, worker, since)) = self.take_running(ask) else { return };
                 let inputs = self.jobs[j].chunks[c].range.len();
-                match result {
-                    Ok(TaskOutput { vectors, tokens }) if vectors.len() == inputs => {
-                        self.stats
-                            .entry(worker)
-                            .or_default()
-                            .answered(inputs, now.saturating_duration_since(since));
-                        self.complete(j, c, worker, vectors, tokens);
+                let TaskOutput { vectors, tokens } = output;
+                if vectors.len() != inputs {
+                    tracing::warn!(job = %self.jobs[j].id, "a chunk failed on this node: {} embeddings for {inputs} inputs", vectors.len());
+                    self.retry(j, c, worker, Some(REST_AFTER_FAILURE), now);
+                    return;
+                }
+                self.stats.entry(worker).or_default().answered(inputs, now.saturating_duration_since(since));
+                let job = &self.jobs[j];
+                let packed = credit::packed(&vectors);
+                let work = job.claim(c, &self.local, (&job.person, &self.local), tokens, &packed, now_ms);
+                match work.claim(&self.identity) {
+                    Ok(signature) => {
+                        let answer = credit::answer(work, ByteBuf::from(signature));
+                        self.answered(j, c, Held { worker, vectors, tokens, answer }, roster);
                     }
-                    Ok(_) | Err(_) => {
-                        tracing::warn!(job = %self.jobs[j].id, "a chunk failed on this node: {:?}", result.err());
+                    Err(e) => {
+                        tracing::warn!("this node cannot sign its own claim: {e}");
                         self.retry(j, c, worker, Some(REST_AFTER_FAILURE), now);
                     }
                 }
             }
         }
     }
+
+    /// A task that did not run (or not well): its peer is told why, this
+    /// node's own chunk goes elsewhere.
+    fn fail_task(&mut self, waiter: Waiter<C>, reason: String, now: Instant) {
+        match waiter {
+            Waiter::Peer { peer, channel, .. } => {
+                tracing::warn!(%peer, "{reason}");
+                self.actions.push_back(Action::Respond { channel, response: JobResponse::Refused(reason) });
+            }
+            Waiter::Own { ask } => {
+                let Some((j, c, worker, _)) = self.take_running(ask) else { return };
+                tracing::warn!(job = %self.jobs[j].id, "a chunk failed on this node: {reason}");
+                self.retry(j, c, worker, Some(REST_AFTER_FAILURE), now);
+            }
+        }
+    }
 }
 
+mod credit;
 #[cfg(test)]
 mod tests;

@@ -1,8 +1,10 @@
-//! The wire side of jobs: `/infermesh/jobs/1.0.0` (request-response,
+//! The wire side of jobs: `/infermesh/jobs/2.0.0` (request-response,
 //! CBOR). A requester sends a worker one chunk of a job; the worker
-//! answers with one embedding per input (packed little-endian `f32`s), or
-//! says it is busy, or refuses with a reason. Both sides check that the
-//! other is a device of a current member of the job's network.
+//! answers with one embedding per input (packed little-endian `f32`s) and
+//! its signed claim for the work (see [`crate::credits`]), or says it is
+//! busy, or refuses with a reason. Once the job is settled the requester
+//! sends the worker its receipts, countersigned. Both sides check that
+//! the other is a device of a current member of the job's network.
 
 use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
@@ -11,7 +13,7 @@ use serde_bytes::ByteBuf;
 use crate::compute::MAX_INPUT_BYTES;
 
 /// The protocol name.
-pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/infermesh/jobs/1.0.0");
+pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/infermesh/jobs/2.0.0");
 /// Most inputs in one chunk.
 pub(crate) const MAX_CHUNK_INPUTS: usize = 64;
 /// Most bytes of input in one chunk.
@@ -21,6 +23,9 @@ pub(crate) const MAX_REQUEST_BYTES: u64 = (MAX_CHUNK_BYTES + MAX_INPUT_BYTES + 6
 pub(crate) const MAX_RESPONSE_BYTES: u64 = (MAX_CHUNK_INPUTS * 4096 * 4 + 4096) as u64;
 /// Most floats per embedding a worker may answer with.
 pub(crate) const MAX_DIMENSIONS: usize = 4096;
+/// Most receipts in one request (each at most 8 KiB: see
+/// [`crate::credits::records::MAX_RECORD_BYTES`]).
+pub(crate) const MAX_RECEIPTS: usize = 64;
 
 /// One chunk of a job, for a worker to run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +47,9 @@ pub(crate) struct Run {
     pub inputs: Vec<String>,
     /// Not worth starting after this (ms since the epoch).
     pub deadline_ms: u64,
+    /// The requester's VRF key for this job: the worker signs it into its
+    /// claim, which binds the requester to the draw of checked chunks.
+    pub vrf_key: ByteBuf,
 }
 
 /// A request of the jobs protocol.
@@ -49,17 +57,24 @@ pub(crate) struct Run {
 pub(crate) enum JobRequest {
     /// Run this chunk.
     Run(Run),
+    /// Receipts for chunks the worker ran (receipt tokens).
+    Receipts(
+        #[serde(deserialize_with = "crate::protocols::bounded::bounded::<_, _, MAX_RECEIPTS>")] Vec<String>,
+    ),
 }
 
 /// A response of the jobs protocol.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum JobResponse {
-    /// Done: `dims` floats per input, packed.
-    Done { vectors: ByteBuf, dims: u32, tokens: u64, micros: u64 },
+    /// Done: `dims` floats per input, packed; what the worker claims for
+    /// it (`credits` at `at_ms`), and its signature over the claim.
+    Done { vectors: ByteBuf, dims: u32, tokens: u64, micros: u64, credits: u64, at_ms: u64, claim: ByteBuf },
     /// Too much waiting here already; try another worker.
     Busy { queue: u32 },
     /// Will not run it, and why.
     Refused(String),
+    /// Receipts taken: how many were this worker's and valid.
+    Stored(u32),
 }
 
 /// Packs embeddings as little-endian `f32`s.

@@ -107,6 +107,12 @@ pub(crate) struct Networks<C> {
     next_presence: Instant,
     next_scan: Instant,
     actions: VecDeque<Action<C>>,
+    /// Credit records already verified.
+    checked: std::cell::RefCell<credits::Checked>,
+    /// Each network's ledger, and when it was summed up.
+    ledgers: std::cell::RefCell<HashMap<String, (Instant, crate::credits::ledger::Ledger)>>,
+    /// Members' namespaces asked for.
+    wanted: std::collections::HashSet<String>,
 }
 
 fn err(text: impl Into<String>) -> MeshError {
@@ -143,6 +149,9 @@ impl<C> Networks<C> {
             next_presence: now,
             next_scan: now,
             actions: VecDeque::new(),
+            checked: Default::default(),
+            ledgers: Default::default(),
+            wanted: Default::default(),
         }
     }
 
@@ -679,6 +688,7 @@ impl<C> Networks<C> {
         if now >= self.next_scan {
             self.next_scan = now + RESCAN;
             self.rescan(state);
+            self.want_members(state);
         }
         self.present.retain(|_, p| now.saturating_duration_since(p.at) <= PRESENCE_EXPIRY);
         if now < self.next_presence || self.nets.is_empty() {
@@ -882,5 +892,6 @@ impl<C> Networks<C> {
     }
 }
 
+mod credits;
 #[cfg(test)]
 mod tests;

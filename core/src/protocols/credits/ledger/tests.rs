@@ -227,6 +227,7 @@ fn trust_rises_slowly_and_falls_sharply() {
     let new = Trust::default();
     assert_eq!(new.score(), 0.5);
     assert_eq!(new.check_rate(0.1), 1.0, "a new worker's chunks are all checked");
+    assert_eq!(new.check_rate(0.0), 0.0, "unless the network checks nothing");
     let proven = Trust { agreed: 3, disagreed: 0 };
     assert!(proven.score() >= TRUSTED_FROM);
     assert_eq!(proven.check_rate(0.1), 0.1);
