@@ -171,7 +171,8 @@ pub struct CreditsInfo {
     pub check_rate: f64,
     /// This node's person in the network.
     pub me: String,
-    /// Balances: this node's person first, then everyone in a receipt.
+    /// Balances: this node's person first, then every other member (and
+    /// anyone a receipt names).
     pub balances: Vec<BalanceInfo>,
     /// The latest receipts, newest first.
     pub receipts: Vec<ReceiptInfo>,

@@ -106,6 +106,11 @@ pub struct NodeArgs {
     /// level (1, 3 or 5) or above; without it any sender is taken.
     #[arg(long, value_parser = parse_level)]
     pub min_level: Option<infermesh_core::crypto::Level>,
+    /// Tests of the spot checks only: answer this share of the chunks run
+    /// for others with plausible wrong vectors.
+    #[cfg(feature = "liar")]
+    #[arg(long, hide = true, default_value_t = 0.0)]
+    pub lie_rate: f64,
     /// Send direct messages with transport encryption only (no end-to-end
     /// post-quantum encryption).
     #[arg(long)]

@@ -184,6 +184,10 @@ async fn start(
     config.quantum_resistant = !args.no_quantum;
     config.kem_level = args.level;
     config.min_kem_level = args.min_level;
+    #[cfg(feature = "liar")]
+    {
+        config.lie_rate = args.lie_rate;
+    }
     for (name, value) in &args.limits {
         config.set_limit(name, *value).map_err(|e| anyhow::anyhow!("--limit {name}={value}: {e}"))?;
     }

@@ -5,8 +5,8 @@
 //     from a third node that offers no compute; and the cost per chunk sent
 //     to another node beyond the worker's own time (spot checks off)
 //   the same job over the same two workers with credits and spot checks at
-//     the default rate (10%, once the workers earned trust in a first job)
-//     vs with checks off: the wall time they add
+//     the default rate (10%, once the workers earned trust in a first job:
+//     18 agreeing checks each) vs with checks off: the wall time they add
 //   in Chromium, on the same page and sentences: our Web Worker (the
 //     package's compute module) vs transformers.js (npm
 //     @huggingface/transformers, wasm backend, one thread) running the int8

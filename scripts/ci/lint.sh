@@ -13,6 +13,8 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 
 step "clippy (core with its fuzz entry points and seed corpus example)"
 cargo clippy --locked -p infermesh-core --features fuzz --all-targets -- -D warnings
+step "clippy (the node with its test-only lying worker, feature liar)"
+cargo clippy --locked -p infermesh-node --features liar --all-targets -- -D warnings
 
 step "core compiles for wasm32-unknown-unknown"
 cargo check --locked -p infermesh-core --target wasm32-unknown-unknown

@@ -2,6 +2,8 @@
 //! talks to it through its prompt (piped stdin) and its output.
 #![allow(dead_code)]
 
+pub mod pool;
+
 use std::{
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},

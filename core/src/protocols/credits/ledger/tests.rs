@@ -228,7 +228,8 @@ fn trust_rises_slowly_and_falls_sharply() {
     assert_eq!(new.score(), 0.5);
     assert_eq!(new.check_rate(0.1), 1.0, "a new worker's chunks are all checked");
     assert_eq!(new.check_rate(0.0), 0.0, "unless the network checks nothing");
-    let proven = Trust { agreed: 3, disagreed: 0 };
+    assert_eq!(Trust { agreed: 17, disagreed: 0 }.check_rate(0.1), 1.0);
+    let proven = Trust { agreed: 18, disagreed: 0 };
     assert!(proven.score() >= TRUSTED_FROM);
     assert_eq!(proven.check_rate(0.1), 0.1);
     let veteran_liar = Trust { agreed: 30, disagreed: 1 };

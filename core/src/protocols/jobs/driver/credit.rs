@@ -219,8 +219,12 @@ impl<C> Jobs<C> {
                     if let Some(held) = chunk.answers.iter().find(|h| h.worker == device) {
                         job.tokens = job.tokens.saturating_sub(held.tokens);
                     }
-                    if let Some(n) = job.workers.get_mut(&device.to_base58()) {
+                    let name = device.to_base58();
+                    if let Some(n) = job.workers.get_mut(&name) {
                         *n = n.saturating_sub(1);
+                        if *n == 0 {
+                            job.workers.remove(&name);
+                        }
                     }
                     chunk.accepted = None;
                     chunk.state = ChunkState::Pending;

@@ -498,12 +498,19 @@ fn wrong(run: &Run) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// The answer of a worker that runs the inputs of the next chunk instead.
+fn shifted(run: &Run) -> Vec<Vec<f32>> {
+    run.inputs.iter().map(|t| fake_vector(index_of(t) + run.inputs.len())).collect()
+}
+
+type Lie = fn(&Run) -> Vec<Vec<f32>>;
+
 /// Answers every request (`liar` wrongly) until nothing is asked; returns
 /// every action seen that was not a request.
 fn answer_all(
     j: &mut Jobs<u32>,
     roster: &FakeRoster,
-    liar: Option<PeerId>,
+    liar: Option<(PeerId, Lie)>,
 ) -> (Vec<Action<u32>>, Vec<PeerId>) {
     let now = Instant::now();
     let mut others = Vec::new();
@@ -516,10 +523,9 @@ fn answer_all(
                 Action::Request { peer, ask, request: JobRequest::Run(run) } => {
                     any = true;
                     asked.push(peer);
-                    let response = if Some(peer) == liar {
-                        answer_with(peer, &run, &wrong(&run), 1000)
-                    } else {
-                        done(peer, &run)
+                    let response = match liar {
+                        Some((l, lie)) if l == peer => answer_with(peer, &run, &lie(&run), 1000),
+                        _ => done(peer, &run),
                     };
                     j.on_response(ask, response, roster, now);
                 }
@@ -582,7 +588,7 @@ fn a_lying_worker_is_outvoted_excluded_and_its_chunks_are_done_again() {
     let roster = FakeRoster::checking(&[liar, b, c], 0.1);
     let mut j = jobs();
     let mut handle = start(&mut j, &roster, 48);
-    let (actions, asked) = answer_all(&mut j, &roster, Some(liar));
+    let (actions, asked) = answer_all(&mut j, &roster, Some((liar, wrong)));
     // Every vector is the right one: the liar's answers were all redone.
     let result = check_result(&mut handle, 48);
     assert!(result.workers.get(&liar.to_base58()).is_none_or(|n| *n == 0), "{result:?}");
@@ -602,7 +608,7 @@ fn a_lying_worker_is_outvoted_excluded_and_its_chunks_are_done_again() {
     assert_eq!(j.metrics.snapshot().credit_caught, 1);
     // The next job does not use it at all.
     let mut next = start(&mut j, &roster, 16);
-    let (_, asked) = answer_all(&mut j, &roster, Some(liar));
+    let (_, asked) = answer_all(&mut j, &roster, Some((liar, wrong)));
     assert!(!asked.contains(&liar));
     check_result(&mut next, 16);
 }
@@ -719,4 +725,16 @@ fn receipt_requests_are_rate_limited_per_peer() {
         u64::from(credit::RECEIPT_REQUESTS_PER_MINUTE) + 1,
         "each forged receipt and the refused request"
     );
+}
+
+#[test]
+fn a_worker_answering_for_other_inputs_is_caught() {
+    let (liar, b, c) = (peer(2), peer(3), peer(4));
+    let roster = FakeRoster::checking(&[liar, b, c], 0.1);
+    let mut j = jobs();
+    let mut handle = start(&mut j, &roster, 48);
+    let (actions, _) = answer_all(&mut j, &roster, Some((liar, shifted)));
+    check_result(&mut handle, 48);
+    assert!(writes(&actions).iter().any(|(k, t)| k.contains("/c/")
+        && CheckOutcome::from_token(t, 0.1).unwrap().rejected == Some(liar.to_base58())));
 }

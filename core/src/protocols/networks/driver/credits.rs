@@ -133,8 +133,14 @@ impl<C> Networks<C> {
             spent: b.spent,
             available: b.available().clamp(i64::MIN.into(), i64::MAX.into()) as i64,
         };
+        // Every member, and anyone else a receipt names (a member since
+        // revoked).
+        let mut people: BTreeMap<String, Balance> = ledger.balances();
+        for m in self.member_records(state, network) {
+            people.entry(m.person.clone()).or_insert_with(|| ledger.balance(&m.person));
+        }
         let mut balances = vec![info(&me, ledger.balance(&me))];
-        balances.extend(ledger.balances().into_iter().filter(|(p, _)| *p != me).map(|(p, b)| info(&p, b)));
+        balances.extend(people.into_iter().filter(|(p, _)| *p != me).map(|(p, b)| info(&p, b)));
         let receipts = ledger
             .latest(20)
             .into_iter()
