@@ -49,7 +49,7 @@ const w2 = await startNode({ extra: compute })
 let browser
 try {
   if (!process.env.BENCH_SKIP_NODES) await nodes()
-  await pages()
+  if (!process.env.BENCH_SKIP_PAGES) await pages()
 } finally {
   await browser?.close()
   for (const n of [w2, w1, requester]) await n.stop()

@@ -130,6 +130,15 @@ test('two native nodes and a tab share a 500-line job; results equal a single-no
   const jobs = await p.page.evaluate(() => window.client.jobs())
   assert.equal(jobs.at(-1).state, 'done')
 
+  // The tab paid A and B for their chunks: receipts it countersigned.
+  const credits = await p.page.evaluate(() => window.client.credits({ network: 'lab' }))
+  const mine = credits.balances[0]
+  assert.equal(credits.me, pageId)
+  assert.equal(mine.person, pageId)
+  assert.ok(mine.spent > 0, `the tab spent credits: ${JSON.stringify(credits)}`)
+  assert.equal(mine.available, credits.grant + mine.earned - mine.spent)
+  assert.ok(credits.receipts.some((r) => r.requester === pageId && r.credits > 0), JSON.stringify(credits.receipts))
+
   // Bad input from the page: clear errors.
   const refused = await p.page.evaluate(async () => {
     const errors = []

@@ -479,6 +479,7 @@ impl<C> Jobs<C> {
                             device: c.device,
                             threads: c.offer.threads as usize,
                             queue: c.queue as usize,
+                            trust: ledger.trust(&c.device.to_base58()).score(),
                         })
                         .collect();
                     (slots, candidates.into_iter().map(|c| (c.device, c.person)).collect())

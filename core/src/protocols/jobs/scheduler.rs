@@ -1,7 +1,8 @@
 //! Where work goes, pure: how a job is cut into chunks, and which worker
 //! takes the next chunk — the one expected to finish it first, from what
 //! it offers (threads), what it has waiting (its own report and what this
-//! node gave it) and how fast it has been (measured per input). A worker
+//! node gave it), how fast it has been (measured per input) and how well
+//! it fared in spot checks (trusted workers first). A worker
 //! that failed a chunk does not get that chunk again while another can
 //! take it, and one that failed recently rests for a while.
 
@@ -75,6 +76,9 @@ pub(crate) struct Slot {
     pub threads: usize,
     /// Tasks it said it has (others' included).
     pub queue: usize,
+    /// Its trust in the network's spot checks (0 to 1, 0.5 when new): a
+    /// trusted worker is preferred as if it were up to twice as fast.
+    pub trust: f64,
 }
 
 /// How long `worker` would take to finish a chunk of `inputs` given now.
@@ -119,7 +123,10 @@ pub(crate) fn pick(
             .iter()
             .filter(free)
             .filter(|slot| !fresh_only || !tried.contains(&slot.device))
-            .map(|slot| (expected_ms(slot, stats.get(&slot.device), inputs, default), slot.device))
+            .map(|slot| {
+                let ms = expected_ms(slot, stats.get(&slot.device), inputs, default);
+                (ms * (1.5 - slot.trust.clamp(0.0, 1.0)), slot.device)
+            })
             .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
             .map(|(_, device)| device)
     };
@@ -178,9 +185,9 @@ mod tests {
         let now = Instant::now();
         let (a, b, c) = (peer(1), peer(2), peer(3));
         let slots = vec![
-            Slot { device: a, threads: 1, queue: 0 },
-            Slot { device: b, threads: 4, queue: 0 },
-            Slot { device: c, threads: 1, queue: 0 },
+            Slot { device: a, threads: 1, queue: 0, trust: 0.5 },
+            Slot { device: b, threads: 4, queue: 0, trust: 0.5 },
+            Slot { device: c, threads: 1, queue: 0, trust: 0.5 },
         ];
         let mut stats = HashMap::new();
         // Nothing measured: all alike, ties by node ID (deterministic).
@@ -198,15 +205,25 @@ mod tests {
         stats.get_mut(&b).unwrap().in_flight = 3;
         assert_eq!(pick(&slots, &stats, 16, &[], now), Some(b));
         // A long queue of others' work counts against a worker.
-        let busy = vec![Slot { device: b, threads: 4, queue: 40 }, slots[2].clone()];
+        let busy = vec![Slot { device: b, threads: 4, queue: 40, trust: 0.5 }, slots[2].clone()];
         assert_eq!(pick(&busy, &stats, 16, &[], now), Some(c));
+        // Of two alike, the one with a record of agreeing checks.
+        let stats = HashMap::new();
+        let trusted = vec![
+            Slot { device: a, threads: 1, queue: 0, trust: 0.5 },
+            Slot { device: c, threads: 1, queue: 0, trust: 0.96 },
+        ];
+        assert_eq!(pick(&trusted, &stats, 16, &[], now), Some(c));
     }
 
     #[test]
     fn failed_and_resting_workers_are_passed_over() {
         let now = Instant::now();
         let (a, b) = (peer(1), peer(2));
-        let slots = vec![Slot { device: a, threads: 1, queue: 0 }, Slot { device: b, threads: 1, queue: 0 }];
+        let slots = vec![
+            Slot { device: a, threads: 1, queue: 0, trust: 0.5 },
+            Slot { device: b, threads: 1, queue: 0, trust: 0.5 },
+        ];
         let mut stats = HashMap::new();
         stats.insert(a, WorkerStats { ms_per_input: Some(1.0), ..Default::default() });
         stats.insert(b, WorkerStats { ms_per_input: Some(100.0), ..Default::default() });
