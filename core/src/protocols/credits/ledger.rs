@@ -67,13 +67,19 @@ impl Trust {
     /// The share of its chunks to check, given the network's rate: all of
     /// them until it is trusted, none where the network checks nothing.
     pub fn check_rate(&self, network_rate: f64) -> f64 {
-        if network_rate <= 0.0 {
-            0.0
-        } else if self.score() >= TRUSTED_FROM {
-            network_rate
-        } else {
-            1.0
-        }
+        check_rate(self.score(), network_rate)
+    }
+}
+
+/// The share of the chunks of a worker with trust `score` to check,
+/// given the network's rate (see [`Trust::check_rate`]).
+pub fn check_rate(score: f64, network_rate: f64) -> f64 {
+    if network_rate <= 0.0 {
+        0.0
+    } else if score >= TRUSTED_FROM {
+        network_rate
+    } else {
+        1.0
     }
 }
 

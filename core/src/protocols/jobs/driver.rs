@@ -131,6 +131,29 @@ struct Chunk {
     needed: usize,
     /// The worker whose answer it took.
     accepted: Option<PeerId>,
+    /// A second run of a chunk drawn for a check, sent with the first.
+    check: Option<InFlight>,
+}
+
+/// A run of a chunk on a worker, awaited.
+#[derive(Debug)]
+struct InFlight {
+    worker: PeerId,
+    person: String,
+    ask: AskId,
+    since: Instant,
+    timeout: Instant,
+}
+
+/// An answered or failed run, no longer awaited.
+pub(super) struct Taken {
+    pub j: usize,
+    pub c: usize,
+    pub worker: PeerId,
+    pub person: String,
+    pub since: Instant,
+    /// The second run of a drawn chunk (the first may still be running).
+    pub second: bool,
 }
 
 struct Job {
@@ -422,6 +445,7 @@ impl<C> Jobs<C> {
                     answers: Vec::new(),
                     needed: 1,
                     accepted: None,
+                    check: None,
                 })
                 .collect(),
             tokens: 0,
@@ -486,7 +510,9 @@ impl<C> Jobs<C> {
                 })
                 .clone();
             for c in 0..self.jobs[j].chunks.len() {
-                if !matches!(self.jobs[j].chunks[c].state, ChunkState::Pending) {
+                // (A chunk whose second run is out waits for it.)
+                let chunk = &self.jobs[j].chunks[c];
+                if !matches!(chunk.state, ChunkState::Pending) || chunk.check.is_some() {
                     continue;
                 }
                 let chunk = &self.jobs[j].chunks[c];
@@ -506,7 +532,11 @@ impl<C> Jobs<C> {
                 };
                 let Some(worker) = worker else { continue };
                 let person = people.get(&worker).cloned().unwrap_or_default();
-                self.send(j, c, worker, person, now);
+                let fresh = self.jobs[j].chunks[c].answers.is_empty();
+                self.send(j, c, worker, person, now, false);
+                if fresh {
+                    self.send_check(j, c, worker, &slots, &people, now);
+                }
             }
         }
         // No other worker to check with: a first answer stands unchecked;
@@ -526,8 +556,9 @@ impl<C> Jobs<C> {
         }
     }
 
-    /// Gives chunk `c` of job `j` to `worker`.
-    fn send(&mut self, j: usize, c: usize, worker: PeerId, person: String, now: Instant) {
+    /// Gives chunk `c` of job `j` to `worker` (`second`: as the second run
+    /// of a drawn chunk, alongside the first).
+    fn send(&mut self, j: usize, c: usize, worker: PeerId, person: String, now: Instant, second: bool) {
         let ask = self.ask();
         let stats = self.stats.entry(worker).or_default();
         stats.in_flight += 1;
@@ -535,7 +566,11 @@ impl<C> Jobs<C> {
         let chunk = &mut job.chunks[c];
         chunk.attempts += 1;
         let timeout = now + scheduler::timeout(Some(stats), chunk.range.len());
-        chunk.state = ChunkState::Running { worker, person, ask, since: now, timeout };
+        if second {
+            chunk.check = Some(InFlight { worker, person, ask, since: now, timeout });
+        } else {
+            chunk.state = ChunkState::Running { worker, person, ask, since: now, timeout };
+        }
         let inputs: Vec<String> = job.inputs[chunk.range.clone()].to_vec();
         self.asks.insert(ask, (job.id.clone(), c));
         if worker == self.local {
@@ -558,33 +593,53 @@ impl<C> Jobs<C> {
         }
     }
 
-    fn job_of(&self, ask: AskId) -> Option<(usize, usize, PeerId, Instant)> {
+    fn job_of(&self, ask: AskId) -> Option<Taken> {
         let (id, c) = self.asks.get(&ask)?;
-        let j = self.jobs.iter().position(|job| job.id == *id)?;
-        match self.jobs[j].chunks[*c].state {
-            ChunkState::Running { worker, ask: running, since, .. } if running == ask => {
-                Some((j, *c, worker, since))
+        let (j, c) = (self.jobs.iter().position(|job| job.id == *id)?, *c);
+        let chunk = &self.jobs[j].chunks[c];
+        match (&chunk.state, &chunk.check) {
+            (ChunkState::Running { worker, person, ask: running, since, .. }, _) if *running == ask => {
+                Some(Taken { j, c, worker: *worker, person: person.clone(), since: *since, second: false })
             }
+            (_, Some(run)) if run.ask == ask => Some(Taken {
+                j,
+                c,
+                worker: run.worker,
+                person: run.person.clone(),
+                since: run.since,
+                second: true,
+            }),
             _ => None,
         }
     }
 
-    /// The chunk `ask` ran, no longer awaited: (job, chunk, worker, sent).
-    /// `None` when it was answered, moved or dropped already.
-    fn take_running(&mut self, ask: AskId) -> Option<(usize, usize, PeerId, Instant)> {
-        let running = self.job_of(ask);
+    /// The run `ask` was, no longer awaited. `None` when it was answered,
+    /// moved or dropped already.
+    fn take_running(&mut self, ask: AskId) -> Option<Taken> {
+        let taken = self.job_of(ask);
         self.asks.remove(&ask);
-        let (_, _, worker, _) = running?;
-        if let Some(stats) = self.stats.get_mut(&worker) {
+        let taken = taken?;
+        if let Some(stats) = self.stats.get_mut(&taken.worker) {
             stats.in_flight = stats.in_flight.saturating_sub(1);
         }
-        running
+        if taken.second {
+            self.jobs[taken.j].chunks[taken.c].check = None;
+        }
+        Some(taken)
     }
 
-    fn person_running(&self, j: usize, c: usize) -> &str {
-        match &self.jobs[j].chunks[c].state {
-            ChunkState::Running { person, .. } => person,
-            _ => "",
+    /// A run that did not answer (well): the chunk goes back to pending,
+    /// unless it was the second run of a drawn chunk (then the check goes
+    /// to another worker once the first answers); the worker rests.
+    fn give_up(&mut self, taken: &Taken, rest: Duration, now: Instant) {
+        if taken.second {
+            self.stats.entry(taken.worker).or_default().rest_until = Some(now + rest);
+            let chunk = &mut self.jobs[taken.j].chunks[taken.c];
+            if !chunk.tried.contains(&taken.worker) {
+                chunk.tried.push(taken.worker);
+            }
+        } else {
+            self.retry(taken.j, taken.c, taken.worker, Some(rest), now);
         }
     }
 
@@ -596,12 +651,13 @@ impl<C> Jobs<C> {
         roster: &impl Roster,
         now: Instant,
     ) {
-        let Some((j, c, worker, since)) = self.take_running(ask) else { return };
+        let Some(taken) = self.take_running(ask) else { return };
+        let Taken { j, c, worker, since, second, .. } = taken;
         let inputs = self.jobs[j].chunks[c].range.len();
         match response {
             JobResponse::Done { vectors: packed, dims, tokens, micros, credits, at_ms, claim } => {
                 let job = &self.jobs[j];
-                let worker_person = self.person_running(j, c).to_owned();
+                let worker_person = taken.person.clone();
                 // A worker revoked meanwhile: its answer does not count.
                 let checked = roster
                     .authorize(&job.network, &worker, &worker_person)
@@ -633,20 +689,20 @@ impl<C> Jobs<C> {
                             .entry(worker)
                             .or_default()
                             .answered(inputs, now.saturating_duration_since(since));
-                        self.answered(j, c, Held { worker, vectors, tokens, answer }, roster);
+                        self.answered(j, c, Held { worker, vectors, tokens, answer }, second, roster);
                     }
                     Err(reason) => {
                         self.metrics.job_chunk_refused();
                         tracing::warn!(%worker, job = %self.jobs[j].id, "answer refused: {reason}");
-                        self.retry(j, c, worker, Some(REST_AFTER_BAD_ANSWER), now);
+                        self.give_up(&taken, REST_AFTER_BAD_ANSWER, now);
                     }
                 }
             }
-            JobResponse::Busy { .. } => self.retry(j, c, worker, Some(REST_WHEN_BUSY), now),
-            JobResponse::Stored(_) => self.retry(j, c, worker, Some(REST_AFTER_BAD_ANSWER), now),
+            JobResponse::Busy { .. } => self.give_up(&taken, REST_WHEN_BUSY, now),
+            JobResponse::Stored(_) => self.give_up(&taken, REST_AFTER_BAD_ANSWER, now),
             JobResponse::Refused(reason) => {
                 tracing::info!(%worker, job = %self.jobs[j].id, "chunk refused: {reason}");
-                self.retry(j, c, worker, Some(REST_AFTER_FAILURE), now);
+                self.give_up(&taken, REST_AFTER_FAILURE, now);
             }
         }
         self.settle(roster, now);
@@ -654,10 +710,10 @@ impl<C> Jobs<C> {
 
     /// One of this node's chunks could not be delivered or answered.
     pub(crate) fn on_failure(&mut self, ask: AskId, error: &str, roster: &impl Roster, now: Instant) {
-        let Some((j, c, worker, _)) = self.take_running(ask) else { return };
-        tracing::info!(%worker, job = %self.jobs[j].id, "chunk failed: {error}");
-        self.actions.push_back(Action::Unreachable(worker));
-        self.retry(j, c, worker, Some(REST_AFTER_FAILURE), now);
+        let Some(taken) = self.take_running(ask) else { return };
+        tracing::info!(worker = %taken.worker, job = %self.jobs[taken.j].id, "chunk failed: {error}");
+        self.actions.push_back(Action::Unreachable(taken.worker));
+        self.give_up(&taken, REST_AFTER_FAILURE, now);
         self.settle(roster, now);
     }
 
@@ -721,7 +777,11 @@ impl<C> Jobs<C> {
         self.pay(j);
         let mut job = self.jobs.remove(j);
         for chunk in &job.chunks {
-            if let ChunkState::Running { ask, worker, .. } = chunk.state {
+            let main = match chunk.state {
+                ChunkState::Running { ask, worker, .. } => Some((ask, worker)),
+                _ => None,
+            };
+            for (ask, worker) in main.into_iter().chain(chunk.check.as_ref().map(|r| (r.ask, r.worker))) {
                 self.asks.remove(&ask);
                 if let Some(stats) = self.stats.get_mut(&worker) {
                     stats.in_flight = stats.in_flight.saturating_sub(1);
@@ -790,22 +850,25 @@ impl<C> Jobs<C> {
     /// their deadline fail.
     pub(crate) fn on_tick(&mut self, roster: &impl Roster, now: Instant) {
         let mut late = Vec::new();
-        for (j, job) in self.jobs.iter().enumerate() {
-            for (c, chunk) in job.chunks.iter().enumerate() {
-                if let ChunkState::Running { worker, ask, timeout, .. } = chunk.state
+        for job in &self.jobs {
+            for chunk in &job.chunks {
+                if let ChunkState::Running { ask, timeout, .. } = chunk.state
                     && now >= timeout
                 {
-                    late.push((j, c, worker, ask));
+                    late.push(ask);
+                }
+                if let Some(run) = &chunk.check
+                    && now >= run.timeout
+                {
+                    late.push(run.ask);
                 }
             }
         }
-        for (j, c, worker, ask) in late {
-            tracing::info!(%worker, job = %self.jobs[j].id, "chunk timed out");
-            self.asks.remove(&ask);
-            if let Some(stats) = self.stats.get_mut(&worker) {
-                stats.in_flight = stats.in_flight.saturating_sub(1);
+        for ask in late {
+            if let Some(taken) = self.take_running(ask) {
+                tracing::info!(worker = %taken.worker, job = %self.jobs[taken.j].id, "chunk timed out");
+                self.give_up(&taken, REST_AFTER_FAILURE, now);
             }
-            self.retry(j, c, worker, Some(REST_AFTER_FAILURE), now);
         }
         self.settle(roster, now);
     }
@@ -995,12 +1058,13 @@ impl<C> Jobs<C> {
                 self.actions.push_back(Action::Respond { channel, response });
             }
             Waiter::Own { ask } => {
-                let Some((j, c, worker, since)) = self.take_running(ask) else { return };
+                let Some(taken) = self.take_running(ask) else { return };
+                let Taken { j, c, worker, since, second, .. } = taken;
                 let inputs = self.jobs[j].chunks[c].range.len();
                 let TaskOutput { vectors, tokens } = output;
                 if vectors.len() != inputs {
                     tracing::warn!(job = %self.jobs[j].id, "a chunk failed on this node: {} embeddings for {inputs} inputs", vectors.len());
-                    self.retry(j, c, worker, Some(REST_AFTER_FAILURE), now);
+                    self.give_up(&taken, REST_AFTER_FAILURE, now);
                     return;
                 }
                 self.stats.entry(worker).or_default().answered(inputs, now.saturating_duration_since(since));
@@ -1010,11 +1074,11 @@ impl<C> Jobs<C> {
                 match work.claim(&self.identity) {
                     Ok(signature) => {
                         let answer = credit::answer(work, ByteBuf::from(signature));
-                        self.answered(j, c, Held { worker, vectors, tokens, answer }, roster);
+                        self.answered(j, c, Held { worker, vectors, tokens, answer }, second, roster);
                     }
                     Err(e) => {
                         tracing::warn!("this node cannot sign its own claim: {e}");
-                        self.retry(j, c, worker, Some(REST_AFTER_FAILURE), now);
+                        self.give_up(&taken, REST_AFTER_FAILURE, now);
                     }
                 }
             }
@@ -1030,9 +1094,9 @@ impl<C> Jobs<C> {
                 self.actions.push_back(Action::Respond { channel, response: JobResponse::Refused(reason) });
             }
             Waiter::Own { ask } => {
-                let Some((j, c, worker, _)) = self.take_running(ask) else { return };
-                tracing::warn!(job = %self.jobs[j].id, "a chunk failed on this node: {reason}");
-                self.retry(j, c, worker, Some(REST_AFTER_FAILURE), now);
+                let Some(taken) = self.take_running(ask) else { return };
+                tracing::warn!(job = %self.jobs[taken.j].id, "a chunk failed on this node: {reason}");
+                self.give_up(&taken, REST_AFTER_FAILURE, now);
             }
         }
     }

@@ -12,10 +12,15 @@ use std::time::Duration;
 use libp2p::PeerId;
 use serde_bytes::ByteBuf;
 
-use super::{Action, ChunkState, Held, Jobs, Roster};
+use std::collections::HashMap;
+
+use super::{
+    Action, ChunkState, Held, Jobs, Roster,
+    scheduler::{self, Slot},
+};
 use crate::{
     credits::{
-        ledger::Ledger,
+        ledger::{Ledger, check_rate},
         records::{
             Answer, CheckOutcome, MAX_TOKENS_PER_INPUT, Receipt, Work, check_key, receipt_key, result_hash,
         },
@@ -100,9 +105,41 @@ impl<C> Jobs<C> {
         ledger.trust(&device.to_base58()).excluded()
     }
 
-    /// A checked answer to chunk `c` of job `j`: settle the chunk if it has
-    /// what it needs, or ask for another answer.
-    pub(super) fn answered(&mut self, j: usize, c: usize, held: Held, roster: &impl Roster) {
+    /// Chunk `c` of job `j` just went to `worker`: when the draw selects
+    /// it for that worker, a second worker runs it at the same time (so a
+    /// check adds no wait at the end of a job).
+    pub(super) fn send_check(
+        &mut self,
+        j: usize,
+        c: usize,
+        worker: PeerId,
+        slots: &[Slot],
+        people: &HashMap<PeerId, String>,
+        now: Instant,
+    ) {
+        let job = &self.jobs[j];
+        if worker == self.local {
+            return;
+        }
+        let trust = slots.iter().find(|s| s.device == worker).map_or(0.5, |s| s.trust);
+        if !vrf::is_checked(&job.draw, c as u32, check_rate(trust, job.check_rate)) {
+            return;
+        }
+        let others: Vec<Slot> = slots.iter().filter(|s| s.device != worker).cloned().collect();
+        let inputs = job.chunks[c].range.len();
+        let Some(second) = scheduler::pick(&others, &self.stats, inputs, &[], now) else { return };
+        let person = people.get(&second).cloned().unwrap_or_default();
+        let job = &mut self.jobs[j];
+        job.chunks[c].needed = 2;
+        job.checks += 1;
+        self.metrics.credit_check();
+        self.send(j, c, second, person, now, true);
+    }
+
+    /// A checked answer to chunk `c` of job `j` (`second`: from the second
+    /// run of a drawn chunk): settle the chunk if it has what it needs, or
+    /// ask for another answer.
+    pub(super) fn answered(&mut self, j: usize, c: usize, held: Held, second: bool, roster: &impl Roster) {
         let local = self.local;
         let job = &mut self.jobs[j];
         let chunk = &mut job.chunks[c];
@@ -111,6 +148,13 @@ impl<C> Jobs<C> {
         }
         chunk.answers.push(held);
         match chunk.answers.len() {
+            // Drawn when it was sent: the other run's answer is awaited
+            // (the first run may still be out when the second answers).
+            1 if chunk.needed >= 2 => {
+                if !second {
+                    chunk.state = ChunkState::Pending;
+                }
+            }
             1 => {
                 let worker = chunk.answers[0].worker;
                 let drawn = worker != local && {
@@ -119,6 +163,7 @@ impl<C> Jobs<C> {
                     vrf::is_checked(&job.draw, c as u32, rate)
                 };
                 if drawn {
+                    // (No second worker was free when it was sent.)
                     chunk.needed = 2;
                     chunk.state = ChunkState::Pending;
                     job.checks += 1;

@@ -738,3 +738,26 @@ fn a_worker_answering_for_other_inputs_is_caught() {
     assert!(writes(&actions).iter().any(|(k, t)| k.contains("/c/")
         && CheckOutcome::from_token(t, 0.1).unwrap().rejected == Some(liar.to_base58())));
 }
+
+#[test]
+fn a_drawn_chunk_goes_to_two_workers_at_once_and_either_may_answer_first() {
+    let (a, b) = (peer(2), peer(3));
+    for second_first in [false, true] {
+        let roster = FakeRoster::checking(&[a, b], 0.1);
+        let mut j = jobs();
+        let mut handle = start(&mut j, &roster, 4);
+        let sent = requests(&mut j);
+        // New workers: drawn at once, both runs out together.
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert_ne!(sent[0].0, sent[1].0);
+        assert_eq!(sent[0].2.chunk, sent[1].2.chunk);
+        let now = Instant::now();
+        let order: Vec<_> = if second_first { sent.into_iter().rev().collect() } else { sent };
+        for (w, ask, run) in order {
+            assert!(handle.result.try_recv().is_err(), "settled before both answered");
+            j.on_response(ask, done(w, &run), &roster, now);
+        }
+        check_result(&mut handle, 4);
+        assert!(requests(&mut j).is_empty(), "no third run");
+    }
+}
