@@ -1,7 +1,8 @@
 //! Jobs across a private network: a job of many inputs is cut into
 //! chunks, run by the network's workers in parallel and put back in order.
-//! [`wire`] is `/infermesh/jobs/1.0.0`, [`scheduler`] where each chunk
-//! goes, [`driver`] the rules of both sides.
+//! [`wire`] is `/infermesh/jobs/2.0.0`, [`scheduler`] where each chunk
+//! goes, [`driver`] the rules of both sides (with the credits and spot
+//! checks of `driver/credit.rs`).
 
 mod driver;
 pub(crate) mod scheduler;
