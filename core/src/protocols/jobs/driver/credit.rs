@@ -7,12 +7,10 @@
 //! carries a signed claim, and a requester that leaves too many claims
 //! unpaid is served no more.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use libp2p::PeerId;
 use serde_bytes::ByteBuf;
-
-use std::collections::HashMap;
 
 use super::{
     Action, ChunkState, Held, Jobs, Roster,
