@@ -1,5 +1,6 @@
+// Over 600 lines: every pooled-compute command shares one parser, one `Node` trait and the tables they print.
 //! Pooled compute from the command line: `network …`, `workers`, `embed …`,
-//! `jobs`. The same commands run at the `infermesh>` prompt (on the node
+//! `jobs`, `credits`. The same commands run at the `infermesh>` prompt (on the node
 //! itself) and as subcommands (`infermesh network create lab`), which talk
 //! to a running node through its HTTP API with the token in its data
 //! directory, the way `tailscale` talks to `tailscaled`.

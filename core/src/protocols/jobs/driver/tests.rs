@@ -1,3 +1,4 @@
+// Over 600 lines: both sides of the jobs driver, and its credits and spot checks, are tested through one fake roster.
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
